@@ -1,0 +1,158 @@
+/* guard.h: the structures shared by run.c, export.c, model.c and the tests:
+ * the model Config, the guard.bin file (reader and writer, format in FORMAT.md), the
+ * Weights that point into it, the RunState, and the forward pass.
+ */
+#ifndef GUARD_H
+#define GUARD_H
+
+#include <stdint.h>
+
+#include "quant.h"
+#include "util.h"
+
+/* ==== Config: every hyperparameter the forward pass needs, all from the checkpoint ==== */
+
+enum { ROPE_NONE = 0, ROPE_LLAMA3 = 1 };
+enum { SRC_HF = 1, SRC_GGUF = 2, SRC_AWQ = 3, SRC_BNB = 4, SRC_META = 5, SRC_RANDOM = 6 };
+
+typedef struct {
+    uint32_t dim;         /* hidden_size */
+    uint32_t n_layers;    /* num_hidden_layers */
+    uint32_t n_heads;     /* num_attention_heads */
+    uint32_t n_kv_heads;  /* num_key_value_heads (== n_heads for MHA) */
+    uint32_t head_dim;    /* head_dim, default hidden_size / num_attention_heads */
+    uint32_t hidden_dim;  /* intermediate_size */
+    uint32_t vocab_size;
+    uint32_t max_seq_len; /* max_position_embeddings */
+    float norm_eps;       /* rms_norm_eps */
+    float rope_theta;
+    uint32_t rope_type;   /* ROPE_NONE / ROPE_LLAMA3 */
+    float rope_factor, rope_low_freq_factor, rope_high_freq_factor;
+    uint32_t rope_orig_max_pos;
+    uint32_t tied;        /* lm_head is the embedding matrix */
+    uint32_t source;      /* SRC_*: what export read */
+    uint32_t dtype;       /* the main weight dtype (DT_*) */
+} Config;
+
+/* Check a Config for values the forward pass cannot use; names the bad field in err. */
+int config_validate(const Config *c, char *err);
+
+/* ==== guard.bin ==== */
+
+#define GB_MAGIC "GUARDBIN"
+#define GB_VERSION 1
+#define GB_ALIGN 64
+#define GB_NAME_MAX 64
+enum { SEC_TOKENIZER = 1, SEC_PROMPT = 2 };
+
+typedef struct {
+    char name[GB_NAME_MAX]; /* NUL-terminated */
+    uint32_t dtype, ndim;
+    uint64_t shape[4];      /* shape[0] outermost; unused dims are 1 */
+    uint64_t offset, size;  /* absolute byte offset in the file, byte count */
+} GbTensor;
+
+typedef struct {
+    uint32_t kind;
+    uint64_t offset, size;
+} GbSection;
+
+typedef struct {
+    MappedFile map;
+    const char *path;     /* borrowed */
+    Config cfg;
+    uint32_t n_tensors, n_sections;
+    GbTensor *tensors;    /* [n_tensors], owned */
+    GbSection *sections;  /* [n_sections], owned */
+    uint32_t data_crc;    /* as recorded by export */
+    uint64_t data_offset;
+} GuardFile;
+
+/* Map and validate header, tables and bounds (not the data checksum). */
+int gb_open(GuardFile *g, const char *path, char *err);
+void gb_close(GuardFile *g);
+/* Recompute the data checksum over the whole file (./run --verify). */
+int gb_verify(const GuardFile *g, char *err);
+const GbTensor *gb_find(const GuardFile *g, const char *name);
+const uint8_t *gb_data(const GuardFile *g, const GbTensor *t);
+/* Section bytes, or NULL (and *size 0) when absent. */
+const uint8_t *gb_section(const GuardFile *g, uint32_t kind, uint64_t *size);
+
+/* Writer: describe every tensor and section first, then stream their bytes in the same order.
+ * Tensor data is produced by a callback so export converts one tensor at a time. */
+typedef int (*GbProduce)(void *ctx, uint32_t index, uint8_t *dst, uint64_t size, char *err);
+typedef struct {
+    Config cfg;
+    GbTensor *tensors; uint32_t n_tensors, cap_tensors;
+    GbSection *sections; const uint8_t **section_data; uint32_t n_sections;
+} GbWriter;
+void gbw_init(GbWriter *w, const Config *c);
+int gbw_add_tensor(GbWriter *w, const char *name, uint32_t dtype, uint32_t ndim, const uint64_t *shape, char *err);
+/* The bytes are borrowed until gbw_write returns. */
+int gbw_add_section(GbWriter *w, uint32_t kind, const uint8_t *data, uint64_t size, char *err);
+/* Write everything to path atomically; produce(ctx, i, dst, size) fills tensor i. */
+int gbw_write(GbWriter *w, const char *path, GbProduce produce, void *ctx, char *err);
+void gbw_free(GbWriter *w);
+
+/* ==== Weights: typed views into the mapped file ==== */
+
+typedef struct {
+    const float *attn_norm; /* [dim] input_layernorm */
+    const float *ffn_norm;  /* [dim] post_attention_layernorm */
+    Tensor wq;              /* [n_heads*head_dim, dim] */
+    Tensor wk, wv;          /* [n_kv_heads*head_dim, dim] */
+    Tensor wo;              /* [dim, n_heads*head_dim] */
+    Tensor w_gate, w_up;    /* [hidden_dim, dim] */
+    Tensor w_down;          /* [dim, hidden_dim] */
+} LayerWeights;
+
+typedef struct {
+    Tensor embed;           /* [vocab, dim] */
+    LayerWeights *layers;   /* [n_layers], owned */
+    const float *norm;      /* [dim] final norm */
+    Tensor lm_head;         /* [vocab, dim]; == embed when tied */
+} Weights;
+
+/* ==== RunState: activations and the KV cache, owned by one conversation ==== */
+
+typedef struct {
+    int64_t chunk;     /* max tokens per forward call (prefill batch) */
+    int64_t cap;       /* KV cache capacity in positions */
+    int64_t n_cached;  /* positions [0, n_cached) hold valid K/V */
+    float *x;          /* [chunk, dim] residual stream */
+    float *xb;         /* [chunk, max(dim, q_dim)] normed input / attention output */
+    float *xb2;        /* [chunk, dim] projection output */
+    float *q;          /* [chunk, q_dim] q_dim = n_heads*head_dim */
+    float *k, *v;      /* [chunk, kv_dim] this chunk's keys/values before caching */
+    float *hb, *hb2;   /* [chunk, hidden_dim] */
+    float *att;        /* [threads, cap] attention scores, one row per worker */
+    float *key_cache;  /* [n_layers, cap, kv_dim] */
+    float *value_cache;/* [n_layers, cap, kv_dim] */
+    float *debug_hidden_l0; /* optional, caller-owned [n, dim]: residual after layer 0 (tests) */
+} RunState;
+
+typedef struct {
+    GuardFile file;
+    Config cfg;       /* == file.cfg */
+    Weights w;
+    float *inv_freq;  /* [head_dim/2] RoPE inverse frequencies, llama3 scaling applied */
+    Pool *pool;
+    int n_threads;
+} Model;
+
+/* Open guard.bin, validate, bind the weights. n_threads <= 0 means all available cores. */
+int model_open(Model *m, const char *path, int n_threads, char *err);
+void model_close(Model *m);
+
+int state_init(RunState *s, const Model *m, int64_t cap, char *err);
+int state_reserve(RunState *s, const Model *m, int64_t cap, char *err); /* grow, keeping the cache */
+void state_free(RunState *s);
+
+/* Run tokens[0..n) at positions [s->n_cached, s->n_cached + n), appending to the KV cache.
+ * When logits != NULL it receives the last position's logits [vocab]. */
+int model_forward(const Model *m, RunState *s, const int32_t *tokens, int64_t n, float *logits, char *err);
+
+/* HF's inverse frequencies for this config (rope_type llama3 applied), f32 as transformers computes them. */
+void rope_inv_freq(const Config *c, float *out /* [head_dim/2] */);
+
+#endif

@@ -1,0 +1,267 @@
+/* util.c: checked file, checksum and number-format helpers (see util.h for the contracts).
+ * This is the only file that touches mmap/open/rename, so a Windows port replaces one file. */
+#define _POSIX_C_SOURCE 200809L
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+int errf(char *err, const char *fmt, ...) {
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, ERRLEN, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+/* ==== files ==== */
+
+int map_file(MappedFile *m, const char *path, char *err) {
+    m->data = NULL;
+    m->size = 0;
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return errf(err, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return errf(err, "%s: not a regular file", path);
+    }
+    m->size = (uint64_t)st.st_size;
+    if (m->size > 0) {
+        void *p = mmap(NULL, (size_t)m->size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (p == MAP_FAILED) {
+            close(fd);
+            return errf(err, "%s: mmap failed: %s", path, strerror(errno));
+        }
+        m->data = p;
+    }
+    close(fd);
+    return 0;
+}
+
+void unmap_file(MappedFile *m) {
+    if (m->data) munmap((void *)m->data, (size_t)m->size);
+    m->data = NULL;
+    m->size = 0;
+}
+
+int read_text_file(const char *path, uint64_t max, char **buf, uint64_t *len, char *err) {
+    *buf = NULL;
+    *len = 0;
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+    if (!f) return errf(err, "%s: cannot open: %s", path, strerror(errno));
+    uint64_t cap = 1 << 16, n = 0;
+    char *p = malloc(cap + 1);
+    if (!p) goto oom;
+    for (;;) {
+        if (n == cap) {
+            if (cap >= max + 1) break;
+            cap = cap * 2 > max + 1 ? max + 1 : cap * 2;
+            char *q = realloc(p, cap + 1);
+            if (!q) goto oom;
+            p = q;
+        }
+        size_t got = fread(p + n, 1, (size_t)(cap - n), f);
+        n += got;
+        if (got == 0) break;
+    }
+    int rerr = ferror(f);
+    if (f != stdin) fclose(f);
+    if (rerr) {
+        free(p);
+        return errf(err, "%s: read error", path);
+    }
+    if (n > max) {
+        free(p);
+        return errf(err, "%s: file too large (limit %llu bytes)", path, (unsigned long long)max);
+    }
+    p[n] = 0;
+    *buf = p;
+    *len = n;
+    return 0;
+oom:
+    free(p);
+    if (f != stdin) fclose(f);
+    return errf(err, "%s: out of memory", path);
+}
+
+int afile_open(AtomicFile *a, const char *path, char *err) {
+    memset(a, 0, sizeof *a);
+    size_t n = strlen(path) + 32;
+    a->tmp = malloc(n);
+    a->path = strdup(path);
+    if (!a->tmp || !a->path) {
+        afile_abort(a);
+        return errf(err, "%s: out of memory", path);
+    }
+    snprintf(a->tmp, n, "%s.tmp.%ld", path, (long)getpid());
+    a->fp = fopen(a->tmp, "wb");
+    if (!a->fp) {
+        int e = errno;
+        free(a->tmp);
+        a->tmp = NULL;
+        afile_abort(a);
+        return errf(err, "%s: cannot create: %s", path, strerror(e));
+    }
+    return 0;
+}
+
+void afile_write(AtomicFile *a, const void *p, size_t n) {
+    if (a->failed || n == 0) return;
+    if (fwrite(p, 1, n, (FILE *)a->fp) != n) a->failed = 1;
+}
+
+uint64_t afile_tell(const AtomicFile *a) {
+    long long t = ftello((FILE *)a->fp);
+    return t < 0 ? 0 : (uint64_t)t;
+}
+
+void afile_pad(AtomicFile *a, uint64_t alignment) {
+    static const uint8_t zeros[256];
+    uint64_t pos = afile_tell(a), target = align_up(pos, alignment);
+    while (pos < target) {
+        uint64_t k = target - pos > sizeof zeros ? sizeof zeros : target - pos;
+        afile_write(a, zeros, (size_t)k);
+        pos += k;
+    }
+}
+
+int afile_commit(AtomicFile *a, char *err) {
+    FILE *f = a->fp;
+    int bad = a->failed || fflush(f) != 0 || fsync(fileno(f)) != 0;
+    bad |= fclose(f) != 0;
+    a->fp = NULL;
+    if (bad || rename(a->tmp, a->path) != 0) {
+        errf(err, "%s: write failed: %s", a->path, strerror(errno ? errno : EIO));
+        afile_abort(a);
+        return -1;
+    }
+    free(a->tmp);
+    free(a->path);
+    memset(a, 0, sizeof *a);
+    return 0;
+}
+
+void afile_abort(AtomicFile *a) {
+    if (a->fp) fclose((FILE *)a->fp);
+    if (a->tmp) unlink(a->tmp);
+    free(a->tmp);
+    free(a->path);
+    memset(a, 0, sizeof *a);
+}
+
+/* ==== checksums ==== */
+
+uint32_t crc32_update(uint32_t crc, const void *p, size_t n) {
+    static uint32_t table[8][256];
+    static int ready;
+    if (!ready) { /* slicing-by-8 tables; benign race: every thread writes identical values */
+        for (uint32_t i = 0; i < 256; i++) {
+            uint32_t c = i;
+            for (int k = 0; k < 8; k++) c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+            table[0][i] = c;
+        }
+        for (uint32_t i = 0; i < 256; i++)
+            for (int t = 1; t < 8; t++) table[t][i] = (table[t - 1][i] >> 8) ^ table[0][table[t - 1][i] & 0xFF];
+        ready = 1;
+    }
+    const uint8_t *b = p;
+    crc = ~crc;
+    while (n >= 8) {
+        uint32_t lo = crc ^ ld_u32(b), hi = ld_u32(b + 4);
+        crc = table[7][lo & 0xFF] ^ table[6][(lo >> 8) & 0xFF] ^ table[5][(lo >> 16) & 0xFF] ^ table[4][lo >> 24] ^
+              table[3][hi & 0xFF] ^ table[2][(hi >> 8) & 0xFF] ^ table[1][(hi >> 16) & 0xFF] ^ table[0][hi >> 24];
+        b += 8;
+        n -= 8;
+    }
+    while (n--) crc = table[0][(crc ^ *b++) & 0xFF] ^ (crc >> 8);
+    return ~crc;
+}
+
+/* ==== number formats ==== */
+
+uint16_t f32_to_bf16(float f) {
+    union { float f; uint32_t u; } v = { .f = f };
+    if ((v.u & 0x7FFFFFFFu) > 0x7F800000u) return (uint16_t)((v.u >> 16) | 0x40); /* quiet NaN */
+    v.u += 0x7FFFu + ((v.u >> 16) & 1);
+    return (uint16_t)(v.u >> 16);
+}
+
+float f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1F, man = h & 0x3FF, u;
+    if (exp == 0x1F) u = sign | 0x7F800000u | man << 13;
+    else if (exp != 0) u = sign | (exp + 112) << 23 | man << 13;
+    else if (man == 0) u = sign;
+    else { /* subnormal: value = man * 2^-24, exact in f32 */
+        union { float f; uint32_t u; } v = { .f = (float)man * 5.9604644775390625e-8f };
+        u = sign | v.u;
+    }
+    union { uint32_t u; float f; } r = { .u = u };
+    return r.f;
+}
+
+uint16_t f32_to_f16(float f) {
+    union { float f; uint32_t u; } v = { .f = f };
+    uint16_t sign = (uint16_t)((v.u >> 16) & 0x8000);
+    float a = fabsf(f);
+    if (a != a) return sign | 0x7E00;
+    if (a >= 65520.0f) return sign | 0x7C00; /* rounds to inf */
+    if (a < 6.103515625e-05f) {              /* subnormal range: quantum 2^-24 */
+        return sign | (uint16_t)lrintf(a * 16777216.0f);
+    }
+    uint32_t u = v.u & 0x7FFFFFFFu;
+    uint32_t exp = (u >> 23) - 112, man = u & 0x7FFFFF;
+    uint32_t h = exp << 10 | man >> 13, rem = man & 0x1FFF;
+    if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) h++; /* carry into exp is correct rounding */
+    return sign | (uint16_t)h;
+}
+
+/* ==== readers and buffers ==== */
+
+const uint8_t *rd_bytes(Reader *r, uint64_t n) {
+    if (r->bad || n > r->len - r->pos) {
+        r->bad = 1;
+        return NULL;
+    }
+    const uint8_t *p = r->p + r->pos;
+    r->pos += n;
+    return p;
+}
+uint32_t rd_u32(Reader *r) { const uint8_t *p = rd_bytes(r, 4); return p ? ld_u32(p) : 0; }
+uint64_t rd_u64(Reader *r) { const uint8_t *p = rd_bytes(r, 8); return p ? ld_u64(p) : 0; }
+float rd_f32(Reader *r) { const uint8_t *p = rd_bytes(r, 4); return p ? ld_f32(p) : 0.0f; }
+
+void buf_put(Buf *b, const void *p, uint64_t n) {
+    if (b->oom || n == 0) return;
+    if (n > b->cap - b->len) {
+        uint64_t cap = b->cap ? b->cap : 256;
+        while (cap - b->len < n) cap *= 2;
+        uint8_t *q = realloc(b->p, (size_t)cap);
+        if (!q) { b->oom = 1; return; }
+        b->p = q;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, p, (size_t)n);
+    b->len += n;
+}
+void buf_u32(Buf *b, uint32_t v) { uint8_t t[4] = { v, v >> 8, v >> 16, v >> 24 }; buf_put(b, t, 4); }
+void buf_u64(Buf *b, uint64_t v) { buf_u32(b, (uint32_t)v); buf_u32(b, (uint32_t)(v >> 32)); }
+void buf_f32(Buf *b, float v) { union { float f; uint32_t u; } x = { .f = v }; buf_u32(b, x.u); }
+void buf_free(Buf *b) { free(b->p); memset(b, 0, sizeof *b); }
+
+double now_sec(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
