@@ -125,7 +125,6 @@ typedef struct {
     float *q;          /* [chunk, q_dim] q_dim = n_heads*head_dim */
     float *k, *v;      /* [chunk, kv_dim] this chunk's keys/values before caching */
     float *hb, *hb2;   /* [chunk, hidden_dim] */
-    float *att;        /* [threads, cap] attention scores, one row per worker */
     float *key_cache;  /* [n_layers, cap, kv_dim] */
     float *value_cache;/* [n_layers, cap, kv_dim] */
     float *debug_hidden_l0; /* optional, caller-owned [n, dim]: residual after layer 0 (tests) */

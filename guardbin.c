@@ -1,0 +1,406 @@
+/* guardbin.c: reading and writing guard.bin, the one flat file `run` maps (layout in FORMAT.md).
+ *
+ * The reader treats the file as hostile (style.md lesson 8, SQLite's "corrupt input is an
+ * ordinary error"): every count, size and offset is checked in 64-bit arithmetic against the
+ * file size before any pointer into the mapping is formed, and the header checksum covers
+ * the header and both tables. Loading costs O(tables), never O(weights): the data checksum
+ * is only recomputed by gb_verify (./run --verify).
+ */
+#include "guard.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Fixed header: 256 bytes at offset 0 (FORMAT.md). */
+#define GB_HEADER_BYTES 256
+#define GB_SECTION_BYTES 24
+#define GB_TENSOR_BYTES 128
+#define GB_ENDIAN_MARK 0x0A0B0C0Du
+#define GB_MAX_TENSORS 100000u
+#define GB_MAX_SECTIONS 64u
+#define OFF_HEADER_CRC 48
+
+/* ==== Config checks shared by the reader and export ==== */
+
+int config_validate(const Config *c, char *err) {
+    /* Bounds are far beyond any Llama (405B has dim 16384, 126 layers, vocab 128256) yet keep
+     * every derived size well inside 64 bits and every per-row size inside 32 bits. */
+    if (c->dim == 0 || c->dim > 65536) return errf(err, "hidden_size %u out of range (1..65536)", c->dim);
+    if (c->n_layers == 0 || c->n_layers > 1024) return errf(err, "num_hidden_layers %u out of range (1..1024)", c->n_layers);
+    if (c->n_heads == 0 || c->n_heads > 1024) return errf(err, "num_attention_heads %u out of range (1..1024)", c->n_heads);
+    if (c->n_kv_heads == 0 || c->n_kv_heads > c->n_heads || c->n_heads % c->n_kv_heads)
+        return errf(err, "num_key_value_heads %u must divide num_attention_heads %u", c->n_kv_heads, c->n_heads);
+    if (c->head_dim == 0 || c->head_dim > 1024 || c->head_dim % 2)
+        return errf(err, "head_dim %u must be even and in 2..1024", c->head_dim);
+    if (c->hidden_dim == 0 || c->hidden_dim > 1048576) return errf(err, "intermediate_size %u out of range", c->hidden_dim);
+    if (c->vocab_size == 0 || c->vocab_size > 4194304) return errf(err, "vocab_size %u out of range", c->vocab_size);
+    if (c->max_seq_len == 0 || c->max_seq_len > 16777216)
+        return errf(err, "max_position_embeddings %u out of range", c->max_seq_len);
+    if (!(c->norm_eps > 0 && c->norm_eps < 1)) return errf(err, "rms_norm_eps %g out of range (0, 1)", (double)c->norm_eps);
+    if (!(c->rope_theta >= 1 && c->rope_theta < 1e12f)) return errf(err, "rope_theta %g out of range", (double)c->rope_theta);
+    if (c->rope_type == ROPE_LLAMA3) {
+        if (!(c->rope_factor >= 1 && c->rope_factor <= 1e6f)) return errf(err, "rope_scaling.factor %g out of range", (double)c->rope_factor);
+        if (!(c->rope_low_freq_factor > 0 && c->rope_high_freq_factor > c->rope_low_freq_factor && c->rope_high_freq_factor < 1e6f))
+            return errf(err, "rope_scaling low/high_freq_factor %g/%g invalid (need 0 < low < high)",
+                        (double)c->rope_low_freq_factor, (double)c->rope_high_freq_factor);
+        if (c->rope_orig_max_pos == 0) return errf(err, "rope_scaling.original_max_position_embeddings is 0");
+    } else if (c->rope_type != ROPE_NONE) return errf(err, "unknown rope type %u", c->rope_type);
+    if (c->tied > 1) return errf(err, "tie flag %u is not 0 or 1", c->tied);
+    if (!dtype_name(c->dtype)) return errf(err, "unknown weight dtype %u", c->dtype);
+    return 0;
+}
+
+/* ==== Header (de)serialization: one field list for both directions ==== */
+
+static void put_config(Buf *b, const Config *c) {
+    buf_u32(b, 1); /* architecture: llama */
+    buf_u32(b, c->dim); buf_u32(b, c->n_layers); buf_u32(b, c->n_heads); buf_u32(b, c->n_kv_heads);
+    buf_u32(b, c->head_dim); buf_u32(b, c->hidden_dim); buf_u32(b, c->vocab_size); buf_u32(b, c->max_seq_len);
+    buf_f32(b, c->norm_eps); buf_f32(b, c->rope_theta); buf_u32(b, c->rope_type);
+    buf_f32(b, c->rope_factor); buf_f32(b, c->rope_low_freq_factor); buf_f32(b, c->rope_high_freq_factor);
+    buf_u32(b, c->rope_orig_max_pos); buf_u32(b, c->tied); buf_u32(b, c->source); buf_u32(b, c->dtype);
+}
+
+static uint32_t get_config(Reader *r, Config *c) {
+    uint32_t arch = rd_u32(r);
+    c->dim = rd_u32(r); c->n_layers = rd_u32(r); c->n_heads = rd_u32(r); c->n_kv_heads = rd_u32(r);
+    c->head_dim = rd_u32(r); c->hidden_dim = rd_u32(r); c->vocab_size = rd_u32(r); c->max_seq_len = rd_u32(r);
+    c->norm_eps = rd_f32(r); c->rope_theta = rd_f32(r); c->rope_type = rd_u32(r);
+    c->rope_factor = rd_f32(r); c->rope_low_freq_factor = rd_f32(r); c->rope_high_freq_factor = rd_f32(r);
+    c->rope_orig_max_pos = rd_u32(r); c->tied = rd_u32(r); c->source = rd_u32(r); c->dtype = rd_u32(r);
+    return arch;
+}
+
+/* ==== Reader ==== */
+
+static int cmp_off(const void *a, const void *b) {
+    const GbTensor *x = *(const GbTensor *const *)a, *y = *(const GbTensor *const *)b;
+    return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+static int cmp_name(const void *a, const void *b) {
+    return strcmp((*(const GbTensor *const *)a)->name, (*(const GbTensor *const *)b)->name);
+}
+
+/* A byte range [off, off+size) must sit inside the data region, aligned. */
+static int check_range(const GuardFile *g, uint64_t off, uint64_t size, const char *what, const char *name, char *err) {
+    uint64_t end;
+    if (off % GB_ALIGN) return errf(err, "%s: %s '%s' offset %llu is not %d-byte aligned", g->path, what, name, (unsigned long long)off, GB_ALIGN);
+    if (off < g->data_offset || !add_u64(off, size, &end) || end > g->map.size)
+        return errf(err, "%s: %s '%s' bytes [%llu, +%llu) lie outside the data region (file is %llu bytes)", g->path, what, name,
+                    (unsigned long long)off, (unsigned long long)size, (unsigned long long)g->map.size);
+    return 0;
+}
+
+static int check_tensors(GuardFile *g, char *err) {
+    for (uint32_t i = 0; i < g->n_tensors; i++) {
+        GbTensor *t = &g->tensors[i];
+        if (memchr(t->name, 0, GB_NAME_MAX) == NULL || t->name[0] == 0)
+            return errf(err, "%s: tensor %u has an unterminated or empty name", g->path, i);
+        if (!dtype_name(t->dtype)) return errf(err, "%s: tensor '%s' has unknown dtype %u", g->path, t->name, t->dtype);
+        if (t->ndim < 1 || t->ndim > 4) return errf(err, "%s: tensor '%s' has %u dimensions (1..4 allowed)", g->path, t->name, t->ndim);
+        uint64_t rows = 1;
+        for (uint32_t d = 0; d < 4; d++) {
+            if (t->shape[d] == 0 || (d >= t->ndim && t->shape[d] != 1))
+                return errf(err, "%s: tensor '%s' has a bad shape", g->path, t->name);
+            if (d + 1 < t->ndim && !mul_u64(rows, t->shape[d], &rows))
+                return errf(err, "%s: tensor '%s' shape overflows", g->path, t->name);
+        }
+        uint64_t rb = dtype_row_bytes(t->dtype, t->shape[t->ndim - 1]), bytes;
+        if (rb == 0 || !mul_u64(rb, rows, &bytes) || bytes != t->size)
+            return errf(err, "%s: tensor '%s' is %llu bytes but its dtype %s and shape need %llu", g->path, t->name,
+                        (unsigned long long)t->size, dtype_name(t->dtype), (unsigned long long)(rb ? bytes : 0));
+        if (check_range(g, t->offset, t->size, "tensor", t->name, err)) return -1;
+    }
+    /* Tensors must not overlap each other (a lying table could alias weights). */
+    const GbTensor **order = malloc((size_t)g->n_tensors * sizeof *order + 1);
+    if (!order) return errf(err, "%s: out of memory", g->path);
+    for (uint32_t i = 0; i < g->n_tensors; i++) order[i] = &g->tensors[i];
+    qsort(order, g->n_tensors, sizeof *order, cmp_off);
+    int bad = 0;
+    for (uint32_t i = 1; i < g->n_tensors && !bad; i++)
+        if (order[i - 1]->offset + order[i - 1]->size > order[i]->offset) {
+            errf(err, "%s: tensors '%s' and '%s' overlap", g->path, order[i - 1]->name, order[i]->name);
+            bad = 1;
+        }
+    /* Names must be unique, or lookups by name would be ambiguous. */
+    qsort(order, g->n_tensors, sizeof *order, cmp_name);
+    for (uint32_t i = 1; i < g->n_tensors && !bad; i++)
+        if (strcmp(order[i - 1]->name, order[i]->name) == 0) {
+            errf(err, "%s: tensor name '%s' appears twice", g->path, order[i]->name);
+            bad = 1;
+        }
+    free(order);
+    return bad ? -1 : 0;
+}
+
+int gb_open(GuardFile *g, const char *path, char *err) {
+    memset(g, 0, sizeof *g);
+    g->path = path;
+    if (map_file(&g->map, path, err)) return -1;
+    const uint8_t *p = g->map.data;
+    uint64_t fsize = g->map.size;
+    if (fsize < GB_HEADER_BYTES || memcmp(p, GB_MAGIC, 8) != 0) {
+        gb_close(g);
+        return errf(err, "%s: not a guard.bin file (bad magic or shorter than its header)", path);
+    }
+    Reader r = reader(p, GB_HEADER_BYTES);
+    rd_bytes(&r, 8);
+    uint32_t version = rd_u32(&r), mark = rd_u32(&r);
+    uint64_t file_size = rd_u64(&r), table_off = rd_u64(&r);
+    g->data_offset = rd_u64(&r);
+    g->n_tensors = rd_u32(&r);
+    g->n_sections = rd_u32(&r);
+    uint32_t header_crc = rd_u32(&r);
+    g->data_crc = rd_u32(&r);
+    uint32_t arch = get_config(&r, &g->cfg);
+    const char *why = NULL;
+    if (mark != GB_ENDIAN_MARK) why = "wrong byte order mark (file written on a big-endian machine or corrupt)";
+    else if (version != GB_VERSION) why = "unsupported version (re-export it with this build's ./export)";
+    else if (file_size != fsize) why = "truncated or extended: size recorded in the header differs from the file size";
+    else if (table_off != GB_HEADER_BYTES) why = "bad table offset";
+    else if (g->n_tensors == 0 || g->n_tensors > GB_MAX_TENSORS || g->n_sections > GB_MAX_SECTIONS) why = "implausible tensor or section count";
+    else if (g->data_offset != align_up(GB_HEADER_BYTES + (uint64_t)g->n_sections * GB_SECTION_BYTES + (uint64_t)g->n_tensors * GB_TENSOR_BYTES, GB_ALIGN) ||
+             g->data_offset > fsize) why = "tables do not fit the file";
+    else if (arch != 1) why = "unknown architecture";
+    if (why) {
+        gb_close(g);
+        return errf(err, "%s: %s", path, why);
+    }
+    /* Header checksum: bytes [0, data_offset) with the checksum field itself read as zero. */
+    static const uint8_t zero4[4];
+    uint32_t crc = crc32_update(0, p, OFF_HEADER_CRC);
+    crc = crc32_update(crc, zero4, 4);
+    crc = crc32_update(crc, p + OFF_HEADER_CRC + 4, (size_t)(g->data_offset - OFF_HEADER_CRC - 4));
+    if (crc != header_crc) {
+        gb_close(g);
+        return errf(err, "%s: header checksum mismatch (file is corrupt)", path);
+    }
+    if (config_validate(&g->cfg, err)) {
+        char tmp[ERRLEN];
+        snprintf(tmp, sizeof tmp, "%s: bad hyperparameter: %s", path, err);
+        gb_close(g);
+        return errf(err, "%s", tmp);
+    }
+    g->sections = calloc(g->n_sections + 1, sizeof *g->sections);
+    g->tensors = calloc(g->n_tensors, sizeof *g->tensors);
+    if (!g->sections || !g->tensors) {
+        gb_close(g);
+        return errf(err, "%s: out of memory", path);
+    }
+    r = reader(p + GB_HEADER_BYTES, g->data_offset - GB_HEADER_BYTES);
+    for (uint32_t i = 0; i < g->n_sections; i++) {
+        GbSection *s = &g->sections[i];
+        s->kind = rd_u32(&r);
+        rd_u32(&r);
+        s->offset = rd_u64(&r);
+        s->size = rd_u64(&r);
+        char nm[16];
+        snprintf(nm, sizeof nm, "%u", s->kind);
+        if (check_range(g, s->offset, s->size, "section", nm, err)) { gb_close(g); return -1; }
+    }
+    for (uint32_t i = 0; i < g->n_tensors; i++) {
+        GbTensor *t = &g->tensors[i];
+        memcpy(t->name, rd_bytes(&r, GB_NAME_MAX), GB_NAME_MAX);
+        t->dtype = rd_u32(&r);
+        t->ndim = rd_u32(&r);
+        for (int d = 0; d < 4; d++) t->shape[d] = rd_u64(&r);
+        t->offset = rd_u64(&r);
+        t->size = rd_u64(&r);
+        rd_bytes(&r, GB_TENSOR_BYTES - GB_NAME_MAX - 8 - 32 - 16);
+    }
+    if (r.bad) { gb_close(g); return errf(err, "%s: tables truncated", path); }
+    if (check_tensors(g, err)) { gb_close(g); return -1; }
+    return 0;
+}
+
+void gb_close(GuardFile *g) {
+    unmap_file(&g->map);
+    free(g->tensors);
+    free(g->sections);
+    g->tensors = NULL;
+    g->sections = NULL;
+}
+
+int gb_verify(const GuardFile *g, char *err) {
+    uint32_t crc = crc32_update(0, g->map.data + g->data_offset, (size_t)(g->map.size - g->data_offset));
+    if (crc != g->data_crc)
+        return errf(err, "%s: data checksum mismatch (recorded %08x, computed %08x): the weights are corrupt", g->path, g->data_crc, crc);
+    return 0;
+}
+
+const GbTensor *gb_find(const GuardFile *g, const char *name) {
+    for (uint32_t i = 0; i < g->n_tensors; i++)
+        if (strcmp(g->tensors[i].name, name) == 0) return &g->tensors[i];
+    return NULL;
+}
+
+const uint8_t *gb_data(const GuardFile *g, const GbTensor *t) { return g->map.data + t->offset; }
+
+const uint8_t *gb_section(const GuardFile *g, uint32_t kind, uint64_t *size) {
+    for (uint32_t i = 0; i < g->n_sections; i++)
+        if (g->sections[i].kind == kind) {
+            *size = g->sections[i].size;
+            return g->map.data + g->sections[i].offset;
+        }
+    *size = 0;
+    return NULL;
+}
+
+/* ==== Writer ==== */
+
+void gbw_init(GbWriter *w, const Config *c) {
+    memset(w, 0, sizeof *w);
+    w->cfg = *c;
+}
+
+void gbw_free(GbWriter *w) {
+    free(w->tensors);
+    free(w->sections);
+    free(w->section_data);
+    memset(w, 0, sizeof *w);
+}
+
+int gbw_add_tensor(GbWriter *w, const char *name, uint32_t dtype, uint32_t ndim, const uint64_t *shape, char *err) {
+    if (strlen(name) >= GB_NAME_MAX) return errf(err, "tensor name '%s' longer than %d bytes", name, GB_NAME_MAX - 1);
+    if (ndim < 1 || ndim > 4) return errf(err, "tensor '%s': %u dimensions", name, ndim);
+    if (w->n_tensors == GB_MAX_TENSORS) return errf(err, "too many tensors");
+    if (w->n_tensors == w->cap_tensors) {
+        uint32_t cap = w->cap_tensors ? w->cap_tensors * 2 : 64;
+        GbTensor *t = realloc(w->tensors, cap * sizeof *t);
+        if (!t) return errf(err, "out of memory");
+        w->tensors = t;
+        w->cap_tensors = cap;
+    }
+    GbTensor *t = &w->tensors[w->n_tensors];
+    memset(t, 0, sizeof *t);
+    strcpy(t->name, name);
+    t->dtype = dtype;
+    t->ndim = ndim;
+    uint64_t rows = 1;
+    for (uint32_t d = 0; d < 4; d++) {
+        t->shape[d] = d < ndim ? shape[d] : 1;
+        if (t->shape[d] == 0) return errf(err, "tensor '%s' has a zero dimension", name);
+        if (d + 1 < ndim && !mul_u64(rows, t->shape[d], &rows)) return errf(err, "tensor '%s' shape overflows", name);
+    }
+    uint64_t rb = dtype_row_bytes(dtype, t->shape[ndim - 1]);
+    if (rb == 0) return errf(err, "tensor '%s': %llu columns cannot be stored as %s", name, (unsigned long long)t->shape[ndim - 1], dtype_name(dtype) ? dtype_name(dtype) : "?");
+    if (!mul_u64(rb, rows, &t->size)) return errf(err, "tensor '%s' too large", name);
+    w->n_tensors++;
+    return 0;
+}
+
+int gbw_add_section(GbWriter *w, uint32_t kind, const uint8_t *data, uint64_t size, char *err) {
+    if (w->n_sections == GB_MAX_SECTIONS) return errf(err, "too many sections");
+    GbSection *s = realloc(w->sections, (w->n_sections + 1) * sizeof *s);
+    if (s) w->sections = s;
+    const uint8_t **d = realloc(w->section_data, (w->n_sections + 1) * sizeof *d);
+    if (d) w->section_data = d;
+    if (!s || !d) return errf(err, "out of memory");
+    w->sections[w->n_sections] = (GbSection){ kind, 0, size };
+    w->section_data[w->n_sections++] = data;
+    return 0;
+}
+
+static void put_tables(Buf *b, const GbWriter *w, uint64_t file_size, uint64_t data_off, uint32_t data_crc) {
+    buf_put(b, GB_MAGIC, 8);
+    buf_u32(b, GB_VERSION);
+    buf_u32(b, GB_ENDIAN_MARK);
+    buf_u64(b, file_size);
+    buf_u64(b, GB_HEADER_BYTES);
+    buf_u64(b, data_off);
+    buf_u32(b, w->n_tensors);
+    buf_u32(b, w->n_sections);
+    buf_u32(b, 0); /* header crc, patched below */
+    buf_u32(b, data_crc);
+    put_config(b, &w->cfg);
+    static const uint8_t zeros[GB_HEADER_BYTES];
+    if (b->len < GB_HEADER_BYTES) buf_put(b, zeros, GB_HEADER_BYTES - b->len);
+    for (uint32_t i = 0; i < w->n_sections; i++) {
+        buf_u32(b, w->sections[i].kind);
+        buf_u32(b, 0);
+        buf_u64(b, w->sections[i].offset);
+        buf_u64(b, w->sections[i].size);
+    }
+    for (uint32_t i = 0; i < w->n_tensors; i++) {
+        const GbTensor *t = &w->tensors[i];
+        buf_put(b, t->name, GB_NAME_MAX);
+        buf_u32(b, t->dtype);
+        buf_u32(b, t->ndim);
+        for (int d = 0; d < 4; d++) buf_u64(b, t->shape[d]);
+        buf_u64(b, t->offset);
+        buf_u64(b, t->size);
+        buf_put(b, zeros, GB_TENSOR_BYTES - GB_NAME_MAX - 8 - 32 - 16);
+    }
+    if (b->len < data_off) buf_put(b, zeros, data_off - b->len);
+    if (!b->oom) {
+        uint32_t crc = crc32_update(0, b->p, (size_t)b->len);
+        uint8_t *c = b->p + OFF_HEADER_CRC;
+        c[0] = (uint8_t)crc, c[1] = (uint8_t)(crc >> 8), c[2] = (uint8_t)(crc >> 16), c[3] = (uint8_t)(crc >> 24);
+    }
+}
+
+int gbw_write(GbWriter *w, const char *path, GbProduce produce, void *ctx, char *err) {
+    if (config_validate(&w->cfg, err)) return -1;
+    /* Lay out: header, tables, then sections and tensors at 64-byte aligned offsets. */
+    uint64_t off = align_up(GB_HEADER_BYTES + (uint64_t)w->n_sections * GB_SECTION_BYTES + (uint64_t)w->n_tensors * GB_TENSOR_BYTES, GB_ALIGN);
+    uint64_t data_off = off;
+    for (uint32_t i = 0; i < w->n_sections; i++) {
+        w->sections[i].offset = off;
+        if (!add_u64(off, w->sections[i].size, &off)) return errf(err, "%s: section too large", path);
+        off = align_up(off, GB_ALIGN);
+    }
+    for (uint32_t i = 0; i < w->n_tensors; i++) {
+        w->tensors[i].offset = off;
+        if (!add_u64(off, w->tensors[i].size, &off)) return errf(err, "%s: tensors too large", path);
+        off = align_up(off, GB_ALIGN);
+    }
+    uint64_t file_size = off;
+
+    AtomicFile f;
+    if (afile_open(&f, path, err)) return -1;
+    Buf hdr = { 0 };
+    put_tables(&hdr, w, file_size, data_off, 0); /* placeholder; rewritten with the data crc */
+    afile_write(&f, hdr.p, (size_t)hdr.len);
+    uint32_t crc = 0;
+    static const uint8_t zeros[GB_ALIGN];
+    uint8_t *buf = NULL;
+    uint64_t buf_cap = 0;
+    int rc = hdr.oom ? errf(err, "%s: out of memory", path) : 0;
+    for (uint32_t i = 0; i < w->n_sections && rc == 0; i++) {
+        afile_write(&f, w->section_data[i], (size_t)w->sections[i].size);
+        crc = crc32_update(crc, w->section_data[i], (size_t)w->sections[i].size);
+        uint64_t pad = align_up(w->sections[i].size, GB_ALIGN) - w->sections[i].size;
+        afile_write(&f, zeros, (size_t)pad);
+        crc = crc32_update(crc, zeros, (size_t)pad);
+    }
+    for (uint32_t i = 0; i < w->n_tensors && rc == 0; i++) {
+        uint64_t sz = w->tensors[i].size;
+        if (sz > buf_cap) {
+            free(buf);
+            buf = malloc((size_t)sz);
+            buf_cap = buf ? sz : 0;
+            if (!buf) { rc = errf(err, "%s: out of memory for tensor '%s'", path, w->tensors[i].name); break; }
+        }
+        if (produce(ctx, i, buf, sz, err)) { rc = -1; break; }
+        afile_write(&f, buf, (size_t)sz);
+        crc = crc32_update(crc, buf, (size_t)sz);
+        uint64_t pad = align_up(sz, GB_ALIGN) - sz;
+        afile_write(&f, zeros, (size_t)pad);
+        crc = crc32_update(crc, zeros, (size_t)pad);
+    }
+    free(buf);
+    if (rc == 0) {
+        buf_free(&hdr);
+        put_tables(&hdr, w, file_size, data_off, crc);
+        if (hdr.oom || fseeko((FILE *)f.fp, 0, SEEK_SET) != 0) f.failed = 1;
+        afile_write(&f, hdr.p, (size_t)hdr.len);
+        if (fseeko((FILE *)f.fp, 0, SEEK_END) != 0 || afile_tell(&f) != file_size) f.failed = 1;
+        rc = afile_commit(&f, err);
+    } else {
+        afile_abort(&f);
+    }
+    buf_free(&hdr);
+    return rc;
+}
