@@ -3,7 +3,8 @@
 # chosen at start-up (quant.c), so no -march=native is needed.
 CC      ?= cc
 OPT     ?= -O2
-CFLAGS  += $(OPT) -g -std=c11 -Wall -Wextra -D_GNU_SOURCE -pthread
+# Extra flags from the command line (CFLAGS=-Werror) add to these rather than replace them.
+ALL_CFLAGS = $(OPT) -g -std=c11 -Wall -Wextra -D_GNU_SOURCE -pthread $(CFLAGS)
 LDLIBS  += -lm -pthread
 GUARD_SHARED ?= ../shared
 export GUARD_SHARED
@@ -14,28 +15,39 @@ LIB_SRC := $(wildcard $(LIB_SRC))
 BUILD   ?= build
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 TESTS   := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
+BENCHES := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/bench_*.c))
 
 all: run export
 
 $(BUILD)/%.o: %.c $(wildcard *.h) | $(BUILD)
-	$(CC) $(CFLAGS) -c $< -o $@
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
 $(BUILD):
-	mkdir -p $(BUILD)/tests
+	mkdir -p $(BUILD)/tests $(BUILD)/bench
 
 run: $(BUILD)/run.o $(LIB_OBJ)
-	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
 
 export: $(BUILD)/export.o $(LIB_OBJ)
-	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/%: tests/%.c tests/testutil.h $(LIB_OBJ) | $(BUILD)
-	$(CC) $(CFLAGS) -I. -o $@ $< $(LIB_OBJ) $(LDLIBS) -lcmocka
+	$(CC) $(ALL_CFLAGS) -I. -o $@ $< $(LIB_OBJ) $(LDLIBS) -lcmocka
+
+$(BUILD)/bench/%: bench/%.c $(LIB_OBJ) | $(BUILD)
+	$(CC) $(ALL_CFLAGS) -I. -o $@ $< $(LIB_OBJ) $(LDLIBS)
 
 test: all $(TESTS)
 	@sh tests/run_all.sh $(TESTS)
 
+# Benchmarks print tables; speed targets live here, never in timed tests.
+bench: all $(BENCHES)
+	@for b in $(BENCHES); do echo "==== $$b"; $$b || exit 1; done
+
+# Extra targets owned by the kernel work (NEON cross-test under qemu).
+-include quant.mk
+
 clean:
 	rm -rf $(BUILD) run export
 
-.PHONY: all test clean
+.PHONY: all test bench clean

@@ -425,6 +425,13 @@ int main(int argc, char **argv) {
             if (add_matrix(&w, &ck, src, name, parts[k].rows, parts[k].cols, parts[k].norm ? DT_F32 : (uint32_t)dtype, dir, err)) goto fail_w;
         }
     }
+    /* Anything left over means this is not the plain Llama the config claims (biases, extra
+     * heads, adapters): refuse rather than silently drop weights. */
+    for (int i = 0; i < ck.n; i++) {
+        int used = (c.tied && strcmp(ck.t[i].name, "lm_head.weight") == 0) || strstr(ck.t[i].name, "rotary_emb.inv_freq");
+        for (uint32_t k = 0; k < w.n_tensors && !used; k++) used = src[k] == &ck.t[i];
+        if (!used) { errf(err, "%s: unexpected tensor '%s' (not a plain Llama checkpoint?)", ck.t[i].file, ck.t[i].name); goto fail_w; }
+    }
     Job job = { src, &w };
     if (gbw_write(&w, out, produce, &job, err)) goto fail_w;
     fprintf(stderr, "export: wrote %s (%u layers, dim %u, vocab %u, %s)\n", out, c.n_layers, c.dim, c.vocab_size, dtype_name(c.dtype));
