@@ -10,7 +10,8 @@ GUARD_SHARED ?= ../shared
 export GUARD_SHARED
 
 # Runtime library (everything but the two mains). Files are added here as they land.
-LIB_SRC := util.c json.c quant.c guardbin.c model.c tokenizer.c unicode_tables.c template.c chat.c
+LIB_SRC := util.c json.c quant.c guardbin.c model.c classify.c tokenizer.c unicode_tables.c template.c chat.c \
+           import/import.c import/hf.c
 LIB_SRC := $(wildcard $(LIB_SRC))
 BUILD   ?= build
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
@@ -19,11 +20,12 @@ BENCHES := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/bench_*.c))
 
 all: run export
 
-$(BUILD)/%.o: %.c $(wildcard *.h) | $(BUILD)
+$(BUILD)/%.o: %.c $(wildcard *.h import/*.h) | $(BUILD)
+	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
 $(BUILD):
-	mkdir -p $(BUILD)/tests $(BUILD)/bench
+	mkdir -p $(BUILD)/tests $(BUILD)/bench $(BUILD)/import
 
 run: $(BUILD)/run.o $(LIB_OBJ)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)

@@ -119,6 +119,7 @@ typedef struct {
     int64_t chunk;     /* max tokens per forward call (prefill batch) */
     int64_t cap;       /* KV cache capacity in positions */
     int64_t n_cached;  /* positions [0, n_cached) hold valid K/V */
+    int32_t *ids;      /* [cap] the token at each cached position (prefix reuse compares these) */
     float *x;          /* [chunk, dim] residual stream */
     float *xb;         /* [chunk, max(dim, q_dim)] normed input / attention output */
     float *xb2;        /* [chunk, dim] projection output */

@@ -150,7 +150,9 @@ int state_reserve(RunState *s, const Model *m, int64_t cap, char *err) {
         total > ((uint64_t)1 << 40))
         return errf(err, "KV cache for %lld positions is too large", (long long)cap);
     float *kc = malloc((size_t)total), *vc = malloc((size_t)total);
-    if (!kc || !vc) {
+    int32_t *ids = realloc(s->ids, (size_t)cap * sizeof *ids);
+    if (ids) s->ids = ids;
+    if (!kc || !vc || !ids) {
         free(kc);
         free(vc);
         return errf(err, "out of memory for a KV cache of %lld positions (%.1f MiB)", (long long)cap, 2.0 * (double)total / 1048576);
@@ -170,7 +172,7 @@ int state_reserve(RunState *s, const Model *m, int64_t cap, char *err) {
 
 void state_free(RunState *s) {
     free(s->x); free(s->xb); free(s->xb2); free(s->q); free(s->k); free(s->v);
-    free(s->hb); free(s->hb2); free(s->key_cache); free(s->value_cache);
+    free(s->hb); free(s->hb2); free(s->key_cache); free(s->value_cache); free(s->ids);
     memset(s, 0, sizeof *s);
 }
 
@@ -285,6 +287,7 @@ static void forward_chunk(const Model *m, RunState *s, const int32_t *tokens, in
         rope(s->k, n, c->n_kv_heads, hd, pos0, m->inv_freq);
         memcpy(kc + pos0 * kv_dim, s->k, (size_t)(n * kv_dim) * sizeof(float));
         memcpy(vc + pos0 * kv_dim, s->v, (size_t)(n * kv_dim) * sizeof(float));
+        if (l == 0) memcpy(s->ids + pos0, tokens, (size_t)n * sizeof *tokens);
 
         /* x = x + o_proj(softmax(q k^T / sqrt(d) + causal mask) v) */
         AttnJob job = { c, s->q, kc, vc, s->xb, n, pos0 };

@@ -1,0 +1,52 @@
+/* classify.h: the Llama Guard decision on top of the model: a conversation in, a verdict out.
+ * A Guard bundles what one guard.bin holds (model, tokenizer, default prompt format) with the
+ * token ids the decision reads; guard_classify renders, tokenizes, prefills (reusing the longest
+ * already-computed prefix in the RunState), scores, and decodes categories only when unsafe.
+ */
+#ifndef GUARD_CLASSIFY_H
+#define GUARD_CLASSIFY_H
+
+#include "guard.h"
+#include "template.h"
+#include "tokenizer.h"
+
+#define DECODE_CAP 24 /* "unsafe\nS1,S2,...": the longest verdicts are well under this */
+
+typedef struct {
+    Model model;
+    Tokenizer *tok;          /* owned, from the guard.bin tokenizer section */
+    PromptFormat pf;         /* owned, the file's default categories */
+    int32_t decision_prefix[4]; /* tokens the model emits before the label (LG3: "\n\n" = 271) */
+    int n_decision_prefix;
+    int32_t safe_ids[2], unsafe_ids[2]; /* label tokens; LG2 accepts both spellings (see classify.c) */
+    int n_label_ids;
+    int32_t stop_ids[4];     /* end of the verdict: <|eot_id|>, <|end_of_text|>, </s> as present */
+    int n_stop;
+} Guard;
+
+int guard_open(Guard *g, const char *path, int n_threads, char *err);
+void guard_close(Guard *g);
+
+/* The prompt as token ids: SPECIAL spans by id, each TEXT span encoded as plain text in one
+ * piece. ids/n/cap as tok_encode (growable, caller frees). */
+int guard_prompt_ids(const Guard *g, const Prompt *p, int32_t **ids, size_t *n, size_t *cap, char *err);
+
+typedef struct {
+    int unsafe;            /* p_unsafe >= threshold */
+    float p_unsafe;        /* Meta's definition (SCORING.md) */
+    float p_safe, p_unsafe_token; /* softmax probabilities of the label tokens */
+    int32_t argmax;        /* most likely token at the decision position */
+    Verdict verdict;       /* parsed from the decoded text when unsafe */
+    char generated[256];   /* decoded text after the decision prefix (when unsafe) */
+    int64_t prompt_tokens; /* rendered prompt, without the decision prefix */
+    int64_t reused_tokens; /* positions taken from the prefix cache */
+    double t_prefill, t_decode; /* seconds */
+} Decision;
+
+/* Classify one conversation. pf: the categories to render (NULL = the file's defaults).
+ * ctx_limit: at most this many positions (0 = the model's context); a longer conversation is an
+ * error stating both numbers. s is reused across calls: its cached prefix is kept when it matches. */
+int guard_classify(Guard *g, RunState *s, const PromptFormat *pf, const Conversation *c, float threshold, int64_t ctx_limit,
+                   Decision *d, char *err);
+
+#endif
