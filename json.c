@@ -9,6 +9,9 @@
 #include <string.h>
 
 #define JSON_MAX_DEPTH 200
+/* Hostile input such as [1,1,1,...] makes a node per two bytes; tokenizer.json (the largest
+ * legitimate input, ~6 MB) needs about 1.2 M. Cap memory at ~4 M nodes (~200 MB). */
+#define JSON_MAX_NODES 4000000u
 
 typedef struct {
     Json *j;
@@ -40,8 +43,9 @@ static void skip_ws(P *p) {
 static int64_t new_node(P *p, uint32_t type) {
     Json *j = p->j;
     if (j->n == j->cap) {
-        if (j->cap >= 0x7FFFFFFF / 2) return fail(p, "too many JSON values");
+        if (j->cap >= JSON_MAX_NODES) return fail(p, "too many JSON values");
         uint32_t cap = j->cap ? j->cap * 2 : 64;
+        if (cap > JSON_MAX_NODES) cap = JSON_MAX_NODES;
         JsonNode *q = realloc(j->nodes, (size_t)cap * sizeof *q);
         if (!q) return fail(p, "out of memory");
         j->nodes = q;
