@@ -11,6 +11,22 @@
 #include "tokenizer.h"
 
 #define DECODE_CAP 24 /* "unsafe\nS1,S2,...": the longest verdicts are well under this */
+#define PREFIX_SLOTS 4 /* policy prefixes kept: e.g. 'User' and 'Agent' prompts x category lists */
+
+/* A computed prompt prefix: its ids and the K/V of those positions. Every Llama Guard prompt
+ * starts with the same task line and category list, so this is most of the work. */
+typedef struct {
+    int32_t *ids;    /* [n] */
+    int64_t n;
+    float *k, *v;    /* [n_layers, n, kv_dim] */
+    uint64_t used;   /* LRU clock */
+} PrefixEntry;
+
+typedef struct {
+    PrefixEntry e[PREFIX_SLOTS];
+    uint64_t clock;
+    int dirty;       /* changed since load: worth saving */
+} PrefixStore;
 
 typedef struct {
     Model model;
@@ -22,6 +38,8 @@ typedef struct {
     int n_label_ids;
     int32_t stop_ids[4];     /* end of the verdict: <|eot_id|>, <|end_of_text|>, </s> as present */
     int n_stop;
+    PrefixStore prefixes;    /* policy prefixes computed so far (or loaded from a cache file) */
+    int no_prefix_store;     /* 1: never reuse or record prefixes (--no-cache) */
 } Guard;
 
 int guard_open(Guard *g, const char *path, int n_threads, char *err);
@@ -48,5 +66,26 @@ typedef struct {
  * error stating both numbers. s is reused across calls: its cached prefix is kept when it matches. */
 int guard_classify(Guard *g, RunState *s, const PromptFormat *pf, const Conversation *c, float threshold, int64_t ctx_limit,
                    Decision *d, char *err);
+
+/* ==== Evaluation metrics (--eval) ====
+ * At the threshold: predicted unsafe iff score >= threshold. AUPRC is average precision as
+ * sklearn's average_precision_score computes it (Meta's evaluation scripts): sort by score,
+ * each distinct score is one threshold (ties enter together), AP = sum (R_k - R_{k-1}) P_k.
+ * Undefined values (no positives, no predictions, ...) are NAN. */
+typedef struct {
+    int64_t n, tp, fp, tn, fn;
+    double precision, recall, f1, fpr, auprc;
+} EvalMetrics;
+void eval_metrics(const float *scores, const uint8_t *labels /* 1 = unsafe */, int64_t n, float threshold, EvalMetrics *m);
+
+/* ==== Persisting the prefix store (the KV cache file) ====
+ * Keyed by the model's identity (size, checksums, shape) and the exact prefix ids; written
+ * atomically; validated on read. guard_cache_load returns 0 if loaded, 1 if there is no file,
+ * -1 if the file was ignored (warning in err: corrupt, stale, or another model's). */
+int guard_cache_load(Guard *g, const char *path, char *err);
+int guard_cache_save(const Guard *g, const char *path, char *err);
+/* Default cache path for a model file: $XDG_CACHE_HOME/llama-guard/<name>.<crc>.kv when
+ * XDG_CACHE_HOME is set, else next to the model as <model>.kv. */
+void guard_cache_default_path(const Guard *g, const char *model_path, char *out, size_t n);
 
 #endif

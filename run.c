@@ -10,6 +10,8 @@
 
 #include <errno.h>
 #include <math.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,27 +106,32 @@ static void print_json_str(FILE *f, const char *s, size_t n) {
     fputc('"', f);
 }
 
-static void print_decision_json(const Guard *g, const PromptFormat *pf, const Decision *d, int threads) {
-    printf("{\"verdict\":\"%s\",\"p_unsafe\":%.9g,\"p_safe_token\":%.9g,\"p_unsafe_token\":%.9g,\"argmax\":%d,\"categories\":[",
-           d->unsafe ? "unsafe" : "safe", (double)d->p_unsafe, (double)d->p_safe, (double)d->p_unsafe_token, d->argmax);
+/* One result object. id (may be NULL) is passed through first, as batch lines need. */
+static void print_json_value(FILE *f, const Json *j, const JsonNode *n);
+
+static void print_decision_json(FILE *f, const Json *j, const JsonNode *id, const Guard *g, const PromptFormat *pf, const Decision *d) {
+    fprintf(f, "{");
+    if (j) { fprintf(f, "\"id\":"); print_json_value(f, j, id); fprintf(f, ","); }
+    fprintf(f, "\"verdict\":\"%s\",\"p_unsafe\":%.9g,\"p_safe_token\":%.9g,\"p_unsafe_token\":%.9g,\"argmax\":%d,\"categories\":[",
+            d->unsafe ? "unsafe" : "safe", (double)d->p_unsafe, (double)d->p_safe, (double)d->p_unsafe_token, d->argmax);
     for (int i = 0; d->unsafe && i < d->verdict.n_codes; i++) {
         const VerdictCode *vc = &d->verdict.codes[i];
-        printf("%s{\"code\":", i ? "," : "");
-        print_json_str(stdout, vc->code, strlen(vc->code));
-        printf(",\"name\":");
+        fprintf(f, "%s{\"code\":", i ? "," : "");
+        print_json_str(f, vc->code, strlen(vc->code));
+        fprintf(f, ",\"name\":");
         if (vc->cat >= 0) {
             size_t nl;
             const char *nm = template_category_name(&pf->cats[vc->cat], &nl);
-            print_json_str(stdout, nm, nl);
-        } else printf("null");
-        printf("}");
+            print_json_str(f, nm, nl);
+        } else fprintf(f, "null");
+        fprintf(f, "}");
     }
-    printf("],\"model_output\":");
-    if (d->unsafe) print_json_str(stdout, d->generated, strlen(d->generated));
-    else printf("\"safe\"");
-    printf(",\"guard\":\"%s\",\"prompt_tokens\":%lld,\"cached_tokens\":%lld,\"threads\":%d,\"prefill_ms\":%.3f,\"decode_ms\":%.3f}\n",
-           template_guard_name(g->pf.version), (long long)d->prompt_tokens, (long long)d->reused_tokens, threads, d->t_prefill * 1e3,
-           d->t_decode * 1e3);
+    fprintf(f, "],\"model_output\":");
+    if (d->unsafe) print_json_str(f, d->generated, strlen(d->generated));
+    else fprintf(f, "\"safe\"");
+    fprintf(f, ",\"guard\":\"%s\",\"prompt_tokens\":%lld,\"cached_tokens\":%lld,\"threads\":%d,\"prefill_ms\":%.3f,\"decode_ms\":%.3f}\n",
+            template_guard_name(g->pf.version), (long long)d->prompt_tokens, (long long)d->reused_tokens, g->model.n_threads,
+            d->t_prefill * 1e3, d->t_decode * 1e3);
 }
 
 static void print_decision_text(const Decision *d) {
@@ -160,6 +167,22 @@ static void usage(FILE *f) {
             "                         prompt_tokens, timings\n"
             "  --ctx N                refuse conversations longer than N tokens (default: the model's context)\n"
             "\n"
+            "many conversations:\n"
+            "  --batch IN.jsonl       one conversation per line: {\"id\":..., \"messages\":[...]} with optional\n"
+            "                         \"categories\" ({\"S1\":\"text\",...}) and \"exclude\" (\"S6,S8\" or [\"S6\"]);\n"
+            "                         one JSON result per line, same order, id passed through; '-' reads\n"
+            "                         stdin; a bad line gives {\"id\":...,\"error\":...} and the run goes on\n"
+            "  -o OUT.jsonl           write results there (complete file only) instead of stdout\n"
+            "  --eval IN.jsonl        lines also carry \"label\": \"safe\"|\"unsafe\" and optionally\n"
+            "                         \"categories\": [\"S1\",...] (the true codes); prints precision, recall,\n"
+            "                         F1, false-positive rate, AUPRC, the confusion matrix and per-category\n"
+            "                         recall (--json for one JSON object)\n"
+            "\n"
+            "prefix cache (every prompt starts with the same policy text; its KV is computed once):\n"
+            "  --cache FILE           where to keep it across runs (default: $XDG_CACHE_HOME/llama-guard/\n"
+            "                         when set, else MODEL.bin.kv); a corrupt or stale file is ignored\n"
+            "  --no-cache             neither read, reuse nor write cached prefixes\n"
+            "\n"
             "audit (no model run):\n"
             "  --show-prompt          print the exact rendered prompt\n"
             "  --show-tokens          print its token ids\n"
@@ -178,10 +201,10 @@ static void usage(FILE *f) {
 
 /* Options, parsed once. */
 typedef struct {
-    const char *model, *input, *format, *categories, *exclude, *ids, *logits_out;
+    const char *model, *input, *format, *categories, *exclude, *ids, *logits_out, *batch, *eval, *output, *cache;
     float threshold;
     long long ctx;
-    int json, show_prompt, show_tokens, tokenize, detokenize, info, verify, top, threads, verbose;
+    int json, show_prompt, show_tokens, tokenize, detokenize, info, verify, top, threads, verbose, no_cache;
 } Opts;
 
 static int parse_opts(int argc, char **argv, Opts *o) {
@@ -194,7 +217,9 @@ static int parse_opts(int argc, char **argv, Opts *o) {
         /* options that take a value */
         const char **str = !strcmp(a, "-i") ? &o->input : !strcmp(a, "--format") ? &o->format
                          : !strcmp(a, "--categories") ? &o->categories : !strcmp(a, "--exclude") ? &o->exclude
-                         : !strcmp(a, "--ids") ? &o->ids : !strcmp(a, "--logits") ? &o->logits_out : NULL;
+                         : !strcmp(a, "--ids") ? &o->ids : !strcmp(a, "--logits") ? &o->logits_out
+                         : !strcmp(a, "--batch") ? &o->batch : !strcmp(a, "--eval") ? &o->eval
+                         : !strcmp(a, "-o") ? &o->output : !strcmp(a, "--cache") ? &o->cache : NULL;
         int num = !strcmp(a, "--threshold") || !strcmp(a, "--ctx") || !strcmp(a, "--top") || !strcmp(a, "-t");
         if (str || num) {
             if (!val) { fprintf(stderr, "run: %s needs a value (see --help)\n", a); return -1; }
@@ -217,7 +242,8 @@ static int parse_opts(int argc, char **argv, Opts *o) {
         int *flag = !strcmp(a, "--json") ? &o->json : !strcmp(a, "--show-prompt") ? &o->show_prompt
                   : !strcmp(a, "--show-tokens") ? &o->show_tokens : !strcmp(a, "--tokenize") ? &o->tokenize
                   : !strcmp(a, "--detokenize") ? &o->detokenize : !strcmp(a, "--info") ? &o->info
-                  : !strcmp(a, "--verify") ? &o->verify : !strcmp(a, "-v") ? &o->verbose : NULL;
+                  : !strcmp(a, "--verify") ? &o->verify : !strcmp(a, "-v") ? &o->verbose
+                  : !strcmp(a, "--no-cache") ? &o->no_cache : NULL;
         if (flag) { *flag = 1; continue; }
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); exit(0); }
         if (a[0] == '-' && a[1]) { fprintf(stderr, "run: unknown option %s (see --help)\n", a); return -1; }
@@ -310,7 +336,7 @@ static int run_classify(Guard *g, const Opts *o, char *err) {
             state_free(&s);
         }
         if (rc == 0) {
-            if (o->json) print_decision_json(g, &pf, &d, g->model.n_threads);
+            if (o->json) print_decision_json(stdout, NULL, NULL, g, &pf, &d);
             else print_decision_text(&d);
             if (o->verbose)
                 fprintf(stderr, "run: %lld prompt tokens, P(unsafe) %.6f, prefill %.1f ms, decode %.1f ms\n", (long long)d.prompt_tokens,
@@ -320,6 +346,242 @@ static int run_classify(Guard *g, const Opts *o, char *err) {
     }
     chat_free(&conv);
     template_free(&pf);
+    return rc;
+}
+
+/* ==== --batch and --eval ==== */
+
+/* A JSON value printed back as JSON (ids are passed through untouched). */
+static void print_json_value(FILE *f, const Json *j, const JsonNode *n) {
+    if (!n) { fprintf(f, "null"); return; }
+    switch (n->type) {
+    case JSON_NULL: fprintf(f, "null"); break;
+    case JSON_TRUE: fprintf(f, "true"); break;
+    case JSON_FALSE: fprintf(f, "false"); break;
+    case JSON_NUMBER: fprintf(f, "%s", n->str); break;
+    case JSON_STRING: print_json_str(f, n->str, n->len); break;
+    default: {
+        int first = 1;
+        fprintf(f, n->type == JSON_ARRAY ? "[" : "{");
+        JSON_FOR(j, n, c) {
+            if (!first) fprintf(f, ",");
+            first = 0;
+            if (n->type == JSON_OBJECT) { print_json_str(f, c->key, c->keylen); fprintf(f, ":"); }
+            print_json_value(f, j, c);
+        }
+        fprintf(f, n->type == JSON_ARRAY ? "]" : "}");
+    }
+    }
+}
+
+/* Per-line prompt categories: "categories" as {code: text} and "exclude" as "S6,S8" or [..]. */
+static int line_categories(const Json *j, const JsonNode *root, const PromptFormat *base, PromptFormat *pf, int eval, char *err) {
+    if (template_set_categories(pf, base->cats, base->n_cats, err)) return -1;
+    pf->version = base->version;
+    const JsonNode *cats = eval ? NULL : json_get(j, root, "categories"), *ex = json_get(j, root, "exclude");
+    if (cats && cats->type != JSON_OBJECT) return errf(err, "\"categories\" must be an object {\"S1\": \"text\", ...}");
+    if (cats) {
+        Category cs[TEMPLATE_MAX_CATS];
+        int k = 0;
+        JSON_FOR(j, cats, c) {
+            if (c->type != JSON_STRING || k == TEMPLATE_MAX_CATS) return errf(err, "\"categories\" values must be strings (at most %d)", TEMPLATE_MAX_CATS);
+            cs[k].code = (char *)c->key;
+            cs[k].text = (char *)c->str;
+            k++;
+        }
+        if (template_set_categories(pf, cs, k, err)) return -1;
+    }
+    if (ex && ex->type == JSON_STRING) return template_exclude(pf, ex->str, err);
+    if (ex && ex->type == JSON_ARRAY) {
+        Buf codes = { 0 };
+        JSON_FOR(j, ex, c) {
+            if (c->type != JSON_STRING) { buf_free(&codes); return errf(err, "\"exclude\" entries must be strings"); }
+            if (codes.len) buf_put(&codes, ",", 1);
+            buf_put(&codes, c->str, c->len);
+        }
+        buf_put(&codes, "", 1);
+        int rc = codes.oom ? errf(err, "out of memory") : template_exclude(pf, (const char *)codes.p, err);
+        buf_free(&codes);
+        return rc;
+    }
+    if (ex) return errf(err, "\"exclude\" must be a string or an array of codes");
+    return 0;
+}
+
+typedef struct {
+    float *scores;
+    uint8_t *labels;
+    int64_t n, cap;
+    /* per-category recall over unsafe lines that name true categories */
+    char codes[TEMPLATE_MAX_CATS][CATEGORY_CODE_MAX];
+    int64_t cat_total[TEMPLATE_MAX_CATS], cat_hit[TEMPLATE_MAX_CATS];
+    int n_codes;
+} EvalData;
+
+static int eval_add(EvalData *e, const Json *j, const JsonNode *root, const Decision *d, char *err) {
+    const JsonNode *lab = json_get(j, root, "label"), *cats = json_get(j, root, "categories");
+    int label;
+    if (lab && lab->type == JSON_STRING && !strcmp(lab->str, "safe")) label = 0;
+    else if (lab && lab->type == JSON_STRING && !strcmp(lab->str, "unsafe")) label = 1;
+    else return errf(err, "\"label\" must be \"safe\" or \"unsafe\"");
+    if (cats && cats->type != JSON_ARRAY) return errf(err, "\"categories\" must be an array of true category codes");
+    if (e->n == e->cap) {
+        e->cap = e->cap ? e->cap * 2 : 256;
+        float *s = realloc(e->scores, (size_t)e->cap * sizeof *s);
+        if (s) e->scores = s;
+        uint8_t *l = realloc(e->labels, (size_t)e->cap);
+        if (l) e->labels = l;
+        if (!s || !l) return errf(err, "out of memory");
+    }
+    e->scores[e->n] = d->p_unsafe;
+    e->labels[e->n++] = (uint8_t)label;
+    if (!label || !cats) return 0;
+    JSON_FOR(j, cats, c) {
+        if (c->type != JSON_STRING || c->len == 0 || c->len >= CATEGORY_CODE_MAX) continue;
+        int k = 0;
+        while (k < e->n_codes && strcmp(e->codes[k], c->str)) k++;
+        if (k == e->n_codes) {
+            if (k == TEMPLATE_MAX_CATS) continue;
+            snprintf(e->codes[e->n_codes++], CATEGORY_CODE_MAX, "%s", c->str);
+        }
+        e->cat_total[k]++;
+        for (int i = 0; d->unsafe && i < d->verdict.n_codes; i++)
+            if (!strcmp(d->verdict.codes[i].code, c->str)) { e->cat_hit[k]++; break; }
+    }
+    return 0;
+}
+
+static void print_num(FILE *f, double x) { isnan(x) ? fprintf(f, "null") : fprintf(f, "%.6f", x); }
+
+static void print_eval(FILE *f, const EvalData *e, float threshold, int json) {
+    EvalMetrics m;
+    eval_metrics(e->scores, e->labels, e->n, threshold, &m);
+    if (json) {
+        fprintf(f, "{\"n\":%lld,\"threshold\":%g,\"precision\":", (long long)m.n, (double)threshold);
+        print_num(f, m.precision); fprintf(f, ",\"recall\":"); print_num(f, m.recall); fprintf(f, ",\"f1\":"); print_num(f, m.f1);
+        fprintf(f, ",\"fpr\":"); print_num(f, m.fpr); fprintf(f, ",\"auprc\":"); print_num(f, m.auprc);
+        fprintf(f, ",\"confusion\":{\"tp\":%lld,\"fp\":%lld,\"tn\":%lld,\"fn\":%lld},\"category_recall\":{", (long long)m.tp,
+               (long long)m.fp, (long long)m.tn, (long long)m.fn);
+        for (int k = 0; k < e->n_codes; k++) {
+            fprintf(f, "%s", k ? "," : "");
+            print_json_str(f, e->codes[k], strlen(e->codes[k]));
+            fprintf(f, ":{\"recall\":");
+            print_num(f, (double)e->cat_hit[k] / (double)e->cat_total[k]);
+            fprintf(f, ",\"n\":%lld}", (long long)e->cat_total[k]);
+        }
+        fprintf(f, "}}\n");
+        return;
+    }
+    fprintf(f, "conversations  %lld (threshold %g)\n", (long long)m.n, (double)threshold);
+    const char *names[] = { "precision", "recall", "f1", "fpr", "auprc" };
+    double vals[] = { m.precision, m.recall, m.f1, m.fpr, m.auprc };
+    for (int i = 0; i < 5; i++) isnan(vals[i]) ? fprintf(f, "%-14s n/a\n", names[i]) : fprintf(f, "%-14s %.4f\n", names[i], vals[i]);
+    fprintf(f, "\n                 predicted\n                 unsafe   safe\n");
+    fprintf(f, "actual unsafe  %8lld %6lld\n       safe    %8lld %6lld\n", (long long)m.tp, (long long)m.fn, (long long)m.fp, (long long)m.tn);
+    if (e->n_codes) fprintf(f, "\ncategory  recall   n\n");
+    for (int k = 0; k < e->n_codes; k++)
+        fprintf(f, "%-9s %.4f %4lld\n", e->codes[k], (double)e->cat_hit[k] / (double)e->cat_total[k], (long long)e->cat_total[k]);
+}
+
+static void progress(int64_t done, int64_t total, double t0) {
+    double dt = now_sec() - t0, rate = dt > 0 ? (double)done / dt : 0;
+    if (total > 0) {
+        int w = 30, fill = (int)(w * done / total);
+        double eta = rate > 0 ? (double)(total - done) / rate : 0;
+        fprintf(stderr, "\r[%.*s%*s] %lld/%lld  %.2f conv/s  ETA %.0fs ", fill, "##############################", w - fill, "",
+                (long long)done, (long long)total, rate, eta);
+    } else {
+        fprintf(stderr, "\r%lld done  %.2f conv/s ", (long long)done, rate);
+    }
+}
+
+/* Classify every line of a JSONL file; eval: also score against labels. */
+static int run_batch(Guard *g, const Opts *o, char *err) {
+    int eval = o->eval != NULL;
+    const char *in_path = eval ? o->eval : o->batch;
+    FILE *in = strcmp(in_path, "-") ? fopen(in_path, "rb") : stdin;
+    if (!in) return errf(err, "%s: cannot open: %s", in_path, strerror(errno));
+    int64_t total = 0;
+    if (in != stdin) { /* count lines for the progress bar; cheap next to the model */
+        int ch;
+        while ((ch = fgetc(in)) != EOF) total += ch == '\n';
+        rewind(in);
+    }
+    AtomicFile out = { 0 };
+    if (o->output && afile_open(&out, o->output, err)) {
+        if (in != stdin) fclose(in);
+        return -1;
+    }
+    FILE *out_f = o->output ? out.fp : stdout;
+    int tty = isatty(2) && !o->verbose;
+    RunState s;
+    int rc = state_init(&s, &g->model, 0, err);
+    PromptFormat base = { 0 };
+    if (rc == 0) rc = template_set_categories(&base, g->pf.cats, g->pf.n_cats, err);
+    base.version = g->pf.version;
+    if (rc == 0 && o->categories) rc = template_read_categories(&base, o->categories, err);
+    if (rc == 0 && o->exclude) rc = template_exclude(&base, o->exclude, err);
+    EvalData ed = { 0 };
+    char *line = NULL;
+    size_t lcap = 0;
+    int64_t lineno = 0, done = 0;
+    double t0 = now_sec();
+    ssize_t len;
+    while (rc == 0 && (len = getline(&line, &lcap, in)) >= 0) {
+        lineno++;
+        size_t k = (size_t)len;
+        while (k && (line[k - 1] == '\n' || line[k - 1] == '\r' || line[k - 1] == ' ')) k--;
+        if (k == 0) continue;
+        char lerr[ERRLEN];
+        Json j;
+        const JsonNode *id = NULL;
+        PromptFormat pf = { 0 };
+        Conversation conv;
+        Decision d;
+        int ok = 0, parsed = 0, have_conv = 0;
+        if (k > CHAT_MAX_BYTES) errf(lerr, "line longer than %u bytes", CHAT_MAX_BYTES);
+        else if (json_parse(&j, line, k, lerr) == 0) {
+            parsed = 1;
+            const JsonNode *root = json_root(&j);
+            id = json_get(&j, root, "id");
+            if (root->type != JSON_OBJECT) errf(lerr, "a line must be a JSON object with \"messages\"");
+            else if (line_categories(&j, root, &base, &pf, eval, lerr) == 0 && chat_from_json(&conv, &j, root, lerr) == 0) {
+                have_conv = 1;
+                ok = guard_classify(g, &s, &pf, &conv, o->threshold, o->ctx, &d, lerr) == 0 && (!eval || eval_add(&ed, &j, root, &d, lerr) == 0);
+            }
+        }
+        if (!eval) {
+            if (ok) print_decision_json(out_f, &j, id, g, &pf, &d);
+            else {
+                fprintf(out_f, "{\"id\":");
+                if (parsed) print_json_value(out_f, &j, id);
+                else fprintf(out_f, "null");
+                fprintf(out_f, ",\"line\":%lld,\"error\":", (long long)lineno);
+                print_json_str(out_f, lerr, strlen(lerr));
+                fprintf(out_f, "}\n");
+            }
+            fflush(out_f);
+        } else if (!ok) {
+            fprintf(stderr, "run: %s:%lld: %s\n", in_path, (long long)lineno, lerr);
+        }
+        if (have_conv) chat_free(&conv);
+        template_free(&pf);
+        if (parsed) json_free(&j);
+        done++;
+        if (tty) progress(done, total, t0);
+    }
+    if (tty) fprintf(stderr, "\n");
+    free(line);
+    if (in != stdin) fclose(in);
+    if (rc == 0 && eval) print_eval(out_f, &ed, o->threshold, o->json);
+    free(ed.scores);
+    free(ed.labels);
+    template_free(&base);
+    if (s.x) state_free(&s);
+    if (o->output) {
+        if (rc == 0) rc = afile_commit(&out, err);
+        else afile_abort(&out);
+    }
     return rc;
 }
 
@@ -337,13 +599,34 @@ int main(int argc, char **argv) {
     }
     if (o.verbose) fprintf(stderr, "run: %d threads, kernels: %s\n", g.model.n_threads, kernels_init());
     int rc = 0;
+    char cache_path[4096] = "";
+    int classifying = !audit && !o.tokenize && !o.detokenize && !o.show_prompt && !o.show_tokens;
+    g.no_prefix_store = audit ? 1 : o.no_cache;
+    if (classifying && !o.no_cache) {
+        if (o.cache) snprintf(cache_path, sizeof cache_path, "%s", o.cache);
+        else guard_cache_default_path(&g, o.model, cache_path, sizeof cache_path);
+        char warn[ERRLEN];
+        int lr = guard_cache_load(&g, cache_path, warn);
+        if (lr < 0) fprintf(stderr, "run: warning: %s\n", warn);
+        else if (lr == 0 && o.verbose) fprintf(stderr, "run: loaded prefix cache %s\n", cache_path);
+    }
     if (o.info) print_info(&g.model);
     if (o.verify && rc == 0) {
         if (gb_verify(&g.model.file, err)) rc = -1;
         else printf("%s: ok (data checksum %08x)\n", o.model, g.model.file.data_crc);
     }
     if (o.ids && rc == 0) rc = run_ids(&g.model, &o, err);
-    if (!audit) rc = o.tokenize || o.detokenize ? run_tokenizer(&g, &o, err) : run_classify(&g, &o, err);
+    if (!audit) rc = o.tokenize || o.detokenize ? run_tokenizer(&g, &o, err) : o.batch || o.eval ? run_batch(&g, &o, err) : run_classify(&g, &o, err);
+    if (rc >= 0 && cache_path[0] && g.prefixes.dirty) {
+        /* Saving is an optimisation: a read-only directory costs speed next time, not this result. */
+        char werr[ERRLEN];
+        if (!o.cache && getenv("XDG_CACHE_HOME") && *getenv("XDG_CACHE_HOME")) {
+            char dir[4200];
+            snprintf(dir, sizeof dir, "%s/llama-guard", getenv("XDG_CACHE_HOME"));
+            mkdir(dir, 0755);
+        }
+        if (guard_cache_save(&g, cache_path, werr) && (o.verbose || o.cache)) fprintf(stderr, "run: warning: %s\n", werr);
+    }
     if (rc < 0) fprintf(stderr, "run: %s\n", err);
     if (audit) model_close(&g.model);
     else guard_close(&g);
