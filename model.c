@@ -219,6 +219,18 @@ typedef struct {
     int64_t n, pos0;
 } AttnJob;
 
+/* q.k with eight partial sums combined in a fixed order: the compiler maps the lanes onto SIMD
+ * registers, and the result does not depend on how the work was split (chunked prefill and
+ * token-by-token decode give the same bits, which the prefix cache relies on). */
+static float dot8(const float *a, const float *b, int64_t n) {
+    float acc[8] = { 0 };
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++) acc[k] += a[i + k] * b[i + k];
+    for (int k = 0; i < n; i++, k++) acc[k] += a[i] * b[i];
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
 static void attention_rows(void *ctx, int64_t begin, int64_t end) {
     const AttnJob *j = ctx;
     const Config *c = j->c;
@@ -232,10 +244,7 @@ static void attention_rows(void *ctx, int64_t begin, int64_t end) {
         const float *q = j->q + t * q_dim + h * hd;
         float maxv = -INFINITY;
         for (int64_t p = 0; p < len; p++) {
-            const float *k = j->kc + p * kv_dim + kvh * hd;
-            float dot = 0;
-            for (int64_t i = 0; i < hd; i++) dot += q[i] * k[i];
-            att[p] = dot * scale;
+            att[p] = dot8(q, j->kc + p * kv_dim + kvh * hd, hd) * scale;
             if (att[p] > maxv) maxv = att[p];
         }
         float sum = 0;
