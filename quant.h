@@ -3,14 +3,58 @@
  * A Tensor is a read-only [rows, cols] row-major matrix in one of the DTypes below, usually
  * pointing into the mmap'd guard.bin. For a linear layer rows = out_features, cols = in_features
  * (nn.Linear layout), so y = x @ W^T. Kernels are chosen at start-up in quant.c only.
+ *
+ * ---- Block formats (little-endian, identical to GGUF, so GGUF blocks import byte for byte) ----
+ *
+ *   DT_Q8_0: a row is cols/32 blocks of 34 bytes: { f16 d; int8 qs[32]; }
+ *            element i of the block = f16_to_f32(d) * qs[i].
+ *   DT_Q4_0: a row is cols/32 blocks of 18 bytes: { f16 d; uint8 qs[16]; }
+ *            nibbles are SPLIT, not interleaved (ggml's order, which suits SIMD unpacking):
+ *              element j      (j = 0..15) = d * ((qs[j] & 0x0F) - 8)   low nibble of byte j
+ *              element j + 16 (j = 0..15) = d * ((qs[j] >> 4)  - 8)   high nibble of byte j
+ *   The scale is IEEE binary16 (not bf16), stored first; group size 32 along cols, so quantized
+ *   tensors need cols % 32 == 0 (dtype_row_bytes returns 0 otherwise).
+ *
+ * Quantization (quantize_row) follows ggml's reference quantizers exactly, so re-quantizing a
+ * GGUF-dequantized row reproduces its blocks:
+ *   Q8_0: d = amax/127, q = roundf(x/d) (computed as x * (d ? 1/d : 0)), d stored as f16 RNE.
+ *   Q4_0: m = the element of largest |x| (first one on ties), d = m/-8,
+ *         q = min(15, (int)(x*(d ? 1/d : 0) + 8.5)), d stored as f16 RNE.
+ *   An all-zero group gets d = 0 and all q = 0 (Q4: nibbles 8), never a division by zero.
+ *   A group whose d overflows f16 (|x| > ~8.3e6 for Q8_0) gets an infinite scale, as in ggml:
+ *   exporters must reject such weights.
+ *
+ * ---- The matmul contract (what every SIMD kernel reproduces bit for bit) ----
+ *   f32/bf16/f16 weights:  y[t][r] = fold k = 0..cols-1 of  acc = fmaf(w[r][k], x[t][k], acc)
+ *                          starting from acc = +0 (bf16 upcast as (uint32)b << 16, f16 exact).
+ *   q8_0/q4_0 weights: each x[t] is first quantized per block of 32 ("activation blocks"):
+ *                          amax = max|x|, d_a = amax/127 (f32), q = nearbyint(x * (1/d_a));
+ *                          d_a = 0, q = 0 when d_a < FLT_MIN; d_a = NaN, q = 0 when the block
+ *                          holds an Inf/NaN (so it propagates to y instead of vanishing);
+ *                      then y[t][r] = fold over blocks b of
+ *                          acc = fmaf(d_w[b] * d_a[b], (float)isum_b, acc)
+ *                      where isum_b = sum_i q_w[i] * q_a[i] is an exact int32.
+ *   Each output element is thus a sequential chain that depends on neither the SIMD width, the
+ *   tile shape nor the thread split: results are bit-identical across kernels and thread counts.
+ *
+ * ---- Kernel selection ----
+ *   kernels_init() picks the best set for this CPU once (idempotent, thread-safe). The
+ *   environment variable GUARD_KERNELS=<name> (read by kernels_init) or kernels_force(name)
+ *   overrides it; names: "scalar" (the reference, everywhere), "avx2" (x86-64 AVX2+FMA+F16C),
+ *   "avx512" (AVX512F/BW/VL + VNNI int8 dot products), "neon" (aarch64), "neon-dotprod".
  */
 #ifndef GUARD_QUANT_H
 #define GUARD_QUANT_H
 
+#include <assert.h>
 #include <stddef.h>
 #include <stdint.h>
 
-/* On-disk dtype codes (guard.bin tensor table). Never renumber: files carry these values. */
+/* On-disk dtype codes (guard.bin tensor table). Never renumber: files carry these values.
+ * Reserved for the importers (not implemented yet; the dtype table in quant.c is indexed by
+ * code, so each slots in as one table entry plus a tile packer):
+ *   10 Q4_K (GGUF super-blocks of 256), 11 Q6_K, 12 AWQ 4-bit g128 + zero points,
+ *   13 int8 rows with an f32 absmax scale per row (bitsandbytes LLM.int8()). */
 enum {
     DT_F32 = 0,
     DT_BF16 = 1,
@@ -20,14 +64,29 @@ enum {
     DT_COUNT = 16
 };
 
+#define QK 32 /* elements per Q8_0 / Q4_0 block */
+
+typedef struct {
+    uint16_t d;      /* f16 scale */
+    int8_t qs[QK];
+} BlockQ8_0;
+
+typedef struct {
+    uint16_t d;      /* f16 scale */
+    uint8_t qs[QK / 2]; /* byte j: low nibble = element j, high nibble = element j + 16 */
+} BlockQ4_0;
+
+static_assert(sizeof(BlockQ8_0) == 34, "Q8_0 block must match GGUF (34 bytes)");
+static_assert(sizeof(BlockQ4_0) == 18, "Q4_0 block must match GGUF (18 bytes)");
+
 typedef struct {
     uint32_t dtype;
     uint64_t rows, cols;
     const void *data; /* rows * dtype_row_bytes(dtype, cols) bytes */
 } Tensor;
 
-const char *dtype_name(uint32_t dt);          /* "f32", "bf16", ...; NULL if unknown */
-int dtype_from_name(const char *name);        /* -1 if unknown */
+const char *dtype_name(uint32_t dt);          /* "f32", "bf16", "f16", "q8_0", "q4_0"; NULL if unknown */
+int dtype_from_name(const char *name);        /* -1 if unknown; also accepts "q8_0", "q4_0" */
 /* Bytes of one row of `cols` elements; 0 if the dtype is unknown or cols is not a multiple
  * of its block size. */
 uint64_t dtype_row_bytes(uint32_t dt, uint64_t cols);
@@ -38,19 +97,28 @@ void dequant_row(const Tensor *w, uint64_t row, float *out);
 void quantize_row(uint32_t dt, const float *src, void *dst, uint64_t cols);
 
 /* ---- threads ---- */
-/* A fixed pool of workers. pool_for splits [0, n) into contiguous chunks; fn must compute each
- * index independently of how the range is split, which is what makes results bit-identical for
- * any thread count. pool may be NULL (run on the caller's thread). */
+/* A fixed pool of persistent workers. pool_for splits [0, n) into contiguous chunks handed
+ * out dynamically; fn must compute each index independently of how the range is split, which
+ * is what makes results bit-identical for any thread count. pool may be NULL (run on the
+ * caller's thread). One pool_for at a time per pool: fn must not call pool_for on the same
+ * pool, and two threads must not share a pool concurrently. */
 typedef struct Pool Pool;
-Pool *pool_create(int n_threads);
+Pool *pool_create(int n_threads); /* n_threads <= 0: the cores this process may run on */
 void pool_free(Pool *p);
 int pool_threads(const Pool *p);
 void pool_for(Pool *p, int64_t n, void (*fn)(void *ctx, int64_t begin, int64_t end), void *ctx);
 
-/* y[T, w->rows] = x[T, w->cols] @ w^T. Prefill passes the whole chunk (T > 1): matrix-matrix. */
+/* y[T, w->rows] = x[T, w->cols] @ w^T. Prefill passes the whole chunk (T > 1): matrix-matrix.
+ * y must not overlap x. Follows "The matmul contract" above. */
 void matmul(Pool *p, float *y, const float *x, const Tensor *w, int64_t T);
 
 /* Choose SIMD kernels for this CPU (idempotent); returns a short description for -v. */
 const char *kernels_init(void);
+/* Switch to the named kernel set ("scalar", "avx2", ...; see above) for tests and benchmarks.
+ * Returns its description, or NULL (and changes nothing) when unknown or unsupported here.
+ * Not to be called while a matmul is running. */
+const char *kernels_force(const char *name);
+/* Names of the kernel sets this CPU can run, best last, NULL-terminated (tests loop over it). */
+const char *const *kernels_available(void);
 
 #endif

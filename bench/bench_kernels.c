@@ -1,0 +1,113 @@
+/* bench/bench_kernels.c: matmul GFLOP/s at the Llama-Guard-3-1B layer shapes.
+ *
+ * One "layer" = the seven projections of a decoder layer (dim 2048, kv_dim 512, ffn 8192):
+ * q, o [2048 x 2048], k, v [512 x 2048], gate, up [8192 x 2048], down [2048 x 8192].
+ * For each weight dtype and T tokens it times the layer with 1 and 2 threads and prints
+ * 2*T*params / seconds. Random weights: speed does not depend on the values.
+ *
+ * usage: bench_kernels [-k kernels] [-d f32,bf16,q8_0,q4_0] [-T 1,64,256,512] [-t 1,2] [-s seconds]
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "quant.h"
+#include "util.h"
+
+typedef struct { uint64_t rows, cols; const char *name; } Shape;
+static const Shape layer[] = {
+    { 2048, 2048, "wq" }, { 512, 2048, "wk" }, { 512, 2048, "wv" }, { 2048, 2048, "wo" },
+    { 8192, 2048, "w_gate" }, { 8192, 2048, "w_up" }, { 2048, 8192, "w_down" },
+};
+#define N_SHAPES (sizeof layer / sizeof layer[0])
+
+static int parse_list(const char *s, int *out, int max) {
+    int n = 0;
+    while (*s && n < max) {
+        out[n++] = atoi(s);
+        while (*s && *s != ',') s++;
+        if (*s == ',') s++;
+    }
+    return n;
+}
+
+static uint64_t rng = 88172645463325252ull;
+static float frand(void) {
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    return (float)(rng >> 40) / 16777216.0f - 0.5f;
+}
+
+int main(int argc, char **argv) {
+    const char *dts = "f32,bf16,q8_0,q4_0", *kern = NULL;
+    int Ts[16] = { 1, 64, 256, 512 }, nT = 4, ths[8] = { 1, 2 }, nth = 2;
+    double min_sec = 0.5;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "-d")) dts = argv[i + 1];
+        else if (!strcmp(argv[i], "-k")) kern = argv[i + 1];
+        else if (!strcmp(argv[i], "-T")) nT = parse_list(argv[i + 1], Ts, 16);
+        else if (!strcmp(argv[i], "-t")) nth = parse_list(argv[i + 1], ths, 8);
+        else if (!strcmp(argv[i], "-s")) min_sec = atof(argv[i + 1]);
+        else { fprintf(stderr, "usage: %s [-k kernels] [-d dtypes] [-T list] [-t list] [-s sec]\n", argv[0]); return 2; }
+    }
+    const char *desc = kernels_init();
+    if (kern && !(desc = kernels_force(kern))) { fprintf(stderr, "kernels '%s' not available here\n", kern); return 1; }
+    printf("kernels: %s\n", desc);
+
+    int maxT = 0;
+    for (int i = 0; i < nT; i++) maxT = Ts[i] > maxT ? Ts[i] : maxT;
+    float *x = malloc((size_t)maxT * 8192 * sizeof(float)), *y = malloc((size_t)maxT * 8192 * sizeof(float));
+    float *row = malloc(8192 * sizeof(float));
+    if (!x || !y || !row) { fprintf(stderr, "out of memory\n"); return 1; }
+    for (size_t i = 0; i < (size_t)maxT * 8192; i++) x[i] = frand();
+    double params = 0;
+    for (size_t s = 0; s < N_SHAPES; s++) params += (double)layer[s].rows * layer[s].cols;
+
+    Pool *pools[8];
+    for (int i = 0; i < nth; i++) pools[i] = pool_create(ths[i]);
+
+    printf("\nGFLOP/s, one LG3-1B layer (%.1fM params, 7 matmuls)\n", params / 1e6);
+    printf("%-6s %5s", "dtype", "T");
+    for (int i = 0; i < nth; i++) printf("  %4d thr", ths[i]);
+    printf("   (ms/layer at %d thr)\n", ths[nth - 1]);
+
+    char list[128];
+    snprintf(list, sizeof list, "%s", dts);
+    for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ",")) {
+        int dt = dtype_from_name(tok);
+        if (dt < 0) { fprintf(stderr, "unknown dtype %s\n", tok); return 1; }
+        Tensor w[N_SHAPES];
+        for (size_t s = 0; s < N_SHAPES; s++) {
+            uint64_t rb = dtype_row_bytes((uint32_t)dt, layer[s].cols);
+            uint8_t *data = malloc(rb * layer[s].rows);
+            if (!data) { fprintf(stderr, "out of memory\n"); return 1; }
+            for (uint64_t r = 0; r < layer[s].rows; r++) {
+                for (uint64_t k = 0; k < layer[s].cols; k++) row[k] = frand() * 0.1f;
+                quantize_row((uint32_t)dt, row, data + r * rb, layer[s].cols);
+            }
+            w[s] = (Tensor){ (uint32_t)dt, layer[s].rows, layer[s].cols, data };
+        }
+        for (int ti = 0; ti < nT; ti++) {
+            const int64_t T = Ts[ti];
+            printf("%-6s %5lld", dtype_name((uint32_t)dt), (long long)T);
+            double last = 0;
+            for (int pi = 0; pi < nth; pi++) {
+                for (size_t s = 0; s < N_SHAPES; s++) matmul(pools[pi], y, x, &w[s], T); /* warm-up */
+                int reps = 0;
+                double t0 = now_sec(), el;
+                do {
+                    for (size_t s = 0; s < N_SHAPES; s++) matmul(pools[pi], y, x, &w[s], T);
+                    reps++;
+                    el = now_sec() - t0;
+                } while (el < min_sec);
+                last = el / reps;
+                printf("  %8.1f", 2.0 * params * (double)T / last / 1e9);
+                fflush(stdout);
+            }
+            printf("   (%.1f ms)\n", last * 1e3);
+        }
+        for (size_t s = 0; s < N_SHAPES; s++) free((void *)w[s].data);
+    }
+    for (int i = 0; i < nth; i++) pool_free(pools[i]);
+    free(x), free(y), free(row);
+    return 0;
+}

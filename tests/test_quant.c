@@ -1,0 +1,540 @@
+/* tests/test_quant.c: dtype formats, quantizers, the matmul kernels and the thread pool.
+ *
+ * Every SIMD kernel set this CPU supports is forced in turn and compared bit for bit with the
+ * scalar reference (quant.h "The matmul contract") at odd shapes, with outputs pre-filled with
+ * NaN; matmul must also be bit-identical for 1, 2, 3, 4 and 7 threads.
+ *
+ * Built with cmocka by the Makefile. Built with -DQUANT_TEST_PLAIN (quant.mk's test-neon, for
+ * cross targets without an arm64 libcmocka) it uses the small stand-in below and prints
+ * "N passed, N failed".
+ */
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "quant.h"
+#include "util.h"
+
+#ifdef QUANT_TEST_PLAIN
+#include <setjmp.h>
+static jmp_buf plain_jmp;
+#define fail_msg(...)                                                 \
+    do {                                                              \
+        fprintf(stderr, "  FAIL %s:%d: ", __FILE__, __LINE__);        \
+        fprintf(stderr, __VA_ARGS__);                                 \
+        fprintf(stderr, "\n");                                        \
+        longjmp(plain_jmp, 1);                                        \
+    } while (0)
+#define assert_true(c) do { if (!(c)) fail_msg("%s", #c); } while (0)
+#define assert_int_equal(a, b)                                                            \
+    do {                                                                                  \
+        long long a_ = (long long)(a), b_ = (long long)(b);                               \
+        if (a_ != b_) fail_msg("%s == %s: %lld != %lld", #a, #b, a_, b_);                  \
+    } while (0)
+#define assert_non_null(p) assert_true((p) != NULL)
+#define assert_null(p) assert_true((p) == NULL)
+#define assert_string_equal(a, b) assert_true(strcmp((a), (b)) == 0)
+struct CMUnitTest { const char *name; void (*fn)(void **); };
+#define cmocka_unit_test(f) { #f, f }
+static int plain_run(const struct CMUnitTest *t, size_t n) {
+    volatile int passed = 0, failed = 0; /* live across longjmp */
+    for (volatile size_t i = 0; i < n; i++) {
+        if (setjmp(plain_jmp) == 0) {
+            t[i].fn(NULL);
+            passed++;
+            printf("[       OK ] %s\n", t[i].name);
+        } else {
+            failed++;
+            printf("[  FAILED  ] %s\n", t[i].name);
+        }
+    }
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed != 0;
+}
+#define cmocka_run_group_tests(t, s, d) plain_run(t, sizeof(t) / sizeof((t)[0]))
+#else
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#endif
+
+/* ==== helpers ==== */
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+static uint32_t rnd(void) {
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (uint32_t)(rng_state >> 32);
+}
+static float frand(void) { return (float)rnd() / 4294967296.0f * 2.0f - 1.0f; } /* [-1, 1) */
+static float grand(void) { return frand() + frand() + frand(); }                  /* bell-ish */
+
+static void *xmalloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    assert_non_null(p);
+    return p;
+}
+
+static void fill_nan(float *y, size_t n) { for (size_t i = 0; i < n; i++) y[i] = NAN; }
+
+/* A [rows, cols] tensor of dtype dt made from f32 values (freed with free_tensor). */
+static Tensor make_tensor(uint32_t dt, const float *w, uint64_t rows, uint64_t cols) {
+    uint64_t rb = dtype_row_bytes(dt, cols);
+    assert_true(rb != 0);
+    uint8_t *data = xmalloc(rows * rb);
+    for (uint64_t r = 0; r < rows; r++) quantize_row(dt, w + r * cols, data + r * rb, cols);
+    Tensor t = { dt, rows, cols, data };
+    return t;
+}
+static void free_tensor(Tensor *t) { free((void *)t->data); }
+
+static const char *best_kernels(void) {
+    const char *const *av = kernels_available();
+    int n = 0;
+    while (av[n]) n++;
+    return av[n - 1];
+}
+
+static const uint32_t all_dtypes[] = { DT_F32, DT_BF16, DT_F16, DT_Q8_0, DT_Q4_0 };
+#define N_DTYPES (sizeof all_dtypes / sizeof all_dtypes[0])
+
+/* ==== dtype table ==== */
+
+static void test_dtype_table(void **state) {
+    (void)state;
+    assert_string_equal(dtype_name(DT_F32), "f32");
+    assert_string_equal(dtype_name(DT_BF16), "bf16");
+    assert_string_equal(dtype_name(DT_Q8_0), "q8_0");
+    assert_string_equal(dtype_name(DT_Q4_0), "q4_0");
+    assert_null(dtype_name(3));
+    assert_null(dtype_name(DT_COUNT));
+    assert_int_equal(dtype_from_name("q8"), DT_Q8_0);
+    assert_int_equal(dtype_from_name("q4"), DT_Q4_0);
+    assert_int_equal(dtype_from_name("q4_0"), DT_Q4_0);
+    assert_int_equal(dtype_from_name("bf16"), DT_BF16);
+    assert_int_equal(dtype_from_name("q5"), -1);
+    assert_int_equal(dtype_row_bytes(DT_F32, 7), 28);
+    assert_int_equal(dtype_row_bytes(DT_BF16, 7), 14);
+    assert_int_equal(dtype_row_bytes(DT_Q8_0, 64), 68);
+    assert_int_equal(dtype_row_bytes(DT_Q4_0, 64), 36);
+    assert_int_equal(dtype_row_bytes(DT_Q8_0, 48), 0); /* not a whole number of blocks */
+    assert_int_equal(dtype_row_bytes(12, 64), 0);      /* reserved code */
+    assert_int_equal(dtype_row_bytes(DT_F32, UINT64_MAX / 2), 0); /* overflow */
+}
+
+/* ==== block formats and quantizers ==== */
+
+static void test_q8_layout_and_rounding(void **state) {
+    (void)state;
+    float x[QK];
+    for (int i = 0; i < QK; i++) x[i] = (float)(i - 16);
+    x[0] = 127.0f;  /* amax 127: d = 1 exactly */
+    x[1] = 0.5f;    /* roundf: ties away from zero, as ggml */
+    x[2] = -2.5f;
+    x[3] = 1.49f;
+    BlockQ8_0 b;
+    quantize_row(DT_Q8_0, x, &b, QK);
+    assert_int_equal(b.d, 0x3C00); /* f16 1.0 */
+    assert_int_equal(b.qs[0], 127);
+    assert_int_equal(b.qs[1], 1);
+    assert_int_equal(b.qs[2], -3);
+    assert_int_equal(b.qs[3], 1);
+    for (int i = 4; i < QK; i++) assert_int_equal(b.qs[i], i - 16);
+    float back[QK];
+    Tensor t = { DT_Q8_0, 1, QK, &b };
+    dequant_row(&t, 0, back);
+    assert_true(back[0] == 127.0f && back[2] == -3.0f && back[31] == 15.0f);
+}
+
+static void test_q4_nibble_order(void **state) {
+    (void)state;
+    float x[QK];
+    for (int j = 0; j < 16; j++) {
+        x[j] = (float)(j - 8);       /* nibble j in the low half of byte j */
+        x[16 + j] = (float)(7 - j);  /* nibble 15 - j in the high half */
+    }
+    /* the first element of largest magnitude is x[0] = -8: d = -8 / -8 = 1 */
+    BlockQ4_0 b;
+    quantize_row(DT_Q4_0, x, &b, QK);
+    assert_int_equal(b.d, 0x3C00);
+    for (int j = 0; j < 16; j++) assert_int_equal(b.qs[j], j | (15 - j) << 4);
+    float back[QK];
+    Tensor t = { DT_Q4_0, 1, QK, &b };
+    dequant_row(&t, 0, back);
+    for (int i = 0; i < QK; i++) assert_true(back[i] == x[i]);
+
+    /* positive extreme: d = 8 / -8 = -1 (negative scale, as ggml), 0.5 rounds half up */
+    for (int i = 0; i < QK; i++) x[i] = 0.0f;
+    x[5] = 8.0f;
+    x[20] = -0.5f; /* * id(-1) = 0.5, + 8.5 = 9.0 -> nibble 9 -> value -1 * 1 = -1 */
+    quantize_row(DT_Q4_0, x, &b, QK);
+    assert_int_equal(b.d, 0xBC00); /* f16 -1.0 */
+    assert_int_equal(b.qs[5] & 0x0F, 0);
+    assert_int_equal(b.qs[4] >> 4, 9);
+    assert_int_equal(b.qs[0], 0x88);
+}
+
+static void test_zero_groups(void **state) {
+    (void)state;
+    float x[2 * QK] = { 0 };
+    x[QK + 3] = -0.0f;
+    BlockQ8_0 q8[2];
+    BlockQ4_0 q4[2];
+    quantize_row(DT_Q8_0, x, q8, 2 * QK);
+    quantize_row(DT_Q4_0, x, q4, 2 * QK);
+    for (int b = 0; b < 2; b++) {
+        assert_int_equal(q8[b].d, 0);
+        assert_int_equal(q4[b].d, 0x8000); /* ggml: d = max / -8 = 0 / -8 = -0 */
+        for (int i = 0; i < QK; i++) assert_int_equal(q8[b].qs[i], 0);
+        for (int i = 0; i < QK / 2; i++) assert_int_equal(q4[b].qs[i], 0x88);
+    }
+    float back[2 * QK];
+    Tensor t8 = { DT_Q8_0, 1, 2 * QK, q8 }, t4 = { DT_Q4_0, 1, 2 * QK, q4 };
+    dequant_row(&t8, 0, back);
+    for (int i = 0; i < 2 * QK; i++) assert_true(back[i] == 0.0f);
+    dequant_row(&t4, 0, back);
+    for (int i = 0; i < 2 * QK; i++) assert_true(back[i] == 0.0f);
+}
+
+/* |x - dequant(quant(x))| per block: Q8 <= |d|/2, Q4 <= |d| (the positive side clamps at
+ * nibble 15), plus |q| times the f16 rounding of d (relative 2^-11, absolute 2^-25 when
+ * subnormal). */
+static float f16_err(float d) { return d / 2048.0f + 2.98023224e-08f; }
+static void test_roundtrip_bounds(void **state) {
+    (void)state;
+    const float scales[] = { 1e-3f, 0.02f, 1.0f, 300.0f };
+    enum { N = 32 * QK };
+    float x[N], back[N];
+    BlockQ8_0 q8[N / QK];
+    BlockQ4_0 q4[N / QK];
+    for (size_t s = 0; s < sizeof scales / sizeof scales[0]; s++) {
+        for (int i = 0; i < N; i++) x[i] = grand() * scales[s];
+        quantize_row(DT_Q8_0, x, q8, N);
+        Tensor t8 = { DT_Q8_0, 1, N, q8 };
+        dequant_row(&t8, 0, back);
+        for (int i = 0; i < N; i++) {
+            float d = fabsf(f16_to_f32(q8[i / QK].d));
+            if (fabsf(x[i] - back[i]) > 0.5f * d + 127.0f * f16_err(d)) fail_msg("q8 %d: %g vs %g (d %g)", i, x[i], back[i], d);
+        }
+        quantize_row(DT_Q4_0, x, q4, N);
+        Tensor t4 = { DT_Q4_0, 1, N, q4 };
+        dequant_row(&t4, 0, back);
+        for (int i = 0; i < N; i++) {
+            float d = fabsf(f16_to_f32(q4[i / QK].d));
+            if (fabsf(x[i] - back[i]) > d + 8.0f * f16_err(d)) fail_msg("q4 %d: %g vs %g (d %g)", i, x[i], back[i], d);
+        }
+    }
+}
+
+/* GGUF property: quantizing a dequantized row gives back the same bytes, including blocks
+ * with f16-subnormal scales, negative Q4 scales and all-zero blocks. */
+static void test_requantize_reproduces_blocks(void **state) {
+    (void)state;
+    enum { NB = 64, N = NB * QK };
+    float x[N], back[N];
+    for (int b = 0; b < NB; b++) {
+        float scale = b % 8 == 0 ? 0.0f : b % 8 == 1 ? 2e-4f : b % 8 == 2 ? 5e-6f : powf(10.0f, (float)(b % 5) - 2.0f);
+        for (int i = 0; i < QK; i++) x[b * QK + i] = grand() * scale;
+    }
+    for (int k = 0; k < 2; k++) {
+        uint32_t dt = k ? DT_Q4_0 : DT_Q8_0;
+        uint64_t rb = dtype_row_bytes(dt, N);
+        uint8_t *a = xmalloc(rb), *c = xmalloc(rb);
+        quantize_row(dt, x, a, N);
+        Tensor t = { dt, 1, N, a };
+        dequant_row(&t, 0, back);
+        quantize_row(dt, back, c, N);
+        if (memcmp(a, c, rb) != 0) {
+            for (uint64_t i = 0; i < rb; i++)
+                if (a[i] != c[i]) fail_msg("%s: byte %llu differs (%02x vs %02x)", dtype_name(dt), (unsigned long long)i, a[i], c[i]);
+        }
+        free(a);
+        free(c);
+    }
+}
+
+static void test_f16_scale_edges(void **state) {
+    (void)state;
+    float x[QK];
+    BlockQ8_0 b;
+    /* d = amax/127 beyond f16 range: +inf scale, as ggml (exporters must reject such rows) */
+    for (int i = 0; i < QK; i++) x[i] = i == 7 ? 1e7f : 1.0f;
+    quantize_row(DT_Q8_0, x, &b, QK);
+    assert_int_equal(b.d, 0x7C00);
+    /* largest finite scale still round-trips */
+    for (int i = 0; i < QK; i++) x[i] = i == 7 ? 65504.0f * 127.0f : 0.0f;
+    quantize_row(DT_Q8_0, x, &b, QK);
+    assert_int_equal(b.d, 0x7BFF);
+    assert_int_equal(b.qs[7], 127);
+    /* scale below half the smallest f16 subnormal: stored as 0, the block decodes to zeros */
+    for (int i = 0; i < QK; i++) x[i] = i == 3 ? 1e-9f : 0.0f;
+    quantize_row(DT_Q8_0, x, &b, QK);
+    assert_int_equal(b.d, 0);
+    assert_int_equal(b.qs[3], 127);
+    float back[QK];
+    Tensor t = { DT_Q8_0, 1, QK, &b };
+    dequant_row(&t, 0, back);
+    assert_true(back[3] == 0.0f);
+    /* subnormal f16 scale: decodes exactly as d * q */
+    for (int i = 0; i < QK; i++) x[i] = (float)(i - 16) * 1e-6f;
+    quantize_row(DT_Q8_0, x, &b, QK);
+    assert_true(b.d > 0 && b.d < 0x0400);
+    dequant_row(&t, 0, back);
+    for (int i = 0; i < QK; i++) assert_true(back[i] == f16_to_f32(b.d) * (float)b.qs[i]);
+}
+
+static void test_float_rows(void **state) {
+    (void)state;
+    float x[5] = { 1.0f, -2.5f, 3.140625f, 65504.0f, -0.0f }, back[5];
+    uint16_t h[5];
+    quantize_row(DT_BF16, x, h, 5);
+    assert_int_equal(h[0], 0x3F80);
+    Tensor t = { DT_BF16, 1, 5, h };
+    dequant_row(&t, 0, back);
+    assert_true(back[1] == -2.5f && back[2] == 3.140625f);
+    quantize_row(DT_F16, x, h, 5);
+    t.dtype = DT_F16;
+    dequant_row(&t, 0, back);
+    for (int i = 0; i < 5; i++) assert_true(back[i] == x[i]);
+    assert_true(signbit(back[4]));
+}
+
+/* ==== matmul kernels ==== */
+
+/* y = x @ W^T for W made of `w` stored as dt, with the named kernels forced. */
+static void run_matmul(const char *kern, Pool *p, uint32_t dt, const Tensor *t, const float *x, int64_t T, float *y) {
+    assert_non_null(kernels_force(kern));
+    fill_nan(y, (size_t)T * t->rows);
+    matmul(p, y, x, t, T);
+    (void)dt;
+}
+
+/* Weights and activations with the cases kernels get wrong: a zero weight row, a zero
+ * activation token, a token with one outlier, large and tiny magnitudes. */
+static void fill_case(float *w, uint64_t rows, uint64_t cols, float *x, int64_t T) {
+    for (uint64_t i = 0; i < rows * cols; i++) w[i] = grand() * 0.05f;
+    for (int64_t i = 0; i < T * (int64_t)cols; i++) x[i] = grand();
+    if (rows > 2) memset(w + 2 * cols, 0, cols * sizeof(float));
+    if (T > 1) memset(x + cols, 0, cols * sizeof(float));
+    if (T > 2) x[2 * cols + cols / 2] = 1e4f;
+    if (T > 3) for (uint64_t k = 0; k < cols; k++) x[3 * cols + k] *= 1e-20f;
+}
+
+static void check_same(const float *a, const float *b, size_t n, const char *what) {
+    for (size_t i = 0; i < n; i++) {
+        uint32_t ua, ub;
+        memcpy(&ua, &a[i], 4);
+        memcpy(&ub, &b[i], 4);
+        if (ua != ub) fail_msg("%s: element %zu: %.9g (0x%08x) vs reference %.9g (0x%08x)", what, i, a[i], ua, b[i], ub);
+    }
+}
+
+static void test_kernels_match_scalar(void **state) {
+    (void)state;
+    const uint64_t rows_list[] = { 1, 5, 8, 9, 16, 17, 23, 40 };
+    const int64_t t_list[] = { 1, 2, 3, 5, 7, 13, 25 };
+    const uint64_t fcols[] = { 1, 3, 8, 9, 31, 100 }, qcols[] = { 32, 96, 160 };
+    const char *const *av = kernels_available();
+    float *w = xmalloc(40 * 160 * sizeof(float)), *x = xmalloc(25 * 160 * sizeof(float));
+    float *yr = xmalloc(25 * 40 * sizeof(float)), *ys = xmalloc(25 * 40 * sizeof(float));
+    int checked = 0;
+    for (size_t d = 0; d < N_DTYPES; d++) {
+        const uint32_t dt = all_dtypes[d];
+        const int q = dt == DT_Q8_0 || dt == DT_Q4_0;
+        const uint64_t *cl = q ? qcols : fcols;
+        const size_t ncl = q ? 3 : 6;
+        for (size_t ci = 0; ci < ncl; ci++)
+            for (size_t ri = 0; ri < sizeof rows_list / sizeof rows_list[0]; ri++)
+                for (size_t ti = 0; ti < sizeof t_list / sizeof t_list[0]; ti++) {
+                    const uint64_t cols = cl[ci], rows = rows_list[ri];
+                    const int64_t T = t_list[ti];
+                    fill_case(w, rows, cols, x, T);
+                    Tensor t = make_tensor(dt, w, rows, cols);
+                    run_matmul("scalar", NULL, dt, &t, x, T, yr);
+                    for (int k = 1; av[k]; k++) {
+                        char what[128];
+                        snprintf(what, sizeof what, "%s %s rows %llu T %lld cols %llu", av[k], dtype_name(dt),
+                                 (unsigned long long)rows, (long long)T, (unsigned long long)cols);
+                        run_matmul(av[k], NULL, dt, &t, x, T, ys);
+                        check_same(ys, yr, (size_t)(T * (int64_t)rows), what);
+                        checked++;
+                    }
+                    free_tensor(&t);
+                }
+    }
+    /* a long row (the real model's widths) through every set */
+    const uint64_t rows = 19, cols = 2048;
+    const int64_t T = 9;
+    float *w2 = xmalloc(rows * cols * sizeof(float)), *x2 = xmalloc(T * cols * sizeof(float));
+    fill_case(w2, rows, cols, x2, T);
+    for (size_t d = 0; d < N_DTYPES; d++) {
+        Tensor t = make_tensor(all_dtypes[d], w2, rows, cols);
+        run_matmul("scalar", NULL, all_dtypes[d], &t, x2, T, yr);
+        for (int k = 1; av[k]; k++) {
+            run_matmul(av[k], NULL, all_dtypes[d], &t, x2, T, ys);
+            check_same(ys, yr, (size_t)(T * (int64_t)rows), av[k]);
+        }
+        free_tensor(&t);
+    }
+    printf("    %d kernel/shape combinations matched the scalar reference bit for bit (sets:", checked);
+    for (int k = 0; av[k]; k++) printf(" %s", av[k]);
+    printf(")\n");
+    kernels_force(best_kernels());
+    free(w), free(x), free(yr), free(ys), free(w2), free(x2);
+}
+
+/* Spec corner: an activation block holding Inf/NaN must poison its outputs, not vanish. */
+static void test_nonfinite_activations(void **state) {
+    (void)state;
+    const uint64_t rows = 11, cols = 64;
+    const int64_t T = 3;
+    float w[11 * 64], x[3 * 64], y[3 * 11];
+    fill_case(w, rows, cols, x, T);
+    x[64 + 40] = INFINITY;
+    x[128 + 3] = NAN;
+    const char *const *av = kernels_available();
+    for (int k = 0; av[k]; k++)
+        for (size_t d = 0; d < N_DTYPES; d++) {
+            Tensor t = make_tensor(all_dtypes[d], w, rows, cols);
+            run_matmul(av[k], NULL, all_dtypes[d], &t, x, T, y);
+            for (uint64_t r = 0; r < rows; r++) {
+                assert_true(isfinite(y[r]));
+                if (r != 2) assert_true(isnan(y[2 * rows + r])); /* row 2 of w is zero: 0*NaN */
+            }
+            free_tensor(&t);
+        }
+    kernels_force(best_kernels());
+}
+
+/* Quantized matmul against a double-precision product of the dequantized weights: the only
+ * error left is activation rounding, at most d_a/2 per element. */
+static void test_quantized_accuracy(void **state) {
+    (void)state;
+    const uint64_t rows = 37, cols = 512;
+    const int64_t T = 6;
+    float *w = xmalloc(rows * cols * 4), *x = xmalloc(T * cols * 4), *wd = xmalloc(rows * cols * 4), *y = xmalloc(T * rows * 4);
+    fill_case(w, rows, cols, x, T);
+    for (int k = 0; k < 2; k++) {
+        uint32_t dt = k ? DT_Q4_0 : DT_Q8_0;
+        Tensor t = make_tensor(dt, w, rows, cols);
+        for (uint64_t r = 0; r < rows; r++) dequant_row(&t, r, wd + r * cols);
+        run_matmul(best_kernels(), NULL, dt, &t, x, T, y);
+        for (int64_t tt = 0; tt < T; tt++)
+            for (uint64_t r = 0; r < rows; r++) {
+                double ref = 0, bound = 0;
+                for (uint64_t b = 0; b < cols / QK; b++) {
+                    float amax = 0;
+                    for (int i = 0; i < QK; i++) amax = fmaxf(amax, fabsf(x[tt * cols + b * QK + i]));
+                    for (int i = 0; i < QK; i++) {
+                        uint64_t kk = b * QK + i;
+                        ref += (double)wd[r * cols + kk] * x[tt * cols + kk];
+                        bound += fabs(wd[r * cols + kk]) * (amax / 127.0 * 0.5 + fabs(x[tt * cols + kk]) * 1e-6);
+                    }
+                }
+                if (fabs(y[tt * rows + r] - ref) > bound + 1e-30)
+                    fail_msg("%s t %lld r %llu: %g vs %g (bound %g)", dtype_name(dt), (long long)tt, (unsigned long long)r, y[tt * rows + r], ref, bound);
+            }
+        free_tensor(&t);
+    }
+    free(w), free(x), free(wd), free(y);
+}
+
+static void test_threads_bit_identical(void **state) {
+    (void)state;
+    const int nthreads[] = { 1, 2, 3, 4, 7 };
+    const uint64_t rows = 203, fcols = 200, qcols = 256;
+    const int64_t T = 37;
+    float *w = xmalloc(rows * qcols * 4), *x = xmalloc(T * qcols * 4);
+    float *y0 = xmalloc(T * rows * 4), *y1 = xmalloc(T * rows * 4);
+    const char *sets[] = { "scalar", best_kernels() };
+    for (size_t d = 0; d < N_DTYPES; d++) {
+        const uint64_t cols = all_dtypes[d] >= DT_Q8_0 ? qcols : fcols;
+        fill_case(w, rows, cols, x, T);
+        Tensor t = make_tensor(all_dtypes[d], w, rows, cols);
+        run_matmul("scalar", NULL, all_dtypes[d], &t, x, T, y0);
+        for (size_t s = 0; s < 2; s++)
+            for (size_t i = 0; i < sizeof nthreads / sizeof nthreads[0]; i++) {
+                Pool *p = pool_create(nthreads[i]);
+                assert_non_null(p);
+                assert_int_equal(pool_threads(p), nthreads[i]);
+                for (int rep = 0; rep < 2; rep++) {
+                    run_matmul(sets[s], p, all_dtypes[d], &t, x, rep ? 1 : T, y1);
+                    check_same(y1, y0, (size_t)(rep ? 1 : T) * rows, sets[s]);
+                }
+                pool_free(p);
+            }
+        free_tensor(&t);
+    }
+    kernels_force(best_kernels());
+    free(w), free(x), free(y0), free(y1);
+}
+
+/* ==== thread pool and kernel selection ==== */
+
+typedef struct { int *hits; } Cover;
+static void cover_fn(void *ctx, int64_t b, int64_t e) {
+    Cover *c = ctx;
+    assert_true(b < e);
+    for (int64_t i = b; i < e; i++) __atomic_fetch_add(&c->hits[i], 1, __ATOMIC_RELAXED);
+}
+
+static void test_pool_for_covers_once(void **state) {
+    (void)state;
+    const int nthreads[] = { 1, 2, 3, 7 };
+    const int64_t ns[] = { 0, 1, 2, 5, 100, 1001 };
+    int *hits = xmalloc(1001 * sizeof(int));
+    for (size_t i = 0; i < sizeof nthreads / sizeof nthreads[0] + 1; i++) {
+        Pool *p = i < 4 ? pool_create(nthreads[i]) : NULL;
+        for (size_t k = 0; k < sizeof ns / sizeof ns[0]; k++)
+            for (int rep = 0; rep < 50; rep++) {
+                memset(hits, 0, 1001 * sizeof(int));
+                Cover c = { hits };
+                pool_for(p, ns[k], cover_fn, &c);
+                for (int64_t j = 0; j < ns[k]; j++) assert_int_equal(hits[j], 1);
+            }
+        pool_free(p);
+    }
+    Pool *p = pool_create(0);
+    assert_true(pool_threads(p) >= 1);
+    pool_free(p);
+    assert_int_equal(pool_threads(NULL), 1);
+    free(hits);
+}
+
+static void test_kernel_selection(void **state) {
+    (void)state;
+    const char *desc = kernels_init();
+    assert_non_null(desc);
+    assert_true(strlen(desc) > 0);
+    const char *const *av = kernels_available();
+    assert_string_equal(av[0], "scalar");
+    assert_non_null(kernels_force("scalar"));
+    assert_null(kernels_force("no-such-isa"));
+    for (int k = 0; av[k]; k++) assert_non_null(kernels_force(av[k]));
+    printf("    kernels: %s\n", desc);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_dtype_table),
+        cmocka_unit_test(test_q8_layout_and_rounding),
+        cmocka_unit_test(test_q4_nibble_order),
+        cmocka_unit_test(test_zero_groups),
+        cmocka_unit_test(test_roundtrip_bounds),
+        cmocka_unit_test(test_requantize_reproduces_blocks),
+        cmocka_unit_test(test_f16_scale_edges),
+        cmocka_unit_test(test_float_rows),
+        cmocka_unit_test(test_kernel_selection),
+        cmocka_unit_test(test_kernels_match_scalar),
+        cmocka_unit_test(test_nonfinite_activations),
+        cmocka_unit_test(test_quantized_accuracy),
+        cmocka_unit_test(test_threads_bit_identical),
+        cmocka_unit_test(test_pool_for_covers_once),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,1357 @@
+/* tokenizer.c: exact Llama 3 and Llama 2 tokenization, built from a tokenizer.json, from raw
+ * arrays (GGUF, tiktoken, SentencePiece importers) or from the guard.bin tokenizer section.
+ *
+ * Mirrors:
+ *  - Llama 3: Hugging Face tokenizers' BPE model with ignore_merges, behind the Split pre-tokenizer
+ *    regex below and the ByteLevel pre-tokenizer (= tiktoken's encoder for Meta's rank file). The
+ *    regex
+ *      (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|
+ *      \s*[\r\n]+|\s+(?!\S)|\s+
+ *    is implemented by hand in pretok_end(), alternative by alternative, with Oniguruma's
+ *    backtracking and case folding worked out (\s is Unicode White_Space; "'ſ" is a contraction).
+ *    Checked against libonig 6.9.8 (the engine HF tokenizers uses) on 300k random strings.
+ *    Classes come from unicode_tables.c.
+ *  - Llama 2: SentencePiece BPE, as HF's tokenizer.json for Llama 2 states it: prepend U+2581,
+ *    spaces to U+2581, no pre-tokenization, characters missing from the vocabulary fall back to
+ *    <0xXX> byte pieces.
+ *  Both run lowest-rank-first BPE (ties: leftmost pair first) with a binary heap over adjacent
+ *  pairs and a linked list of symbols, so a word of n symbols costs O(n log n).
+ *
+ * Non-goals: parsing special-token text in the input (tok_encode is plain text only; the prompt
+ * template asks for special ids by name); Unicode normalization (neither model has any);
+ * SentencePiece without byte fallback, user-defined or unused pieces; BPE dropout; other
+ * tokenizer.json layouts, e.g. Llama 2 converted with legacy=false (a Metaspace pre-tokenizer,
+ * which differs from SentencePiece on leading spaces): refused with an error naming the field,
+ * never guessed. Decoding gives bytes, not validated text; special tokens decode to their text.
+ *
+ * ==== The SEC_TOKENIZER section of guard.bin (all integers little-endian, no padding) ====
+ *
+ *   offset  size          field
+ *   0       8             magic "GUARDTOK"
+ *   8       4             version = 1
+ *   12      4             type: 1 = TOK_LLAMA3_BPE, 2 = TOK_SPM_BPE
+ *   16      4             flags: bit 0 = ignore_merges (Llama 3 only); other bits must be 0
+ *   20      4             n_tokens (vocabulary size including special tokens), >= 1
+ *   24      4             n_merges
+ *   28      4             bos id (int32, -1 = none)
+ *   32      4             eos id (int32, -1 = none)
+ *   36      4             CRC-32 (zlib) of the whole section with these 4 bytes taken as 0
+ *   40      8             text_bytes = sum of all token lengths
+ *   48      4*n_tokens    len[i]: byte length of token i, >= 1
+ *   ..      n_tokens      kind[i]: 0 NORMAL, 1 SPECIAL, 2 BYTE (SPM only; len 1, the raw byte)
+ *   ..      text_bytes    token bytes back to back, in id order: raw bytes (Llama 3), U+2581
+ *                         pieces (SPM), literal text (SPECIAL)
+ *   ..      12*n_merges   (left id, right id, rank) per merge, ranks non-decreasing; equal
+ *                         ranks are ties broken by position (SentencePiece scores)
+ *   The section is exactly this long. tok_load checks every field: magic, version, then the
+ *   CRC (a flipped bit would silently change tokenization, and a safety classifier must not
+ *   run on that); sizes in 64-bit arithmetic against the section size; kinds; NORMAL tokens
+ *   unique and SPECIAL texts unique; all 256 single bytes present (one-byte NORMAL tokens for
+ *   Llama 3, BYTE tokens for SPM); bos/eos in range; every merge joins two NORMAL tokens whose
+ *   concatenation is a NORMAL token (the result is recomputed, not stored), no pair repeated.
+ *   Every allocation is proportional to the section size.
+ */
+#include "tokenizer.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "json.h"
+
+#define TOK_MAGIC "GUARDTOK"
+#define TOK_VERSION 1u
+#define TOK_HEADER 48u
+#define TOKF_IGNORE_MERGES 1u
+
+/* The Split regex of every Llama 3 / 3.1 / 3.2 tokenizer.json; any other regex is refused. */
+static const char LLAMA3_REGEX[] =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+    "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+
+static const char SPM_SPACE[] = "\xE2\x96\x81"; /* U+2581 LOWER ONE EIGHTH BLOCK */
+
+/* ==== Hash tables ==== */
+
+/* Keys are token strings held elsewhere: key(id) = text[id][0..len[id]). */
+typedef struct {
+    const char *const *text;
+    const uint32_t *len;
+} Keys;
+
+/* Open addressing; a slot holds (hash high 32 bits << 32) | (id + 1), 0 = empty. The stored
+ * hash bits let most probes skip the memcmp. */
+typedef struct {
+    uint64_t *slot;
+    uint64_t mask;
+} StrTab;
+
+static uint64_t hash_bytes(const void *p, size_t n) {
+    const uint8_t *s = p;
+    uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a, then a multiply-xorshift so low bits mix */
+    for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 0x100000001b3ull;
+    h ^= h >> 32;
+    h *= 0x9E3779B97F4A7C15ull;
+    return h ^ (h >> 29);
+}
+
+static uint64_t table_size(uint64_t n) {
+    uint64_t c = 16;
+    while (c < 2 * n) c *= 2;
+    return c;
+}
+
+static int strtab_init(StrTab *h, uint64_t n) {
+    uint64_t c = table_size(n);
+    h->slot = calloc((size_t)c, sizeof *h->slot);
+    h->mask = c - 1;
+    return h->slot ? 0 : -1;
+}
+
+static int32_t strtab_find(const StrTab *h, const Keys *k, const void *s, size_t n) {
+    uint64_t hv = hash_bytes(s, n), tag = hv >> 32;
+    for (uint64_t i = hv & h->mask;; i = (i + 1) & h->mask) {
+        uint64_t v = h->slot[i];
+        if (!v) return -1;
+        uint32_t id = (uint32_t)v - 1;
+        if (v >> 32 == tag && k->len[id] == n && memcmp(k->text[id], s, n) == 0) return (int32_t)id;
+    }
+}
+
+/* Insert id; returns -1 when inserted, or the id already holding the same string. */
+static int32_t strtab_add(StrTab *h, const Keys *k, uint32_t id) {
+    const char *s = k->text[id];
+    size_t n = k->len[id];
+    uint64_t hv = hash_bytes(s, n), tag = hv >> 32;
+    for (uint64_t i = hv & h->mask;; i = (i + 1) & h->mask) {
+        uint64_t v = h->slot[i];
+        if (!v) {
+            h->slot[i] = tag << 32 | (uint64_t)(id + 1);
+            return -1;
+        }
+        uint32_t o = (uint32_t)v - 1;
+        if (v >> 32 == tag && k->len[o] == n && memcmp(k->text[o], s, n) == 0) return (int32_t)o;
+    }
+}
+
+/* (left, right) -> (rank, result). Ids are < 2^31, so key ~0 marks an empty slot. */
+typedef struct {
+    uint64_t key;
+    uint32_t rank, result;
+} MergeSlot;
+
+typedef struct {
+    MergeSlot *slot;
+    uint64_t mask;
+    int shift;
+} MergeTab;
+
+static inline uint64_t pair_key(int32_t l, int32_t r) { return (uint64_t)(uint32_t)l << 32 | (uint32_t)r; }
+static inline uint64_t pair_hash(const MergeTab *m, uint64_t key) { return (key * 0x9E3779B97F4A7C15ull) >> m->shift; }
+
+static int mergetab_init(MergeTab *m, uint64_t n) {
+    uint64_t c = table_size(n);
+    m->slot = malloc((size_t)c * sizeof *m->slot);
+    if (!m->slot) return -1;
+    for (uint64_t i = 0; i < c; i++) m->slot[i].key = ~0ull;
+    m->mask = c - 1;
+    m->shift = 64;
+    while ((1ull << (64 - m->shift)) < c) m->shift--;
+    return 0;
+}
+
+static const MergeSlot *merge_find(const MergeTab *m, int32_t l, int32_t r) {
+    uint64_t key = pair_key(l, r);
+    for (uint64_t i = pair_hash(m, key);; i = (i + 1) & m->mask) {
+        if (m->slot[i].key == key) return &m->slot[i];
+        if (m->slot[i].key == ~0ull) return NULL;
+    }
+}
+
+/* Returns 0 when inserted, -1 when the pair is already present. */
+static int merge_add(MergeTab *m, int32_t l, int32_t r, uint32_t rank, uint32_t result) {
+    uint64_t key = pair_key(l, r);
+    for (uint64_t i = pair_hash(m, key);; i = (i + 1) & m->mask) {
+        if (m->slot[i].key == key) return -1;
+        if (m->slot[i].key == ~0ull) {
+            m->slot[i] = (MergeSlot){ key, rank, result };
+            return 0;
+        }
+    }
+}
+
+/* ==== The Tokenizer ==== */
+
+struct Tokenizer {
+    int type;                /* TOK_LLAMA3_BPE / TOK_SPM_BPE */
+    uint32_t flags;          /* TOKF_* */
+    uint32_t n_tokens, n_merges;
+    int32_t bos, eos;
+    char *text;              /* [text_len] every token's bytes back to back, owned */
+    uint64_t text_len;
+    const char **tptr;       /* [n_tokens] token i's bytes, into text */
+    uint32_t *tlen;          /* [n_tokens] */
+    uint8_t *kind;           /* [n_tokens] TOKK_* */
+    uint32_t *merges;        /* [n_merges * 3] left, right, rank: as loaded, for tok_serialize */
+    int32_t byte_tok[256];   /* Llama 3: the one-byte NORMAL token; SPM: the <0xXX> BYTE token */
+    int32_t ascii_tok[128];  /* NORMAL token of each ASCII character or -1: SPM symbol lookup */
+    int32_t spm_space;       /* NORMAL token "▁" or -1 */
+    StrTab normal;           /* NORMAL tokens by bytes: BPE symbols and ignore_merges words */
+    StrTab special;          /* SPECIAL tokens by text: tok_special_id */
+    MergeTab mt;
+};
+
+static inline Keys tok_keys(const Tokenizer *t) { return (Keys){ t->tptr, t->tlen }; }
+
+void tok_free(Tokenizer *t) {
+    if (!t) return;
+    free(t->text);
+    free(t->tptr);
+    free(t->tlen);
+    free(t->kind);
+    free(t->merges);
+    free(t->normal.slot);
+    free(t->special.slot);
+    free(t->mt.slot);
+    free(t);
+}
+
+int tok_type(const Tokenizer *t) { return t->type; }
+uint32_t tok_vocab_size(const Tokenizer *t) { return t->n_tokens; }
+uint32_t tok_n_merges(const Tokenizer *t) { return t->n_merges; }
+int32_t tok_bos(const Tokenizer *t) { return t->bos; }
+int32_t tok_eos(const Tokenizer *t) { return t->eos; }
+
+int32_t tok_special_id(const Tokenizer *t, const char *text) {
+    if (!text) return -1;
+    Keys k = tok_keys(t);
+    return strtab_find(&t->special, &k, text, strlen(text));
+}
+
+int32_t tok_piece_id(const Tokenizer *t, const void *s, size_t n) {
+    Keys k = tok_keys(t);
+    return s || !n ? strtab_find(&t->normal, &k, s, n) : -1;
+}
+
+int tok_kind(const Tokenizer *t, int32_t id) {
+    return id >= 0 && (uint32_t)id < t->n_tokens ? t->kind[id] : -1;
+}
+
+const uint8_t *tok_piece(const Tokenizer *t, int32_t id, uint32_t *len) {
+    if (id < 0 || (uint32_t)id >= t->n_tokens) return NULL;
+    if (len) *len = t->tlen[id];
+    return (const uint8_t *)t->tptr[id];
+}
+
+/* ==== Loading the section (untrusted bytes) ==== */
+
+static uint32_t blob_crc(const uint8_t *p, uint64_t len);
+
+static int load_fail(Tokenizer *t, int rc) {
+    tok_free(t);
+    return rc;
+}
+
+int tok_load(Tokenizer **out, const uint8_t *blob, uint64_t len, char *err) {
+    *out = NULL;
+    if (!blob || len < TOK_HEADER)
+        return errf(err, "tokenizer: %llu bytes, shorter than its %u-byte header", (unsigned long long)len,
+                    TOK_HEADER);
+    if (memcmp(blob, TOK_MAGIC, 8) != 0) return errf(err, "tokenizer: bad magic (expected \"%s\")", TOK_MAGIC);
+    uint32_t version = ld_u32(blob + 8), type = ld_u32(blob + 12), flags = ld_u32(blob + 16);
+    uint32_t n_tok = ld_u32(blob + 20), n_merges = ld_u32(blob + 24), crc = ld_u32(blob + 36);
+    int32_t bos = (int32_t)ld_u32(blob + 28), eos = (int32_t)ld_u32(blob + 32);
+    uint64_t text_len = ld_u64(blob + 40);
+    if (version != TOK_VERSION)
+        return errf(err, "tokenizer: version %u, this build reads version %u", version, TOK_VERSION);
+    if (type != TOK_LLAMA3_BPE && type != TOK_SPM_BPE) return errf(err, "tokenizer: unknown type %u", type);
+    if (flags & ~TOKF_IGNORE_MERGES) return errf(err, "tokenizer: unknown flags 0x%x", flags);
+    if ((flags & TOKF_IGNORE_MERGES) && type != TOK_LLAMA3_BPE)
+        return errf(err, "tokenizer: flag ignore_merges is only defined for Llama 3 BPE");
+    if (crc != blob_crc(blob, len)) return errf(err, "tokenizer: checksum mismatch (corrupted)");
+    if (n_tok == 0 || n_tok > INT32_MAX) return errf(err, "tokenizer: n_tokens %u out of range", n_tok);
+    if (n_merges > INT32_MAX) return errf(err, "tokenizer: n_merges %u out of range", n_merges);
+    uint64_t need = TOK_HEADER, merge_bytes;
+    if (!add_u64(need, (uint64_t)n_tok * 5, &need) || !add_u64(need, text_len, &need) ||
+        !mul_u64(n_merges, 12, &merge_bytes) || !add_u64(need, merge_bytes, &need))
+        return errf(err, "tokenizer: counts overflow (%u tokens, %llu text bytes, %u merges)", n_tok,
+                    (unsigned long long)text_len, n_merges);
+    if (need != len)
+        return errf(err, "tokenizer: %llu bytes, but its counts (%u tokens, %llu text bytes, %u merges) need %llu",
+                    (unsigned long long)len, n_tok, (unsigned long long)text_len, n_merges, (unsigned long long)need);
+    if (bos < -1 || bos >= (int64_t)n_tok) return errf(err, "tokenizer: bos id %d out of range", bos);
+    if (eos < -1 || eos >= (int64_t)n_tok) return errf(err, "tokenizer: eos id %d out of range", eos);
+
+    const uint8_t *lens = blob + TOK_HEADER, *kinds = lens + (uint64_t)n_tok * 4, *text = kinds + n_tok;
+    const uint8_t *mrec = text + text_len;
+    uint64_t sum = 0;
+    for (uint32_t i = 0; i < n_tok; i++) sum += ld_u32(lens + 4ull * i); /* < 2^32 * 2^31: no overflow */
+    if (sum != text_len)
+        return errf(err, "tokenizer: token lengths add up to %llu, header says %llu", (unsigned long long)sum,
+                    (unsigned long long)text_len);
+
+    Tokenizer *t = calloc(1, sizeof *t);
+    if (!t) return errf(err, "tokenizer: out of memory");
+    t->type = (int)type;
+    t->flags = flags;
+    t->n_tokens = n_tok;
+    t->n_merges = n_merges;
+    t->bos = bos;
+    t->eos = eos;
+    t->text_len = text_len;
+    t->text = malloc((size_t)text_len + 1);
+    t->tptr = malloc((size_t)n_tok * sizeof *t->tptr);
+    t->tlen = malloc((size_t)n_tok * sizeof *t->tlen);
+    t->kind = malloc(n_tok);
+    t->merges = malloc((size_t)n_merges * 3 * sizeof *t->merges + 1);
+    if (!t->text || !t->tptr || !t->tlen || !t->kind || !t->merges || strtab_init(&t->normal, n_tok) ||
+        strtab_init(&t->special, n_tok) || mergetab_init(&t->mt, n_merges))
+        return load_fail(t, errf(err, "tokenizer: out of memory"));
+    memcpy(t->text, text, (size_t)text_len);
+    for (int b = 0; b < 256; b++) t->byte_tok[b] = -1;
+
+    Keys keys = tok_keys(t);
+    uint64_t off = 0;
+    uint32_t max_len = 0;
+    for (uint32_t i = 0; i < n_tok; i++) {
+        uint32_t n = ld_u32(lens + 4ull * i);
+        t->tptr[i] = t->text + off;
+        t->tlen[i] = n;
+        t->kind[i] = kinds[i];
+        off += n;
+        if (n > max_len) max_len = n;
+        if (n == 0) return load_fail(t, errf(err, "tokenizer: token %u is empty", i));
+        int32_t dup = -1;
+        switch (kinds[i]) {
+        case TOKK_NORMAL:
+            dup = strtab_add(&t->normal, &keys, i);
+            if (type == TOK_LLAMA3_BPE && n == 1) t->byte_tok[(uint8_t)t->tptr[i][0]] = (int32_t)i;
+            break;
+        case TOKK_SPECIAL: dup = strtab_add(&t->special, &keys, i); break;
+        case TOKK_BYTE: {
+            if (type != TOK_SPM_BPE) return load_fail(t, errf(err, "tokenizer: byte token %u in a Llama 3 vocabulary", i));
+            if (n != 1) return load_fail(t, errf(err, "tokenizer: byte token %u has %u bytes, not 1", i, n));
+            uint8_t b = (uint8_t)t->tptr[i][0];
+            if (t->byte_tok[b] >= 0)
+                return load_fail(t, errf(err, "tokenizer: byte 0x%02X has two tokens (%d and %u)", b, t->byte_tok[b], i));
+            t->byte_tok[b] = (int32_t)i;
+            break;
+        }
+        default: return load_fail(t, errf(err, "tokenizer: token %u has unknown kind %u", i, kinds[i]));
+        }
+        if (dup >= 0) return load_fail(t, errf(err, "tokenizer: token %u repeats token %d", i, dup));
+    }
+    for (int c = 0; c < 128; c++) {
+        char ch = (char)c;
+        t->ascii_tok[c] = strtab_find(&t->normal, &keys, &ch, 1);
+    }
+    t->spm_space = strtab_find(&t->normal, &keys, SPM_SPACE, 3);
+    for (int b = 0; b < 256; b++)
+        if (t->byte_tok[b] < 0)
+            return load_fail(t, errf(err, "tokenizer: no %s token for byte 0x%02X",
+                                     type == TOK_SPM_BPE ? "<0xXX> fallback" : "single-byte", b));
+
+    /* Merges: the result is recomputed from the two strings instead of being stored, so a
+     * section cannot claim a merge that BPE over the vocabulary would not produce. */
+    char *cat = malloc(2 * (size_t)max_len);
+    if (!cat) return load_fail(t, errf(err, "tokenizer: out of memory"));
+    uint32_t prev_rank = 0;
+    for (uint32_t i = 0; i < n_merges; i++) {
+        const uint8_t *p = mrec + 12ull * i;
+        uint32_t l = ld_u32(p), r = ld_u32(p + 4), rank = ld_u32(p + 8);
+        const char *why = NULL;
+        int32_t res = -1;
+        if (l >= n_tok || r >= n_tok) why = "token id out of range";
+        else if (t->kind[l] != TOKK_NORMAL || t->kind[r] != TOKK_NORMAL) why = "joins a special or byte token";
+        else if (rank < prev_rank) why = "ranks are not in order";
+        else {
+            memcpy(cat, t->tptr[l], t->tlen[l]);
+            memcpy(cat + t->tlen[l], t->tptr[r], t->tlen[r]);
+            res = strtab_find(&t->normal, &keys, cat, (size_t)t->tlen[l] + t->tlen[r]);
+            if (res < 0) why = "the joined string is not a token";
+            else if (merge_add(&t->mt, (int32_t)l, (int32_t)r, rank, (uint32_t)res)) why = "the pair is repeated";
+        }
+        if (why) {
+            free(cat);
+            return load_fail(t, errf(err, "tokenizer: merge %u (%u, %u): %s", i, l, r, why));
+        }
+        t->merges[3 * i] = l, t->merges[3 * i + 1] = r, t->merges[3 * i + 2] = rank;
+        prev_rank = rank;
+    }
+    free(cat);
+    *out = t;
+    return 0;
+}
+
+/* ==== Serializing ==== */
+
+/* The whole section's CRC-32 with its own field (bytes 36..39) taken as zero. */
+static uint32_t blob_crc(const uint8_t *p, uint64_t len) {
+    static const uint8_t zero[4];
+    uint32_t c = crc32_update(0, p, 36);
+    c = crc32_update(c, zero, 4);
+    return crc32_update(c, p + 40, (size_t)(len - 40));
+}
+
+/* Write the section from parallel arrays (a Tokenizer's own, or a TokSpec being built). On
+ * success *blob is malloc'd. */
+static int blob_write(int type, uint32_t flags, uint32_t n_tok, const char *const *text, const uint32_t *len,
+                      const uint8_t *kind, uint32_t n_merges, const uint32_t *merges3, int32_t bos, int32_t eos,
+                      uint8_t **blob, uint64_t *blen, char *err) {
+    uint64_t text_len = 0;
+    for (uint32_t i = 0; i < n_tok; i++) text_len += len[i];
+    Buf b = { 0 };
+    buf_put(&b, TOK_MAGIC, 8);
+    buf_u32(&b, TOK_VERSION);
+    buf_u32(&b, (uint32_t)type);
+    buf_u32(&b, flags);
+    buf_u32(&b, n_tok);
+    buf_u32(&b, n_merges);
+    buf_u32(&b, (uint32_t)bos);
+    buf_u32(&b, (uint32_t)eos);
+    buf_u32(&b, 0); /* crc, filled below */
+    buf_u64(&b, text_len);
+    for (uint32_t i = 0; i < n_tok; i++) buf_u32(&b, len[i]);
+    buf_put(&b, kind, n_tok);
+    for (uint32_t i = 0; i < n_tok; i++) buf_put(&b, text[i], len[i]);
+    for (uint64_t i = 0; i < 3ull * n_merges; i++) buf_u32(&b, merges3[i]);
+    if (b.oom) {
+        buf_free(&b);
+        return errf(err, "tokenizer: out of memory writing the section");
+    }
+    uint32_t crc = blob_crc(b.p, b.len);
+    for (int k = 0; k < 4; k++) b.p[36 + k] = (uint8_t)(crc >> 8 * k);
+    *blob = b.p;
+    *blen = b.len;
+    return 0;
+}
+
+int tok_serialize(const Tokenizer *t, uint8_t **blob, uint64_t *len, char *err) {
+    *blob = NULL;
+    *len = 0;
+    return blob_write(t->type, t->flags, t->n_tokens, t->tptr, t->tlen, t->kind, t->n_merges, t->merges, t->bos, t->eos,
+                      blob, len, err);
+}
+
+/* ==== Building from raw arrays ==== */
+
+/* "<0xXX>" -> XX, or -1. */
+static int parse_byte_piece(const char *s, uint32_t n) {
+    if (n != 6 || memcmp(s, "<0x", 3) != 0 || s[5] != '>') return -1;
+    int v = 0;
+    for (int i = 3; i < 5; i++) {
+        char c = s[i];
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (d < 0) return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+typedef struct {
+    float score;
+    uint32_t tok, l, r;
+} Cand;
+
+static int cand_cmp(const void *a, const void *b) {
+    const Cand *x = a, *y = b;
+    if (x->score != y->score) return x->score > y->score ? -1 : 1;
+    if (x->tok != y->tok) return x->tok < y->tok ? -1 : 1;
+    return x->l < y->l ? -1 : x->l > y->l;
+}
+
+/* Merges implied by scores: every split of a NORMAL token into two NORMAL tokens, best score
+ * first; equal scores share a rank so encoding breaks the tie by position as SentencePiece's
+ * agenda does. SPM splits only at character boundaries (its symbols are characters).
+ * On success *mout is malloc'd [*nout * 3] (left, right, rank). */
+static int merges_from_scores(const TokSpec *s, const uint8_t *kind, const char *const *text, const uint32_t *len,
+                              uint32_t **mout, uint32_t *nout, char *err) {
+    *mout = NULL;
+    *nout = 0;
+    Keys keys = { text, len };
+    StrTab tab;
+    if (strtab_init(&tab, s->n_tokens)) return errf(err, "tokenizer: out of memory");
+    uint64_t n_cand = 0;
+    for (uint32_t i = 0; i < s->n_tokens; i++) {
+        if (kind[i] != TOKK_NORMAL) continue;
+        if (isnan(s->scores[i])) {
+            free(tab.slot);
+            return errf(err, "tokenizer: score of token %u is NaN", i);
+        }
+        strtab_add(&tab, &keys, i); /* duplicates are reported by tok_load */
+        n_cand += len[i] ? len[i] - 1 : 0;
+    }
+    Cand *c = malloc((size_t)(n_cand ? n_cand : 1) * sizeof *c);
+    if (!c) {
+        free(tab.slot);
+        return errf(err, "tokenizer: out of memory");
+    }
+    uint64_t m = 0;
+    for (uint32_t i = 0; i < s->n_tokens; i++) {
+        if (kind[i] != TOKK_NORMAL || strtab_find(&tab, &keys, text[i], len[i]) != (int32_t)i) continue;
+        for (uint32_t k = 1; k < len[i]; k++) {
+            if (s->type == TOK_SPM_BPE && ((uint8_t)text[i][k] & 0xC0) == 0x80) continue;
+            int32_t l = strtab_find(&tab, &keys, text[i], k), r = strtab_find(&tab, &keys, text[i] + k, len[i] - k);
+            if (l >= 0 && r >= 0) c[m++] = (Cand){ s->scores[i], i, (uint32_t)l, (uint32_t)r };
+        }
+    }
+    free(tab.slot);
+    qsort(c, (size_t)m, sizeof *c, cand_cmp);
+    uint32_t *out = m <= INT32_MAX ? malloc((size_t)(m ? m : 1) * 3 * sizeof *out) : NULL;
+    if (!out) {
+        free(c);
+        return errf(err, "tokenizer: out of memory (%llu merges from scores)", (unsigned long long)m);
+    }
+    uint32_t rank = 0;
+    for (uint64_t i = 0; i < m; i++) {
+        if (i && c[i].score != c[i - 1].score) rank++;
+        out[3 * i] = c[i].l, out[3 * i + 1] = c[i].r, out[3 * i + 2] = rank;
+    }
+    free(c);
+    *mout = out;
+    *nout = (uint32_t)m;
+    return 0;
+}
+
+/* Every builder ends in tok_load, so a tokenizer from any source passes the same validation
+ * as one read from guard.bin. */
+int tok_build(Tokenizer **out, const TokSpec *s, char *err) {
+    *out = NULL;
+    if (s->type != TOK_LLAMA3_BPE && s->type != TOK_SPM_BPE) return errf(err, "tokenizer: unknown type %d", s->type);
+    if (s->n_tokens == 0 || s->n_tokens > INT32_MAX || !s->text || !s->len)
+        return errf(err, "tokenizer: empty or oversized vocabulary (%u tokens)", s->n_tokens);
+    if (s->ignore_merges && s->type != TOK_LLAMA3_BPE) return errf(err, "tokenizer: ignore_merges is only supported for Llama 3 BPE");
+    if (!s->merges && !s->scores && s->n_merges) return errf(err, "tokenizer: n_merges set but no merges array");
+    uint8_t *kind = malloc(s->n_tokens);
+    if (!kind) return errf(err, "tokenizer: out of memory");
+    uint8_t bytes[256];
+    for (int i = 0; i < 256; i++) bytes[i] = (uint8_t)i;
+    const char **text = malloc((size_t)s->n_tokens * sizeof *text);
+    uint32_t *len = malloc((size_t)s->n_tokens * sizeof *len);
+    uint32_t *merges = NULL, n_merges = s->n_merges;
+    uint8_t *blob = NULL;
+    uint64_t blen = 0;
+    int rc = -1;
+    if (!text || !len) {
+        errf(err, "tokenizer: out of memory");
+        goto done;
+    }
+    for (uint32_t i = 0; i < s->n_tokens; i++) {
+        kind[i] = s->kind ? s->kind[i] : TOKK_NORMAL;
+        text[i] = s->text[i];
+        len[i] = s->len[i];
+        if (!text[i] && len[i]) {
+            errf(err, "tokenizer: token %u has no text", i);
+            goto done;
+        }
+        if (kind[i] == TOKK_BYTE) {
+            int v = parse_byte_piece(text[i], len[i]);
+            if (v < 0) {
+                errf(err, "tokenizer: byte token %u is \"%.*s\", not <0xXX>", i, (int)(len[i] > 32 ? 32 : len[i]), text[i]);
+                goto done;
+            }
+            text[i] = (const char *)&bytes[v];
+            len[i] = 1;
+        }
+    }
+    if (!s->merges && s->scores) {
+        if (merges_from_scores(s, kind, text, len, &merges, &n_merges, err)) goto done;
+    } else if (n_merges) {
+        merges = malloc((size_t)n_merges * 3 * sizeof *merges);
+        if (!merges) {
+            errf(err, "tokenizer: out of memory");
+            goto done;
+        }
+        for (uint32_t i = 0; i < n_merges; i++)
+            merges[3 * i] = s->merges[2 * i], merges[3 * i + 1] = s->merges[2 * i + 1], merges[3 * i + 2] = i;
+    }
+    if (blob_write(s->type, s->ignore_merges ? TOKF_IGNORE_MERGES : 0, s->n_tokens, text, len, kind, n_merges, merges,
+                   s->bos, s->eos, &blob, &blen, err))
+        goto done;
+    rc = tok_load(out, blob, blen, err);
+done:
+    free(blob);
+    free(merges);
+    free(len);
+    free(text);
+    free(kind);
+    return rc;
+}
+
+/* GPT-2's bytes_to_unicode(): printable Latin-1 bytes map to themselves, the other 68 bytes to
+ * U+0100.. in byte order. This is the inverse, from the code point. */
+static int bytelevel_byte(uint32_t cp) {
+    if ((cp >= 0x21 && cp <= 0x7E) || (cp >= 0xA1 && cp <= 0xAC) || (cp >= 0xAE && cp <= 0xFF)) return (int)cp;
+    if (cp < 0x100 || cp >= 0x100 + 68) return -1;
+    uint32_t k = cp - 0x100;
+    for (int b = 0; b < 256; b++) {
+        if ((b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF)) continue;
+        if (k-- == 0) return b;
+    }
+    return -1;
+}
+
+/* ==== UTF-8 ==== */
+
+/* Length of the well-formed UTF-8 sequence at s[i..n), or 0 with *bad = the length of its maximal
+ * ill-formed prefix, which gets one U+FFFD (Unicode's "maximal subpart" practice, as Python's
+ * errors='replace' and the WHATWG decoder do). */
+static size_t utf8_seq(const uint8_t *s, size_t n, size_t i, size_t *bad) {
+    uint8_t c = s[i];
+    if (c < 0x80) return 1;
+    size_t need;
+    uint8_t lo = 0x80, hi = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF) need = 2;
+    else if (c >= 0xE0 && c <= 0xEF) need = 3, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+    else if (c >= 0xF0 && c <= 0xF4) need = 4, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+    else {
+        *bad = 1;
+        return 0;
+    }
+    size_t k = 1;
+    for (; k < need && i + k < n; k++) {
+        uint8_t d = s[i + k];
+        if (k == 1 ? d < lo || d > hi : d < 0x80 || d > 0xBF) break;
+    }
+    if (k == need) return need;
+    *bad = k;
+    return 0;
+}
+
+/* text with ill-formed sequences replaced: text itself when already valid, else a malloc'd copy
+ * in *owned. NULL only when out of memory. */
+static const uint8_t *utf8_sanitize(const uint8_t *s, size_t n, size_t *outn, uint8_t **owned) {
+    *owned = NULL;
+    *outn = n;
+    size_t i = 0, bad;
+    while (i < n) {
+        size_t k = utf8_seq(s, n, i, &bad);
+        if (!k) break;
+        i += k;
+    }
+    if (i == n) return s;
+    uint8_t *o = malloc(3 * n); /* one U+FFFD (3 bytes) per bad byte at worst */
+    if (!o) return NULL;
+    memcpy(o, s, i);
+    size_t m = i;
+    while (i < n) {
+        size_t k = utf8_seq(s, n, i, &bad);
+        if (k) {
+            memcpy(o + m, s + i, k);
+            m += k, i += k;
+        } else {
+            memcpy(o + m, "\xEF\xBF\xBD", 3);
+            m += 3, i += bad;
+        }
+    }
+    *owned = o;
+    *outn = m;
+    return o;
+}
+
+/* Code point at s[i] of well-formed UTF-8; *len gets its byte length. */
+static inline uint32_t utf8_cp(const uint8_t *s, size_t i, size_t *len) {
+    uint8_t c = s[i];
+    if (c < 0x80) return *len = 1, c;
+    if (c < 0xE0) return *len = 2, (uint32_t)(c & 0x1F) << 6 | (s[i + 1] & 0x3F);
+    if (c < 0xF0) return *len = 3, (uint32_t)(c & 0x0F) << 12 | (uint32_t)(s[i + 1] & 0x3F) << 6 | (s[i + 2] & 0x3F);
+    return *len = 4, (uint32_t)(c & 0x07) << 18 | (uint32_t)(s[i + 1] & 0x3F) << 12 | (uint32_t)(s[i + 2] & 0x3F) << 6 |
+                         (s[i + 3] & 0x3F);
+}
+
+int64_t tok_bytelevel_decode(const char *s, size_t n, uint8_t *out) {
+    size_t bad, m = 0;
+    for (size_t i = 0; i < n;) {
+        size_t k = utf8_seq((const uint8_t *)s, n, i, &bad), l;
+        if (!k) return -1;
+        int b = bytelevel_byte(utf8_cp((const uint8_t *)s, i, &l));
+        if (b < 0) return -1;
+        out[m++] = (uint8_t)b;
+        i += k;
+    }
+    return (int64_t)m;
+}
+
+/* ==== Unicode classes ==== */
+
+int tok_unicode_class(uint32_t cp) {
+    if (cp < 0x80) {
+        if ((cp | 0x20) >= 'a' && (cp | 0x20) <= 'z') return UC_LETTER;
+        if (cp >= '0' && cp <= '9') return UC_NUMBER;
+        return cp == ' ' || (cp >= 0x09 && cp <= 0x0D) ? UC_SPACE : UC_OTHER;
+    }
+    uint32_t lo = 0, hi = uc_n_ranges;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (cp > uc_ranges[mid].hi) lo = mid + 1;
+        else if (cp < uc_ranges[mid].lo) hi = mid;
+        else return (int)uc_ranges[mid].cls;
+    }
+    return UC_OTHER;
+}
+
+static inline int class_at(const uint8_t *s, size_t i, size_t *len) { return tok_unicode_class(utf8_cp(s, i, len)); }
+
+/* ==== The Llama 3 pre-tokenizer ==== */
+
+static size_t run_end(const uint8_t *s, size_t n, size_t i, int cls) {
+    size_t l;
+    while (i < n && class_at(s, i, &l) == cls) i += l;
+    return i;
+}
+
+static inline uint8_t ascii_lower(uint8_t c) { return c >= 'A' && c <= 'Z' ? (uint8_t)(c + 32) : c; }
+
+/* End of the regex match starting at i < n in well-formed UTF-8. The alternatives are tried in
+ * the regex's order; each comment gives the alternative and how its backtracking resolves.
+ * Every character is a letter, number, space or other, so some alternative always matches. */
+static size_t pretok_end(const uint8_t *s, size_t n, size_t i) {
+    size_t l0, l;
+    uint32_t c0 = utf8_cp(s, i, &l0);
+    int k0 = tok_unicode_class(c0);
+    size_t e0 = i + l0;
+
+    /* (?i:'s|'t|'re|'ve|'m|'ll|'d): ASCII apostrophe only. (?i) is Unicode simple case folding,
+     * under which the only non-ASCII character equal to one of these letters is U+017F "ſ" ~ s
+     * (CaseFolding.txt), so "'ſ" is a contraction: Oniguruma splits "'ſx" as 'ſ|x. */
+    if (c0 == '\'' && e0 < n) {
+        uint8_t a = ascii_lower(s[e0]), b = e0 + 1 < n ? ascii_lower(s[e0 + 1]) : 0;
+        if (a == 's' || a == 't' || a == 'm' || a == 'd') return e0 + 1;
+        if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) return e0 + 2;
+        if (s[e0] == 0xC5 && b == 0xBF) return e0 + 2; /* ſ */
+    }
+    /* [^\r\n\p{L}\p{N}]?\p{L}+ : a letter run, optionally led by one char that is not CR, LF,
+     * letter or number (so " word", "\tword", "'word", "$word"). */
+    if (k0 == UC_LETTER) return run_end(s, n, e0, UC_LETTER);
+    if (k0 != UC_NUMBER && c0 != '\r' && c0 != '\n' && e0 < n && class_at(s, e0, &l) == UC_LETTER)
+        return run_end(s, n, e0, UC_LETTER);
+    /* \p{N}{1,3}: numbers in groups of three from the left. */
+    if (k0 == UC_NUMBER) {
+        size_t e = e0;
+        for (int k = 1; k < 3 && e < n && class_at(s, e, &l) == UC_NUMBER; k++) e += l;
+        return e;
+    }
+    /*  ?[^\s\p{L}\p{N}]+[\r\n]* : punctuation run, optionally after one ASCII space, then any CR/LF. */
+    size_t p = c0 == ' ' ? e0 : i;
+    if (p < n && class_at(s, p, &l) == UC_OTHER) {
+        size_t e = run_end(s, n, p, UC_OTHER);
+        while (e < n && (s[e] == '\r' || s[e] == '\n')) e++;
+        return e;
+    }
+    /* Only whitespace is left (k0 == UC_SPACE). Scan the whole run once. */
+    size_t e = i, nl_end = 0, last = i;
+    while (e < n) {
+        uint32_t c = utf8_cp(s, e, &l);
+        if (tok_unicode_class(c) != UC_SPACE) break;
+        if (c == '\r' || c == '\n') nl_end = e + l;
+        last = e;
+        e += l;
+    }
+    /* \s*[\r\n]+ : \s* gives back characters until [\r\n]+ can start, i.e. the match ends just
+     * after the run's last CR/LF. */
+    if (nl_end) return nl_end;
+    /* \s+(?!\S) : the run up to the end of input, or all but its last character (which then
+     * leads the next word, e.g. "   x" -> "  ", " x"). Needs at least one character. */
+    if (e == n) return e;
+    if (last > i) return last;
+    /* \s+ : a single space before a non-space that no other alternative took ("1 2"). */
+    return e;
+}
+
+/* ==== BPE over one word ==== */
+
+typedef struct {
+    uint32_t rank, pos; /* heap order: lowest rank, then leftmost */
+    int32_t l, r;       /* the pair's ids when pushed; a changed symbol makes the entry stale */
+} HeapEnt;
+
+/* Scratch for one tok_encode call, grown as needed and reused across words. */
+typedef struct {
+    int32_t *sym;      /* [cap] symbol id; -1 = character missing from the vocabulary (SPM) */
+    int32_t *prev, *next;
+    size_t cap;
+    HeapEnt *heap;
+    size_t hn, hcap;
+    int32_t **ids;     /* the caller's output array */
+    size_t *n, *cap_ids;
+} Work;
+
+#define SYM_DEAD INT32_MIN
+
+static void work_free(Work *w) {
+    free(w->sym);
+    free(w->prev);
+    free(w->next);
+    free(w->heap);
+}
+
+static int work_reserve(Work *w, size_t n) {
+    if (n <= w->cap) return 0;
+    size_t c = w->cap ? w->cap : 64;
+    while (c < n) c *= 2;
+    int32_t *a = realloc(w->sym, c * sizeof *a);
+    if (a) w->sym = a;
+    int32_t *b = realloc(w->prev, c * sizeof *b);
+    if (b) w->prev = b;
+    int32_t *d = realloc(w->next, c * sizeof *d);
+    if (d) w->next = d;
+    if (!a || !b || !d) return -1;
+    w->cap = c;
+    return 0;
+}
+
+static int push_id(Work *w, int32_t id) {
+    if (*w->n == *w->cap_ids) {
+        size_t c = *w->cap_ids ? *w->cap_ids * 2 : 256;
+        int32_t *p = realloc(*w->ids, c * sizeof *p);
+        if (!p) return -1;
+        *w->ids = p;
+        *w->cap_ids = c;
+    }
+    (*w->ids)[(*w->n)++] = id;
+    return 0;
+}
+
+static inline int heap_less(const HeapEnt *a, const HeapEnt *b) {
+    return a->rank < b->rank || (a->rank == b->rank && a->pos < b->pos);
+}
+
+static void heap_down(HeapEnt *h, size_t n, size_t i) {
+    HeapEnt x = h[i];
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n) break;
+        if (c + 1 < n && heap_less(&h[c + 1], &h[c])) c++;
+        if (!heap_less(&h[c], &x)) break;
+        h[i] = h[c];
+        i = c;
+    }
+    h[i] = x;
+}
+
+static int heap_push(Work *w, HeapEnt e) {
+    if (w->hn == w->hcap) {
+        size_t c = w->hcap ? w->hcap * 2 : 64;
+        HeapEnt *p = realloc(w->heap, c * sizeof *p);
+        if (!p) return -1;
+        w->heap = p;
+        w->hcap = c;
+    }
+    size_t i = w->hn++;
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (!heap_less(&e, &w->heap[parent])) break;
+        w->heap[i] = w->heap[parent];
+        i = parent;
+    }
+    w->heap[i] = e;
+    return 0;
+}
+
+/* Push the pair (a, next[a]) if it is a merge. */
+static int try_pair(const Tokenizer *t, Work *w, int32_t a) {
+    int32_t b = w->next[a];
+    if (b < 0 || w->sym[a] < 0 || w->sym[b] < 0) return 0;
+    const MergeSlot *m = merge_find(&t->mt, w->sym[a], w->sym[b]);
+    if (!m) return 0;
+    return heap_push(w, (HeapEnt){ m->rank, (uint32_t)a, w->sym[a], w->sym[b] });
+}
+
+/* Merge w->sym[lo..hi) lowest rank first, leftmost first on ties, until no adjacent pair is a
+ * merge. A merge keeps the left index and marks the right one SYM_DEAD, so reading the live
+ * symbols in index order afterwards gives the result. */
+static int bpe_merge(const Tokenizer *t, Work *w, size_t lo, size_t hi) {
+    size_t n = hi - lo;
+    for (size_t i = lo; i < hi; i++) w->prev[i] = i > lo ? (int32_t)i - 1 : -1, w->next[i] = i + 1 < hi ? (int32_t)i + 1 : -1;
+    w->hn = 0;
+    if (w->hcap < n) {
+        HeapEnt *p = realloc(w->heap, n * sizeof *p);
+        if (!p) return -1;
+        w->heap = p;
+        w->hcap = n;
+    }
+    for (size_t i = lo; i + 1 < hi; i++) {
+        if (w->sym[i] < 0 || w->sym[i + 1] < 0) continue;
+        const MergeSlot *m = merge_find(&t->mt, w->sym[i], w->sym[i + 1]);
+        if (m) w->heap[w->hn++] = (HeapEnt){ m->rank, (uint32_t)i, w->sym[i], w->sym[i + 1] };
+    }
+    for (size_t i = w->hn / 2; i-- > 0;) heap_down(w->heap, w->hn, i);
+    while (w->hn) {
+        HeapEnt e = w->heap[0];
+        w->heap[0] = w->heap[--w->hn];
+        heap_down(w->heap, w->hn, 0);
+        int32_t a = (int32_t)e.pos, b = w->next[a];
+        if (w->sym[a] != e.l || b < 0 || w->sym[b] != e.r) continue; /* stale */
+        const MergeSlot *m = merge_find(&t->mt, e.l, e.r);
+        w->sym[a] = (int32_t)m->result;
+        w->sym[b] = SYM_DEAD;
+        w->next[a] = w->next[b];
+        if (w->next[b] >= 0) w->prev[w->next[b]] = a;
+        if ((w->prev[a] >= 0 && try_pair(t, w, w->prev[a])) || try_pair(t, w, a)) return -1;
+    }
+    return 0;
+}
+
+/* ==== Encoding ==== */
+
+/* One Llama 3 pre-token: raw bytes. */
+static int encode_word_bytes(const Tokenizer *t, Work *w, const uint8_t *s, size_t n) {
+    if (n == 1) return push_id(w, t->byte_tok[s[0]]);
+    if (t->flags & TOKF_IGNORE_MERGES) {
+        Keys k = tok_keys(t);
+        int32_t id = strtab_find(&t->normal, &k, s, n);
+        if (id >= 0) return push_id(w, id);
+    }
+    if (work_reserve(w, n)) return -1;
+    for (size_t i = 0; i < n; i++) w->sym[i] = t->byte_tok[s[i]];
+    if (bpe_merge(t, w, 0, n)) return -1;
+    for (size_t i = 0; i < n; i++)
+        if (w->sym[i] != SYM_DEAD && push_id(w, w->sym[i])) return -1;
+    return 0;
+}
+
+static int encode_llama3(const Tokenizer *t, Work *w, const uint8_t *s, size_t n) {
+    for (size_t i = 0; i < n;) {
+        size_t e = pretok_end(s, n, i);
+        if (encode_word_bytes(t, w, s + i, e - i)) return -1;
+        i = e;
+    }
+    return 0;
+}
+
+/* Merge the pending SPM word w->sym[0..nsym) and emit it. */
+static int spm_flush(const Tokenizer *t, Work *w, size_t *nsym) {
+    if (!*nsym) return 0;
+    if (bpe_merge(t, w, 0, *nsym)) return -1;
+    for (size_t i = 0; i < *nsym; i++)
+        if (w->sym[i] != SYM_DEAD && push_id(w, w->sym[i])) return -1;
+    *nsym = 0;
+    return 0;
+}
+
+/* One normalized character c[0..l) (SPM_SPACE itself for a space). */
+static int spm_char(const Tokenizer *t, Work *w, const uint8_t *c, size_t l, size_t *nsym) {
+    Keys k = tok_keys(t);
+    int32_t id = c == (const uint8_t *)SPM_SPACE ? t->spm_space : l == 1 ? t->ascii_tok[c[0]] : strtab_find(&t->normal, &k, c, l);
+    if (id >= 0) {
+        if (work_reserve(w, *nsym + 1)) return -1;
+        w->sym[(*nsym)++] = id;
+        return 0;
+    }
+    if (spm_flush(t, w, nsym)) return -1;
+    for (size_t j = 0; j < l; j++)
+        if (push_id(w, t->byte_tok[c[j]])) return -1;
+    return 0;
+}
+
+/* SentencePiece: the characters of "▁" + text with ' ' -> "▁", merged as one word, with byte
+ * fallback for characters the vocabulary lacks. Such a character can never merge, so it ends
+ * the word and the next starts after it: exact (merges on either side commute) and it keeps
+ * scratch memory to the longest run between them (usually a line: "\n" is <0x0A>). The
+ * normalized text is never built. Empty text gives no tokens (SentencePiece; HF's Prepend
+ * normalizer skips empty input). */
+static int encode_spm(const Tokenizer *t, Work *w, const uint8_t *s, size_t n) {
+    if (n == 0) return 0;
+    const uint8_t *sp = (const uint8_t *)SPM_SPACE;
+    size_t nsym = 0, l;
+    if (spm_char(t, w, sp, 3, &nsym)) return -1; /* the dummy prefix */
+    for (size_t i = 0; i < n; i += l) {
+        utf8_cp(s, i, &l);
+        if (spm_char(t, w, s[i] == ' ' ? sp : s + i, s[i] == ' ' ? 3 : l, &nsym)) return -1;
+    }
+    return spm_flush(t, w, &nsym);
+}
+
+int tok_encode(const Tokenizer *t, const char *text, size_t len, int32_t **ids, size_t *n, size_t *cap, char *err) {
+    if (len && !text) return errf(err, "tok_encode: NULL text");
+    /* Symbol indices and offsets are 32-bit; SPM triples spaces. */
+    if (len > (size_t)INT32_MAX / 4) return errf(err, "tok_encode: text of %zu bytes is too long (limit %d)", len, INT32_MAX / 4);
+    size_t sn;
+    uint8_t *owned;
+    const uint8_t *s = utf8_sanitize((const uint8_t *)text, len, &sn, &owned);
+    if (!s) return errf(err, "tok_encode: out of memory");
+    Work w = { 0 };
+    w.ids = ids, w.n = n, w.cap_ids = cap;
+    int rc = t->type == TOK_LLAMA3_BPE ? encode_llama3(t, &w, s, sn) : encode_spm(t, &w, s, sn);
+    work_free(&w);
+    free(owned);
+    return rc ? errf(err, "tok_encode: out of memory") : 0;
+}
+
+/* ==== Decoding ==== */
+
+int tok_decode(const Tokenizer *t, int32_t id, Buf *out) {
+    if (id < 0 || (uint32_t)id >= t->n_tokens) return -1;
+    const char *p = t->tptr[id];
+    uint32_t n = t->tlen[id];
+    if (t->type == TOK_SPM_BPE && t->kind[id] == TOKK_NORMAL) {
+        uint32_t i = 0, from = 0;
+        for (; i + 3 <= n; i++) {
+            if (memcmp(p + i, SPM_SPACE, 3) != 0) continue;
+            buf_put(out, p + from, i - from);
+            buf_put(out, " ", 1);
+            from = i + 3;
+            i += 2;
+        }
+        buf_put(out, p + from, n - from);
+    } else {
+        buf_put(out, p, n);
+    }
+    return out->oom ? -1 : 0;
+}
+
+int tok_decode_ids(const Tokenizer *t, const int32_t *ids, size_t n, Buf *out) {
+    uint64_t start = out->len;
+    for (size_t i = 0; i < n; i++)
+        if (tok_decode(t, ids[i], out)) return -1;
+    /* HF's Strip(' ', start=1) decoder step: drop the dummy-prefix space once. */
+    if (t->type == TOK_SPM_BPE && out->len > start && out->p[start] == ' ') {
+        memmove(out->p + start, out->p + start + 1, (size_t)(out->len - start - 1));
+        out->len--;
+    }
+    return 0;
+}
+
+/* ==== Importing Hugging Face tokenizer.json ==== */
+
+typedef struct {
+    const char *path;
+    const Json *j;
+    char *err;
+} Hf;
+
+static const JsonNode *hf_get(const Hf *h, const JsonNode *obj, const char *key) {
+    return obj && obj->type == JSON_OBJECT ? json_get(h->j, obj, key) : NULL;
+}
+
+static int hf_is_null(const JsonNode *n) { return !n || n->type == JSON_NULL; }
+
+/* String member or NULL. */
+static const char *hf_str(const Hf *h, const JsonNode *obj, const char *key) {
+    const JsonNode *n = hf_get(h, obj, key);
+    return n && n->type == JSON_STRING ? n->str : NULL;
+}
+
+/* Bool member: 1 / 0, or dflt when absent or null, or -1 when of another type. */
+static int hf_bool(const Hf *h, const JsonNode *obj, const char *key, int dflt) {
+    const JsonNode *n = hf_get(h, obj, key);
+    if (hf_is_null(n)) return dflt;
+    return n->type == JSON_TRUE ? 1 : n->type == JSON_FALSE ? 0 : -1;
+}
+
+/* Exact comparison: JSON strings may hold NULs, so lengths are compared too. */
+static int hf_str_is(const Hf *h, const JsonNode *obj, const char *key, const char *want) {
+    const JsonNode *n = hf_get(h, obj, key);
+    return n && n->type == JSON_STRING && n->len == strlen(want) && memcmp(n->str, want, n->len) == 0;
+}
+
+/* Absent, null or "": e.g. continuing_subword_prefix, which these models never set. */
+static int hf_unset(const Hf *h, const JsonNode *obj, const char *key) {
+    const JsonNode *n = hf_get(h, obj, key);
+    return hf_is_null(n) || (n->type == JSON_STRING && n->len == 0);
+}
+
+static const char *hf_type(const Hf *h, const JsonNode *obj) {
+    const char *s = hf_str(h, obj, "type");
+    return s ? s : "?";
+}
+
+static const JsonNode *hf_elem(const Hf *h, const JsonNode *arr, uint32_t i) {
+    if (!arr || arr->type != JSON_ARRAY || i >= arr->len) return NULL;
+    const JsonNode *c = json_first(h->j, arr);
+    while (i-- && c) c = json_next(h->j, c);
+    return c;
+}
+
+static int hf_is_pattern_string(const Hf *h, const JsonNode *obj, const char *want) {
+    return hf_str_is(h, hf_get(h, obj, "pattern"), "String", want);
+}
+
+/* Llama 3: Sequence[Split(regex, Isolated), ByteLevel(no prefix space, no regex)]. */
+static int hf_check_llama3(const Hf *h, const JsonNode *root, const JsonNode *model) {
+    const JsonNode *pre = hf_get(h, root, "pre_tokenizer");
+    const JsonNode *seq = hf_get(h, pre, "pretokenizers");
+    const JsonNode *split = hf_elem(h, seq, 0), *bl = hf_elem(h, seq, 1);
+    if (!hf_str_is(h, pre, "type", "Sequence") || !seq || seq->len != 2 || !hf_str_is(h, split, "type", "Split") ||
+        !hf_str_is(h, bl, "type", "ByteLevel"))
+        return errf(h->err, "%s: pre_tokenizer: unsupported (type \"%s\"); expected Sequence[Split, ByteLevel] (Llama 3) "
+                            "or null (Llama 2)", h->path, hf_type(h, pre));
+    if (!hf_str_is(h, hf_get(h, split, "pattern"), "Regex", LLAMA3_REGEX))
+        return errf(h->err, "%s: pre_tokenizer.pretokenizers[0].pattern.Regex: not the Llama 3 regex", h->path);
+    if (!hf_str_is(h, split, "behavior", "Isolated") || hf_bool(h, split, "invert", 0) != 0)
+        return errf(h->err, "%s: pre_tokenizer.pretokenizers[0]: behavior must be Isolated, invert false", h->path);
+    if (hf_bool(h, bl, "add_prefix_space", 1) != 0 || hf_bool(h, bl, "use_regex", 1) != 0) /* HF defaults: true */
+        return errf(h->err, "%s: pre_tokenizer.pretokenizers[1]: ByteLevel must have add_prefix_space and use_regex false",
+                    h->path);
+    const JsonNode *norm = hf_get(h, root, "normalizer");
+    if (!hf_is_null(norm))
+        return errf(h->err, "%s: normalizer: unsupported (type \"%s\"); Llama 3 has none", h->path, hf_type(h, norm));
+    const JsonNode *dec = hf_get(h, root, "decoder");
+    if (!hf_str_is(h, dec, "type", "ByteLevel"))
+        return errf(h->err, "%s: decoder: unsupported (type \"%s\"); expected ByteLevel", h->path, hf_type(h, dec));
+    if (hf_bool(h, model, "byte_fallback", 0) != 0)
+        return errf(h->err, "%s: model.byte_fallback: must be false for a ByteLevel tokenizer", h->path);
+    if (hf_bool(h, model, "ignore_merges", 0) < 0) return errf(h->err, "%s: model.ignore_merges: not a boolean", h->path);
+    return 0;
+}
+
+/* Llama 2: normalizer Sequence[Prepend("▁"), Replace(" " -> "▁")], no pre-tokenizer, byte
+ * fallback, decoder Sequence[Replace("▁" -> " "), ByteFallback, Fuse, Strip(" ", 1, 0)]. */
+static int hf_check_spm(const Hf *h, const JsonNode *root, const JsonNode *model) {
+    const JsonNode *norm = hf_get(h, root, "normalizer");
+    const JsonNode *ns = hf_get(h, norm, "normalizers");
+    const JsonNode *n0 = hf_elem(h, ns, 0), *n1 = hf_elem(h, ns, 1);
+    if (!hf_str_is(h, norm, "type", "Sequence") || !ns || ns->len != 2 || !hf_str_is(h, n0, "type", "Prepend") ||
+        !hf_str_is(h, n0, "prepend", SPM_SPACE) || !hf_str_is(h, n1, "type", "Replace") ||
+        !hf_is_pattern_string(h, n1, " ") || !hf_str_is(h, n1, "content", SPM_SPACE))
+        return errf(h->err, "%s: normalizer: unsupported (type \"%s\"); with no pre_tokenizer only Llama 2's "
+                            "Sequence[Prepend(\"\xE2\x96\x81\"), Replace(\" \", \"\xE2\x96\x81\")] is understood",
+                    h->path, hf_type(h, norm));
+    const JsonNode *dec = hf_get(h, root, "decoder");
+    const JsonNode *ds = hf_get(h, dec, "decoders");
+    const JsonNode *d0 = hf_elem(h, ds, 0), *d1 = hf_elem(h, ds, 1), *d2 = hf_elem(h, ds, 2), *d3 = hf_elem(h, ds, 3);
+    const JsonNode *d3s = hf_get(h, d3, "start"), *d3e = hf_get(h, d3, "stop");
+    int64_t st = -1, sp = -1;
+    if (!hf_str_is(h, dec, "type", "Sequence") || !ds || ds->len != 4 || !hf_str_is(h, d0, "type", "Replace") ||
+        !hf_is_pattern_string(h, d0, SPM_SPACE) || !hf_str_is(h, d0, "content", " ") ||
+        !hf_str_is(h, d1, "type", "ByteFallback") || !hf_str_is(h, d2, "type", "Fuse") ||
+        !hf_str_is(h, d3, "type", "Strip") || !hf_str_is(h, d3, "content", " ") || !d3s || json_int(d3s, 0, 9, &st) ||
+        !d3e || json_int(d3e, 0, 9, &sp) || st != 1 || sp != 0)
+        return errf(h->err, "%s: decoder: unsupported (type \"%s\"); expected Llama 2's Sequence[Replace, ByteFallback, "
+                            "Fuse, Strip]", h->path, hf_type(h, dec));
+    if (hf_bool(h, model, "byte_fallback", 0) != 1)
+        return errf(h->err, "%s: model.byte_fallback: must be true for a SentencePiece tokenizer", h->path);
+    if (hf_bool(h, model, "ignore_merges", 0) != 0)
+        return errf(h->err, "%s: model.ignore_merges: only supported for Llama 3 (ByteLevel) tokenizers", h->path);
+    return 0;
+}
+
+/* Split a merges entry ("a b" or ["a", "b"]) into two strings. */
+static int hf_merge_parts(const Hf *h, const JsonNode *m, const char **a, uint32_t *an, const char **b, uint32_t *bn) {
+    if (m->type == JSON_ARRAY && m->len == 2) {
+        const JsonNode *x = json_first(h->j, m), *y = json_next(h->j, x);
+        if (x->type != JSON_STRING || y->type != JSON_STRING) return -1;
+        *a = x->str, *an = x->len, *b = y->str, *bn = y->len;
+        return 0;
+    }
+    if (m->type != JSON_STRING) return -1;
+    const char *sp = memchr(m->str, ' ', m->len);
+    if (!sp || memchr(sp + 1, ' ', m->len - (uint32_t)(sp + 1 - m->str))) return -1;
+    *a = m->str, *an = (uint32_t)(sp - m->str), *b = sp + 1, *bn = m->len - *an - 1;
+    return 0;
+}
+
+/* bos_token / eos_token of tokenizer_config.json: a string, {"content": ...}, or null. */
+static int hf_config_token(const Hf *h, const JsonNode *cfg, const char *key, const char *const *text,
+                           const uint32_t *len, const uint8_t *kind, uint32_t n_tok, int32_t *id) {
+    *id = -1;
+    const JsonNode *n = hf_get(h, cfg, key);
+    if (hf_is_null(n)) return 0;
+    if (n->type == JSON_OBJECT) n = hf_get(h, n, "content");
+    if (!n || n->type != JSON_STRING) return errf(h->err, "%s: %s: expected a string or {\"content\": ...}", h->path, key);
+    for (uint32_t i = 0; i < n_tok; i++)
+        if (kind[i] == TOKK_SPECIAL && len[i] == n->len && memcmp(text[i], n->str, n->len) == 0) {
+            *id = (int32_t)i;
+            return 0;
+        }
+    return errf(h->err, "%s: %s: \"%s\" is not a special token of the tokenizer", h->path, key, n->str);
+}
+
+/* Everything tok_from_hf allocates, freed in one place. */
+typedef struct {
+    Hf h;
+    Json j, cj;
+    char *src, *csrc;
+    int type;
+    uint32_t n_vocab, n_tok, n_merges;
+    const char **text;  /* [n_tok] token text handed to tok_build */
+    uint32_t *len;      /* [n_tok] */
+    uint8_t *kind;      /* [n_tok] */
+    const char **jtext; /* [n_vocab] vocab keys as written (byte-level form): merges name these */
+    uint32_t *jlen;     /* [n_vocab] */
+    uint32_t *merges;   /* [n_merges * 2] */
+    uint8_t *raw;       /* decoded byte-level strings */
+    int32_t bos, eos;
+} HfLoad;
+
+/* Vocabulary: model.vocab ids must be exactly 0..n_vocab-1; added tokens (all special)
+ * either repeat a vocab entry (Llama 2's <unk>, <s>, </s>) or continue the id range. */
+static int hf_vocab(HfLoad *L, const JsonNode *model, const JsonNode *root) {
+    const Hf *h = &L->h;
+    const JsonNode *vocab = hf_get(h, model, "vocab"), *added = hf_get(h, root, "added_tokens");
+    if (!vocab || vocab->type != JSON_OBJECT || vocab->len == 0)
+        return errf(h->err, "%s: model.vocab: missing or empty", h->path);
+    if (!hf_is_null(added) && added->type != JSON_ARRAY) return errf(h->err, "%s: added_tokens: not an array", h->path);
+    uint32_t n_vocab = vocab->len, n_tok = n_vocab, n_added = hf_is_null(added) ? 0 : added->len;
+    if (n_added)
+        JSON_FOR(&L->j, added, a) {
+            int64_t id;
+            const JsonNode *idn = hf_get(h, a, "id");
+            if (!idn || json_int(idn, 0, INT32_MAX - 1, &id))
+                return errf(h->err, "%s: added_tokens: an entry has no valid id", h->path);
+            if ((uint64_t)id >= n_tok) n_tok = (uint32_t)id + 1;
+        }
+    if (n_tok - n_vocab > n_added)
+        return errf(h->err, "%s: added_tokens: ids leave gaps after the %u vocab entries (up to id %u)", h->path, n_vocab,
+                    n_tok - 1);
+    L->n_vocab = n_vocab, L->n_tok = n_tok;
+    L->text = calloc(n_tok, sizeof *L->text);
+    L->len = calloc(n_tok, sizeof *L->len);
+    L->kind = calloc(n_tok, 1);
+    if (!L->text || !L->len || !L->kind) return errf(h->err, "%s: out of memory", h->path);
+    JSON_FOR(&L->j, vocab, v) {
+        int64_t id;
+        if (json_int(v, 0, (int64_t)n_vocab - 1, &id))
+            return errf(h->err, "%s: model.vocab[\"%s\"]: id is not an integer in [0, %u)", h->path, v->key, n_vocab);
+        if (L->text[id]) return errf(h->err, "%s: model.vocab: id %lld appears twice", h->path, (long long)id);
+        L->text[id] = v->key, L->len[id] = v->keylen;
+    }
+    if (n_added)
+        JSON_FOR(&L->j, added, a) {
+            int64_t id;
+            json_int(hf_get(h, a, "id"), 0, INT32_MAX - 1, &id);
+            const JsonNode *c = hf_get(h, a, "content");
+            if (!c || c->type != JSON_STRING || c->len == 0)
+                return errf(h->err, "%s: added_tokens: id %lld has no content", h->path, (long long)id);
+            /* HF matches a non-special added token inside plain text; we never do, so refuse. */
+            if (hf_bool(h, a, "special", 0) != 1)
+                return errf(h->err, "%s: added_tokens: \"%s\" (id %lld) is not special; non-special added tokens are "
+                                    "not supported", h->path, c->str, (long long)id);
+            if ((uint64_t)id < n_vocab && (L->len[id] != c->len || memcmp(L->text[id], c->str, c->len) != 0))
+                return errf(h->err, "%s: added_tokens: \"%s\" (id %lld) differs from model.vocab's entry for that id",
+                            h->path, c->str, (long long)id);
+            if ((uint64_t)id >= n_vocab && L->text[id])
+                return errf(h->err, "%s: added_tokens: id %lld appears twice", h->path, (long long)id);
+            L->text[id] = c->str, L->len[id] = c->len, L->kind[id] = TOKK_SPECIAL;
+        }
+    for (uint32_t i = n_vocab; i < n_tok; i++)
+        if (!L->text[i]) return errf(h->err, "%s: added_tokens: no token has id %u (ids must be contiguous)", h->path, i);
+    L->jtext = malloc((size_t)n_vocab * sizeof *L->jtext);
+    L->jlen = malloc((size_t)n_vocab * sizeof *L->jlen);
+    if (!L->jtext || !L->jlen) return errf(h->err, "%s: out of memory", h->path);
+    memcpy(L->jtext, L->text, (size_t)n_vocab * sizeof *L->jtext);
+    memcpy(L->jlen, L->len, (size_t)n_vocab * sizeof *L->jlen);
+    return 0;
+}
+
+/* model.merges, "a b" strings or ["a", "b"] pairs, resolved against the vocab keys. */
+static int hf_merges(HfLoad *L, const JsonNode *model) {
+    const Hf *h = &L->h;
+    const JsonNode *ml = hf_get(h, model, "merges");
+    if (!ml || ml->type != JSON_ARRAY) return errf(h->err, "%s: model.merges: missing or not an array", h->path);
+    Keys jk = { L->jtext, L->jlen };
+    StrTab tab;
+    L->merges = malloc((size_t)(ml->len ? ml->len : 1) * 2 * sizeof *L->merges);
+    if (!L->merges || strtab_init(&tab, L->n_vocab)) return errf(h->err, "%s: out of memory", h->path);
+    for (uint32_t i = 0; i < L->n_vocab; i++) strtab_add(&tab, &jk, i); /* JSON keys: duplicates caught by tok_load */
+    uint32_t nm = 0;
+    JSON_FOR(&L->j, ml, m) {
+        const char *a, *b;
+        uint32_t an, bn;
+        int32_t l = -1, r = -1;
+        if (hf_merge_parts(h, m, &a, &an, &b, &bn) == 0) l = strtab_find(&tab, &jk, a, an), r = strtab_find(&tab, &jk, b, bn);
+        if (l < 0 || r < 0) {
+            free(tab.slot);
+            return errf(h->err, "%s: model.merges[%u]: not a pair of vocab entries", h->path, nm);
+        }
+        L->merges[2 * nm] = (uint32_t)l, L->merges[2 * nm + 1] = (uint32_t)r;
+        nm++;
+    }
+    free(tab.slot);
+    L->n_merges = nm;
+    return 0;
+}
+
+/* Token text as the engine wants it: byte-level vocab entries become raw bytes; under byte
+ * fallback the "<0xXX>" pieces become BYTE tokens. */
+static int hf_token_text(HfLoad *L) {
+    const Hf *h = &L->h;
+    uint64_t raw_len = 0;
+    for (uint32_t i = 0; i < L->n_vocab; i++) raw_len += L->len[i];
+    L->raw = malloc((size_t)raw_len + 1);
+    if (!L->raw) return errf(h->err, "%s: out of memory", h->path);
+    uint64_t ro = 0;
+    for (uint32_t i = 0; i < L->n_vocab; i++) {
+        if (L->kind[i] == TOKK_SPECIAL) continue;
+        if (L->type == TOK_LLAMA3_BPE) {
+            int64_t k = tok_bytelevel_decode(L->text[i], L->len[i], L->raw + ro);
+            if (k <= 0) return errf(h->err, "%s: model.vocab[\"%s\"]: not a byte-level (GPT-2) string", h->path, L->text[i]);
+            L->text[i] = (const char *)L->raw + ro, L->len[i] = (uint32_t)k;
+            ro += (uint64_t)k;
+        } else if (parse_byte_piece(L->text[i], L->len[i]) >= 0 && L->text[i][3] < 'a' && L->text[i][4] < 'a') {
+            L->kind[i] = TOKK_BYTE; /* HF looks up format!("<0x{:02X}>"): uppercase only */
+        }
+    }
+    return 0;
+}
+
+static int hf_config(HfLoad *L, const char *path) {
+    uint64_t n;
+    if (read_text_file(path, 64ull << 20, &L->csrc, &n, L->h.err)) return -1;
+    if (json_parse(&L->cj, L->csrc, (size_t)n, L->h.err)) {
+        char m[ERRLEN];
+        snprintf(m, sizeof m, "%s", L->h.err);
+        return errf(L->h.err, "%s: %s", path, m);
+    }
+    Hf hc = { path, &L->cj, L->h.err };
+    const JsonNode *root = json_root(&L->cj);
+    if (root->type != JSON_OBJECT) return errf(L->h.err, "%s: not a JSON object", path);
+    if (hf_config_token(&hc, root, "bos_token", L->text, L->len, L->kind, L->n_tok, &L->bos) ||
+        hf_config_token(&hc, root, "eos_token", L->text, L->len, L->kind, L->n_tok, &L->eos))
+        return -1;
+    return 0;
+}
+
+static int hf_parse(HfLoad *L, Tokenizer **out, const char *config_path) {
+    const Hf *h = &L->h;
+    char *err = h->err;
+    uint64_t n;
+    if (read_text_file(h->path, 1ull << 30, &L->src, &n, err)) return -1;
+    if (json_parse(&L->j, L->src, (size_t)n, err)) {
+        char m[ERRLEN];
+        snprintf(m, sizeof m, "%s", err);
+        return errf(err, "%s: %s", h->path, m);
+    }
+    const JsonNode *root = json_root(&L->j), *model = hf_get(h, root, "model");
+    if (root->type != JSON_OBJECT || !model || model->type != JSON_OBJECT)
+        return errf(err, "%s: model: missing (not a Hugging Face tokenizer.json)", h->path);
+    if (!hf_str_is(h, model, "type", "BPE"))
+        return errf(err, "%s: model.type: \"%s\" is not supported; only BPE (Llama 2 and 3) is", h->path, hf_type(h, model));
+    if (!hf_is_null(hf_get(h, model, "dropout")))
+        return errf(err, "%s: model.dropout: must be null (BPE dropout is not supported)", h->path);
+    if (!hf_unset(h, model, "continuing_subword_prefix") || !hf_unset(h, model, "end_of_word_suffix"))
+        return errf(err, "%s: model.continuing_subword_prefix / end_of_word_suffix: must be null", h->path);
+    L->type = hf_is_null(hf_get(h, root, "pre_tokenizer")) ? TOK_SPM_BPE : TOK_LLAMA3_BPE;
+    if ((L->type == TOK_LLAMA3_BPE ? hf_check_llama3 : hf_check_spm)(h, root, model)) return -1;
+    if (hf_vocab(L, model, root) || hf_merges(L, model) || hf_token_text(L)) return -1;
+    if (config_path && hf_config(L, config_path)) return -1;
+    TokSpec spec = { .type = L->type, .n_tokens = L->n_tok, .text = L->text, .len = L->len, .kind = L->kind,
+                     .n_merges = L->n_merges, .merges = L->merges,
+                     .ignore_merges = hf_bool(h, model, "ignore_merges", 0) == 1, .bos = L->bos, .eos = L->eos };
+    if (tok_build(out, &spec, err)) {
+        char m[ERRLEN];
+        snprintf(m, sizeof m, "%s", err);
+        return errf(err, "%s: %s", h->path, m);
+    }
+    return 0;
+}
+
+int tok_from_hf(Tokenizer **out, const char *tokenizer_json_path, const char *tokenizer_config_path, char *err) {
+    *out = NULL;
+    HfLoad L = { .h = { tokenizer_json_path, NULL, err }, .bos = -1, .eos = -1 };
+    L.h.j = &L.j;
+    int rc = hf_parse(&L, out, tokenizer_config_path);
+    json_free(&L.j);
+    json_free(&L.cj);
+    free(L.src);
+    free(L.csrc);
+    free(L.text);
+    free(L.len);
+    free(L.kind);
+    free(L.jtext);
+    free(L.jlen);
+    free(L.merges);
+    free(L.raw);
+    return rc;
+}
