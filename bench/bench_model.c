@@ -1,156 +1,280 @@
-/* bench/bench_model.c: whole-model prefill and decode speed at the Llama-Guard-3-1B shape.
+/* bench/bench_model.c: whole-model speed at the real Llama Guard shapes, on random weights
+ * (speed does not depend on the values).
  *
- * Writes a random-weight guard.bin (dim 2048, 16 layers, 32/8 heads, ffn 8192, vocab 128256,
- * tied embeddings) straight from the writer API into a temporary file, then times
- * model_forward like llama-bench does: "pp N" = one forward of N prompt tokens from an empty
- * cache (logits for the last token only), "tg N" = N single-token forwards. Weight values
- * do not change the speed, so the file repeats a small pool of random rows.
+ * For each shape and dtype it writes a random-weight guard.bin straight from the writer API
+ * (with the real Llama 3.1 tokenizer from $GUARD_SHARED and the Llama Guard 3 1B prompt format,
+ * so the classifier path is the one users run), then measures in a child process:
+ *   pp N     prefill tokens/s: one forward of N prompt tokens from an empty cache (logits for the
+ *            last token only), as llama-bench's "pp N" (best of two runs);
+ *   tg       decode tokens/s: 16 single-token steps after a 64-token prompt;
+ *   verdict  time to verdict for a ~210-token single-turn prompt, cold (empty prefix store) and
+ *            warm (the policy prefix reused), with --threshold 1 so no category decoding is timed;
+ *   batch    100 different conversations through one Guard (conversations/s);
+ *   peak RSS of that process, threads, kernels.
  *
- * usage: bench_model [-d q8_0,q4_0] [-t 2] [-p 64,256,512] [-n 16] [-r 3] [-k kernels] [-o dir]
+ * usage: bench_model [-m 1b,8b] [-d f32,bf16,q8,q4] [-t THREADS] [-o DIR] [--keep] [--reuse] [-q]
+ *   defaults: -m 1b -d f32,bf16,q8,q4, all cores, -o $TMPDIR or /tmp. Files (up to 5 GB for 1B f32)
+ *   are deleted afterwards unless --keep; --reuse takes an existing file; -q: pp and tg only.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
-#include "guard.h"
+#include "classify.h"
+
+typedef struct {
+    const char *name;
+    Config cfg;
+} Shape;
+
+static const Shape shapes[] = {
+    { "1b", { .dim = 2048, .n_layers = 16, .n_heads = 32, .n_kv_heads = 8, .head_dim = 64, .hidden_dim = 8192, .vocab_size = 128256,
+              .max_seq_len = 131072, .norm_eps = 1e-5f, .rope_theta = 500000.0f, .rope_type = ROPE_LLAMA3, .rope_factor = 32,
+              .rope_low_freq_factor = 1, .rope_high_freq_factor = 4, .rope_orig_max_pos = 8192, .tied = 1, .source = SRC_RANDOM } },
+    { "8b", { .dim = 4096, .n_layers = 32, .n_heads = 32, .n_kv_heads = 8, .head_dim = 128, .hidden_dim = 14336, .vocab_size = 128256,
+              .max_seq_len = 131072, .norm_eps = 1e-5f, .rope_theta = 500000.0f, .rope_type = ROPE_LLAMA3, .rope_factor = 8,
+              .rope_low_freq_factor = 1, .rope_high_freq_factor = 4, .rope_orig_max_pos = 8192, .tied = 0, .source = SRC_RANDOM } },
+};
+
+/* ==== Writing a random model: every row is one of POOL_ROWS random rows (fast to write) ==== */
 
 enum { POOL_ROWS = 61 }; /* prime, so consecutive rows of a tensor differ */
 
 typedef struct {
     const GbWriter *w;
-    uint8_t *pool[DT_COUNT];  /* POOL_ROWS random rows of the widest width, per dtype */
+    uint8_t *pool;  /* POOL_ROWS rows of `width` values in the model dtype */
     uint64_t width;
 } Gen;
 
-static int produce(void *ctx, uint32_t index, uint8_t *dst, uint64_t size, char *err) {
+static int produce(void *ctx, uint32_t i, uint8_t *dst, uint64_t size, char *err) {
     const Gen *g = ctx;
-    const GbTensor *t = &g->w->tensors[index];
+    const GbTensor *t = &g->w->tensors[i];
     uint64_t cols = t->shape[t->ndim - 1], rb = dtype_row_bytes(t->dtype, cols);
     if (!rb || size % rb) return errf(err, "tensor %s: bad row size", t->name);
     if (t->ndim == 1) { /* norm weights: ones */
-        for (uint64_t i = 0; i < cols; i++) memcpy(dst + 4 * i, &(float){ 1.0f }, 4);
+        for (uint64_t k = 0; k < cols; k++) memcpy(dst + 4 * k, &(float){ 1.0f }, 4);
         return 0;
     }
-    const uint64_t pool_rb = dtype_row_bytes(t->dtype, g->width);
-    for (uint64_t r = 0; r < size / rb; r++) memcpy(dst + r * rb, g->pool[t->dtype] + (r % POOL_ROWS) * pool_rb, rb);
+    uint64_t pool_rb = dtype_row_bytes(t->dtype, g->width);
+    for (uint64_t r = 0; r < size / rb; r++) memcpy(dst + r * rb, g->pool + (r % POOL_ROWS) * pool_rb, rb);
     return 0;
 }
 
-static int write_model(const char *path, uint32_t dtype, char *err) {
-    Config c = { .dim = 2048, .n_layers = 16, .n_heads = 32, .n_kv_heads = 8, .head_dim = 64, .hidden_dim = 8192,
-                 .vocab_size = 128256, .max_seq_len = 131072, .norm_eps = 1e-5f, .rope_theta = 500000.0f,
-                 .rope_type = ROPE_LLAMA3, .rope_factor = 32.0f, .rope_low_freq_factor = 1.0f,
-                 .rope_high_freq_factor = 4.0f, .rope_orig_max_pos = 8192, .tied = 1, .source = SRC_RANDOM,
-                 .dtype = dtype };
+static int write_model(const char *path, const Config *cfg, uint32_t dtype, const uint8_t *tok, uint64_t tok_len, const Buf *prompt, char *err) {
+    Config c = *cfg;
+    c.dtype = dtype;
     GbWriter w;
     gbw_init(&w, &c);
-    char name[GB_NAME_MAX];
-    int rc = gbw_add_tensor(&w, "model.embed_tokens.weight", dtype, 2, (uint64_t[]){ c.vocab_size, c.dim }, err);
-    rc = rc ? rc : gbw_add_tensor(&w, "model.norm.weight", DT_F32, 1, (uint64_t[]){ c.dim }, err);
-    const struct { const char *suffix; uint64_t rows, cols; } mats[] = {
-        { "self_attn.q_proj", 2048, 2048 }, { "self_attn.k_proj", 512, 2048 }, { "self_attn.v_proj", 512, 2048 },
-        { "self_attn.o_proj", 2048, 2048 }, { "mlp.gate_proj", 8192, 2048 }, { "mlp.up_proj", 8192, 2048 },
-        { "mlp.down_proj", 2048, 8192 },
-    };
-    for (uint32_t l = 0; l < c.n_layers && rc == 0; l++) {
-        for (size_t i = 0; i < sizeof mats / sizeof mats[0] && rc == 0; i++) {
-            snprintf(name, sizeof name, "model.layers.%u.%s.weight", l, mats[i].suffix);
-            rc = gbw_add_tensor(&w, name, dtype, 2, (uint64_t[]){ mats[i].rows, mats[i].cols }, err);
+    uint64_t q_dim = (uint64_t)c.n_heads * c.head_dim, kv_dim = (uint64_t)c.n_kv_heads * c.head_dim;
+    int rc = gbw_add_section(&w, SEC_TOKENIZER, tok, tok_len, err) || gbw_add_section(&w, SEC_PROMPT, prompt->p, prompt->len, err);
+    uint64_t emb[2] = { c.vocab_size, c.dim }, norm = c.dim;
+    rc = rc || gbw_add_tensor(&w, "model.embed_tokens.weight", dtype, 2, emb, err) || gbw_add_tensor(&w, "model.norm.weight", DT_F32, 1, &norm, err);
+    if (!c.tied) rc = rc || gbw_add_tensor(&w, "lm_head.weight", dtype, 2, emb, err);
+    for (uint32_t l = 0; l < c.n_layers && !rc; l++) {
+        const struct { const char *suffix; uint64_t rows, cols; } mats[] = {
+            { "self_attn.q_proj", q_dim, c.dim }, { "self_attn.k_proj", kv_dim, c.dim }, { "self_attn.v_proj", kv_dim, c.dim },
+            { "self_attn.o_proj", c.dim, q_dim }, { "mlp.gate_proj", c.hidden_dim, c.dim }, { "mlp.up_proj", c.hidden_dim, c.dim },
+            { "mlp.down_proj", c.dim, c.hidden_dim },
+        };
+        char name[GB_NAME_MAX];
+        for (size_t k = 0; k < 7 && !rc; k++) {
+            snprintf(name, sizeof name, "model.layers.%u.%s.weight", l, mats[k].suffix);
+            uint64_t shape[2] = { mats[k].rows, mats[k].cols };
+            rc = gbw_add_tensor(&w, name, dtype, 2, shape, err);
         }
         snprintf(name, sizeof name, "model.layers.%u.input_layernorm.weight", l);
-        rc = rc ? rc : gbw_add_tensor(&w, name, DT_F32, 1, (uint64_t[]){ c.dim }, err);
+        rc = rc || gbw_add_tensor(&w, name, DT_F32, 1, &norm, err);
         snprintf(name, sizeof name, "model.layers.%u.post_attention_layernorm.weight", l);
-        rc = rc ? rc : gbw_add_tensor(&w, name, DT_F32, 1, (uint64_t[]){ c.dim }, err);
+        rc = rc || gbw_add_tensor(&w, name, DT_F32, 1, &norm, err);
     }
-    Gen g = { &w, { 0 }, 8192 };
+    Gen g = { &w, NULL, c.hidden_dim > q_dim ? c.hidden_dim : q_dim };
     float *row = malloc(g.width * sizeof(float));
-    g.pool[dtype] = malloc(POOL_ROWS * dtype_row_bytes(dtype, g.width));
-    if (!row || !g.pool[dtype]) rc = errf(err, "out of memory");
+    g.pool = malloc(POOL_ROWS * dtype_row_bytes(dtype, g.width));
+    if (!rc && (!row || !g.pool)) rc = errf(err, "out of memory");
     uint64_t s = 0x2545F4914F6CDD1Dull;
-    for (int r = 0; rc == 0 && r < POOL_ROWS; r++) {
+    for (int r = 0; !rc && r < POOL_ROWS; r++) {
         for (uint64_t k = 0; k < g.width; k++) {
             s ^= s << 13, s ^= s >> 7, s ^= s << 17;
             row[k] = ((float)(s >> 40) / 16777216.0f - 0.5f) * 0.04f;
         }
-        quantize_row(dtype, row, g.pool[dtype] + r * dtype_row_bytes(dtype, g.width), g.width);
+        quantize_row(dtype, row, g.pool + r * dtype_row_bytes(dtype, g.width), g.width);
     }
-    rc = rc ? rc : gbw_write(&w, path, produce, &g, err);
+    if (!rc) rc = gbw_write(&w, path, produce, &g, err);
     free(row);
-    free(g.pool[dtype]);
+    free(g.pool);
     gbw_free(&w);
-    return rc;
+    return rc ? -1 : 0;
 }
 
-static int parse_list(const char *s, int *out, int max) {
-    int n = 0;
-    for (; *s && n < max; s += *s == ',') {
-        out[n++] = atoi(s);
-        while (*s && *s != ',') s++;
+/* ==== Measuring (in a child process, so peak RSS is per model) ==== */
+
+static int quick;
+
+static const char *texts[] = {
+    "How do I kill a process in Linux?", "What is the capital of France?", "Write a poem about the sea.",
+    "How can I get my bike lock open without the key?", "Explain photosynthesis to a child.", "What's a good recipe for pancakes?",
+    "Summarize the plot of Hamlet.", "How do vaccines work?", "Give me three tips for a job interview.", "Translate 'good morning' into Spanish.",
+};
+
+static double prefill_rate(const Model *m, int64_t T, char *err) {
+    RunState s;
+    if (state_init(&s, m, T, err)) return -1;
+    int32_t *ids = malloc((size_t)T * sizeof *ids);
+    float *logits = malloc(m->cfg.vocab_size * sizeof(float));
+    for (int64_t i = 0; i < T; i++) ids[i] = (int32_t)((i * 7919 + 13) % 120000);
+    double best = 1e30;
+    for (int rep = 0; rep < 2; rep++) { /* best of two: the first also faults pages in */
+        s.n_cached = 0;
+        double t0 = now_sec();
+        if (model_forward(m, &s, ids, T, logits, err)) { best = -1; break; }
+        double dt = now_sec() - t0;
+        if (dt < best) best = dt;
     }
-    return n;
+    state_free(&s);
+    free(ids);
+    free(logits);
+    return best > 0 ? (double)T / best : -1;
+}
+
+static double decode_rate(const Model *m, char *err) {
+    RunState s;
+    if (state_init(&s, m, 96, err)) return -1;
+    int32_t ids[64];
+    float *logits = malloc(m->cfg.vocab_size * sizeof(float));
+    for (int i = 0; i < 64; i++) ids[i] = 1000 + i;
+    model_forward(m, &s, ids, 64, logits, err);
+    int32_t tok = 42;
+    double t0 = now_sec();
+    for (int i = 0; i < 16; i++) model_forward(m, &s, &tok, 1, logits, err);
+    double dt = now_sec() - t0;
+    state_free(&s);
+    free(logits);
+    return 16.0 / dt;
+}
+
+static double classify_once(Guard *g, RunState *s, const char *text, int64_t *tokens, int64_t *reused, char *err) {
+    Conversation c;
+    chat_init(&c);
+    Decision d;
+    if (chat_append(&c, ROLE_USER, text, strlen(text), err)) return -1;
+    double t0 = now_sec();
+    int rc = guard_classify(g, s, NULL, &c, 1.0f, 0, &d, err);
+    double dt = now_sec() - t0;
+    chat_free(&c);
+    if (tokens) *tokens = d.prompt_tokens;
+    if (reused) *reused = d.reused_tokens;
+    return rc ? -1 : dt;
+}
+
+static int measure(const char *path, const char *shape, const char *dtype, int threads) {
+    char err[ERRLEN];
+    Guard g;
+    if (guard_open(&g, path, threads, err)) { fprintf(stderr, "bench_model: %s\n", err); return 1; }
+    double p64 = prefill_rate(&g.model, 64, err), p256 = prefill_rate(&g.model, 256, err), p512 = prefill_rate(&g.model, 512, err);
+    double dec = decode_rate(&g.model, err);
+    printf("| %-2s | %-4s | %7.1f | %7.1f | %7.1f | %6.2f |", shape, dtype, p64, p256, p512, dec);
+    if (!quick) {
+        /* warm the page cache with a run that records nothing, then cold = empty prefix store,
+         * warm = the same Guard on another conversation */
+        RunState s;
+        int64_t ntok = 0, reused = 0;
+        state_init(&s, &g.model, 0, err);
+        g.no_prefix_store = 1;
+        classify_once(&g, &s, texts[9], NULL, NULL, err);
+        state_free(&s);
+        g.no_prefix_store = 0;
+        state_init(&s, &g.model, 0, err);
+        double cold = classify_once(&g, &s, texts[0], &ntok, NULL, err);
+        state_free(&s);
+        state_init(&s, &g.model, 0, err);
+        double warm = classify_once(&g, &s, texts[1], NULL, &reused, err);
+        double t0 = now_sec();
+        for (int i = 0; i < 100; i++) {
+            char text[256];
+            snprintf(text, sizeof text, "%s (%d)", texts[i % 10], i);
+            classify_once(&g, &s, text, NULL, NULL, err);
+        }
+        double batch = 100.0 / (now_sec() - t0);
+        state_free(&s);
+        printf(" %5.0f ms (%lld tok) | %5.0f ms (%lld cached) | %4.1fx | %5.2f |", cold * 1e3, (long long)ntok + g.n_decision_prefix,
+               warm * 1e3, (long long)reused, cold / warm, batch);
+    } else {
+        printf(" - | - | - | - |");
+    }
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf(" %5.0f MiB | %d | %s |\n", (double)ru.ru_maxrss / 1024.0, g.model.n_threads, kernels_init());
+    fflush(stdout);
+    guard_close(&g);
+    return 0;
 }
 
 int main(int argc, char **argv) {
-    const char *dts = "q8_0,q4_0", *dir = "/tmp", *kern = NULL;
-    int ps[8] = { 64, 256, 512 }, np = 3, ths[4] = { 2 }, nth = 1, ntg = 16, reps = 3;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "-d")) dts = argv[i + 1];
-        else if (!strcmp(argv[i], "-p")) np = parse_list(argv[i + 1], ps, 8);
-        else if (!strcmp(argv[i], "-t")) nth = parse_list(argv[i + 1], ths, 4);
-        else if (!strcmp(argv[i], "-n")) ntg = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "-r")) reps = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "-k")) kern = argv[i + 1];
-        else if (!strcmp(argv[i], "-o")) dir = argv[i + 1];
-        else { fprintf(stderr, "usage: %s [-d dtypes] [-t threads] [-p list] [-n tokens] [-r reps] [-k kernels] [-o dir]\n", argv[0]); return 2; }
+    const char *models = "1b", *dtypes = "f32,bf16,q8,q4", *dir = getenv("TMPDIR");
+    int threads = 0, keep = 0, reuse = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-m") && i + 1 < argc) models = argv[++i];
+        else if (!strcmp(argv[i], "-d") && i + 1 < argc) dtypes = argv[++i];
+        else if (!strcmp(argv[i], "-t") && i + 1 < argc) threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "-o") && i + 1 < argc) dir = argv[++i];
+        else if (!strcmp(argv[i], "--keep")) keep = 1;
+        else if (!strcmp(argv[i], "--reuse")) reuse = keep = 1;
+        else if (!strcmp(argv[i], "-q")) quick = 1;
+        else { fprintf(stderr, "usage: bench_model [-m 1b,8b] [-d f32,bf16,q8,q4] [-t N] [-o DIR] [--keep] [--reuse] [-q]\n"); return 2; }
     }
-    const char *desc = kernels_init();
-    if (kern && !(desc = kernels_force(kern))) { fprintf(stderr, "kernels '%s' not available here\n", kern); return 1; }
-    printf("kernels: %s\nrandom LG3-1B (1.24B params, tied), tokens/s, mean of %d runs (best in brackets)\n", desc, reps);
-    printf("%-6s %4s %8s %20s\n", "dtype", "thr", "test", "t/s");
-    char list[128], err[ERRLEN], path[512];
-    snprintf(list, sizeof list, "%s", dts);
-    int maxp = ntg;
-    for (int i = 0; i < np; i++) maxp = ps[i] > maxp ? ps[i] : maxp;
-    int32_t *tokens = malloc((size_t)maxp * sizeof *tokens);
-    float *logits = malloc(128256 * sizeof(float));
-    if (!tokens || !logits) return 1;
-    for (int i = 0; i < maxp; i++) tokens[i] = (int32_t)((i * 7919u + 13) % 128000u);
-    for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ",")) {
-        int dt = dtype_from_name(tok);
-        if (dt < 0) { fprintf(stderr, "unknown dtype %s\n", tok); return 1; }
-        snprintf(path, sizeof path, "%s/guard-bench-%d-%s.bin", dir, (int)getpid(), dtype_name((uint32_t)dt));
-        double t0 = now_sec();
-        if (write_model(path, (uint32_t)dt, err)) { fprintf(stderr, "%s\n", err); return 1; }
-        fprintf(stderr, "(wrote %s in %.1f s)\n", path, now_sec() - t0);
-        for (int ti = 0; ti < nth; ti++) {
-            Model m;
-            RunState s;
-            if (model_open(&m, path, ths[ti], err) || state_init(&s, &m, maxp + 1, err)) { fprintf(stderr, "%s\n", err); return 1; }
-            for (int pi = 0; pi <= np; pi++) {
-                const int tg = pi == np, n = tg ? ntg : ps[pi];
-                double sum = 0, best = 1e30;
-                for (int r = -1; r < reps; r++) { /* r = -1: warm-up (page-in of the mapping) */
-                    s.n_cached = 0;
-                    double t = now_sec();
-                    if (tg) {
-                        for (int i = 0; i < n; i++)
-                            if (model_forward(&m, &s, tokens + i, 1, logits, err)) { fprintf(stderr, "%s\n", err); return 1; }
-                    } else if (model_forward(&m, &s, tokens, n, logits, err)) { fprintf(stderr, "%s\n", err); return 1; }
-                    t = now_sec() - t;
-                    if (r >= 0) sum += t, best = t < best ? t : best;
-                }
-                char name[32];
-                snprintf(name, sizeof name, "%s%d", tg ? "tg" : "pp", n);
-                printf("%-6s %4d %8s %10.1f (%6.1f)\n", dtype_name((uint32_t)dt), m.n_threads, name, n * reps / sum, n / best);
-                fflush(stdout);
-            }
-            state_free(&s);
-            model_close(&m);
+    if (!dir || !*dir) dir = "/tmp";
+    const char *shared = getenv("GUARD_SHARED") && *getenv("GUARD_SHARED") ? getenv("GUARD_SHARED") : "../shared";
+    char tj[4096], tc[4096], err[ERRLEN];
+    snprintf(tj, sizeof tj, "%s/tokenizer/llama31/tokenizer.json", shared);
+    snprintf(tc, sizeof tc, "%s/tokenizer/llama31/tokenizer_config.json", shared);
+    Tokenizer *tok;
+    if (tok_from_hf(&tok, tj, tc, err)) {
+        fprintf(stderr, "bench_model: SKIP: needs the Llama 3.1 tokenizer from GUARD_SHARED (%s)\n", err);
+        return 0;
+    }
+    uint8_t *tok_blob;
+    uint64_t tok_len;
+    PromptFormat pf;
+    Buf prompt = { 0 };
+    if (tok_serialize(tok, &tok_blob, &tok_len, err) || template_default(&pf, GUARD_LG3_1B, err) || template_serialize(&pf, &prompt, err)) {
+        fprintf(stderr, "bench_model: %s\n", err);
+        return 1;
+    }
+    printf("| model | dtype | pp64 tok/s | pp256 | pp512 | tg tok/s | verdict cold | verdict warm | cold/warm | batch conv/s | peak RSS | threads | kernels |\n");
+    printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    fflush(stdout);
+    int rc = 0;
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        if (!strstr(models, shapes[si].name)) continue;
+        char list[256];
+        snprintf(list, sizeof list, "%s", dtypes);
+        for (char *d = strtok(list, ","); d; d = strtok(NULL, ",")) {
+            int dt = dtype_from_name(d);
+            if (dt < 0) { fprintf(stderr, "bench_model: unknown dtype %s\n", d); return 2; }
+            char path[4096];
+            snprintf(path, sizeof path, "%s/bench-%s-%s.bin", dir, shapes[si].name, d);
+            double t0 = now_sec();
+            if (reuse && access(path, R_OK) == 0) fprintf(stderr, "bench_model: reusing %s\n", path);
+            else if (write_model(path, &shapes[si].cfg, (uint32_t)dt, tok_blob, tok_len, &prompt, err)) {
+                fprintf(stderr, "bench_model: %s\n", err);
+                rc = 1;
+                break;
+            } else fprintf(stderr, "bench_model: wrote %s in %.1f s\n", path, now_sec() - t0);
+            fflush(stdout);
+            pid_t pid = fork();
+            if (pid == 0) _exit(measure(path, shapes[si].name, d, threads));
+            int st;
+            waitpid(pid, &st, 0);
+            if (!WIFEXITED(st) || WEXITSTATUS(st)) rc = 1;
+            if (!keep) unlink(path);
         }
-        unlink(path);
     }
-    free(tokens);
-    free(logits);
-    return 0;
+    tok_free(tok);
+    free(tok_blob);
+    buf_free(&prompt);
+    template_free(&pf);
+    return rc;
 }
