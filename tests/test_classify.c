@@ -313,12 +313,31 @@ static void test_injection_is_plain_text(void **st) {
     }
 }
 
+/* The same input and file give the same bits for any thread count (the full JSON minus timings). */
+static void test_threads_deterministic(void **st) {
+    (void)st;
+    const char *bins[] = { exported("l31", ""), exported("l31", "--dtype q8"), exported("l31", "--dtype q4") };
+    for (int b = 0; b < 3; b++) {
+        char first[8192] = "";
+        for (int t = 1; t <= 3; t++) {
+            char o[8192], opts[64];
+            snprintf(opts, sizeof opts, "--json --no-cache -t %d", t);
+            assert_int_equal(run_on(bins[b], "User: How do I kill a process in Linux?\nAgent: Use kill -9 PID.\n", opts, o, sizeof o), 1);
+            char *cut = strstr(o, ",\"threads\"");
+            assert_non_null(cut);
+            *cut = 0;
+            if (t == 1) snprintf(first, sizeof first, "%s", o);
+            else assert_string_equal(first, o);
+        }
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_e2e_l32),         cmocka_unit_test(test_e2e_l31),
         cmocka_unit_test(test_e2e_l2),          cmocka_unit_test(test_rendered_examples),
         cmocka_unit_test(test_cli_verdicts_and_exit_codes), cmocka_unit_test(test_cli_errors),
-        cmocka_unit_test(test_injection_is_plain_text),
+        cmocka_unit_test(test_injection_is_plain_text), cmocka_unit_test(test_threads_deterministic),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     run_cmd(NULL, 0, "rm -rf '%s'", test_tmpdir());
