@@ -11,7 +11,7 @@ export GUARD_SHARED
 
 # Runtime library (everything but the two mains). Files are added here as they land.
 LIB_SRC := util.c json.c quant.c guardbin.c model.c classify.c tokenizer.c unicode_tables.c template.c chat.c \
-           import/import.c import/hf.c
+           import/import.c import/hf.c import/hfquant.c import/gguf.c import/meta.c
 LIB_SRC := $(wildcard $(LIB_SRC))
 BUILD   ?= build
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
@@ -48,6 +48,8 @@ bench: all $(BENCHES)
 
 # Extra targets owned by the kernel work (NEON cross-test under qemu).
 -include quant.mk
+# Sanitizer and fuzzing targets (make sanitize, make fuzz; README "Reliability").
+-include hardening.mk
 
 clean:
 	rm -rf $(BUILD) run export

@@ -1,6 +1,6 @@
 /* export.c: turn a checkpoint into one guard.bin.
  *
- *   ./export CHECKPOINT OUT.bin [--dtype f32|bf16|q8|q4] [--guard lg1|lg2|lg3-8b|lg3-1b]
+ *   ./export CHECKPOINT OUT.bin [--dtype f32|bf16|q8|q4] [--guard lg1|lg2|lg3-8b|lg3-1b] [--rope-factor F]
  *
  * An importer (import/) reads the checkpoint into a Source: Config, tensors under their
  * Hugging Face names, tokenizer, chat template. This file decides the Llama Guard version,
@@ -32,6 +32,12 @@ static int produce(void *ctx, uint32_t i, uint8_t *dst, uint64_t size, char *err
     const GbTensor *t = &job->w->tensors[i];
     const SrcTensor *s = job->src[i];
     uint64_t cols = t->shape[t->ndim - 1], rb = dtype_row_bytes(t->dtype, cols), rows = size / rb;
+    /* GGUF Q8_0 -> q8 and Q4_0 -> q4 store identical blocks: copy them (rows un-permuted) bit for
+     * bit rather than dequantize and requantize, which could move a scale by one ulp */
+    if (src_raw_row(s, t->dtype, 0)) {
+        for (uint64_t r = 0; r < rows; r++) memcpy(dst + r * rb, src_raw_row(s, t->dtype, r), (size_t)rb);
+        return 0;
+    }
     float *row = malloc((size_t)cols * sizeof(float));
     if (!row) return errf(err, "out of memory converting '%s'", t->name);
     int rc = 0;
@@ -130,18 +136,27 @@ static int plan_prompt(const Source *src, const char *guard_arg, PromptFormat *p
 /* ==== main ==== */
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: ./export CHECKPOINT OUT.bin [--dtype f32|bf16|q8|q4] [--guard lg1|lg2|lg3-8b|lg3-1b]\n"
+    fprintf(f, "usage: ./export CHECKPOINT OUT.bin [--dtype f32|bf16|q8|q4] [--guard lg1|lg2|lg3-8b|lg3-1b] [--rope-factor F]\n"
                "  CHECKPOINT: a Hugging Face folder (config.json, model.safetensors or shards with\n"
-               "  model.safetensors.index.json, tokenizer.json, tokenizer_config.json).\n"
+               "  model.safetensors.index.json, tokenizer.json, tokenizer_config.json; also AWQ and\n"
+               "  bitsandbytes int8 folders), a GGUF file (e.g. an Ollama blob), or Meta's original\n"
+               "  folder (params.json, consolidated.00.pth, tokenizer.model, or a repo holding original/).\n"
                "  --dtype   weight format in guard.bin (default f32; bf16 is exact for bf16 checkpoints)\n"
-               "  --guard   the Llama Guard version, when the chat template does not say\n");
+               "  --guard   the Llama Guard version, when the chat template does not say\n"
+               "  --rope-factor  llama3 RoPE factor of a Meta original checkpoint without config.json\n");
 }
 
 int main(int argc, char **argv) {
     const char *in = NULL, *out = NULL, *dtype_arg = "f32", *guard_arg = NULL;
+    ImportOptions iopt = { 0 };
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--dtype") == 0 && i + 1 < argc) dtype_arg = argv[++i];
         else if (strcmp(argv[i], "--guard") == 0 && i + 1 < argc) guard_arg = argv[++i];
+        else if (strcmp(argv[i], "--rope-factor") == 0 && i + 1 < argc) {
+            char *end;
+            iopt.rope_factor = strtod(argv[++i], &end);
+            if (*end || !(iopt.rope_factor >= 1 && iopt.rope_factor <= 1024)) { fprintf(stderr, "export: --rope-factor %s is not a number in [1, 1024]\n", argv[i]); return 2; }
+        }
         else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) { usage(stdout); return 0; }
         else if (argv[i][0] == '-') { fprintf(stderr, "export: unknown or incomplete option %s\n", argv[i]); usage(stderr); return 2; }
         else if (!in) in = argv[i];
@@ -164,7 +179,7 @@ int main(int argc, char **argv) {
     uint64_t tok_len = 0;
     Buf prompt_blob = { 0 };
     int rc = 2;
-    if (hf_open(&src, in, err)) goto fail;
+    if (source_open(&src, in, &iopt, err)) goto fail;
     src.cfg.dtype = (uint32_t)dtype;
     gbw_init(&w, &src.cfg);
     plan = calloc((size_t)src.cfg.n_layers * 9 + 3, sizeof *plan);
@@ -177,6 +192,7 @@ int main(int argc, char **argv) {
     if (gbw_write(&w, out, produce, &job, err)) goto fail_w;
     fprintf(stderr, "export: wrote %s (%s, %u layers, dim %u, vocab %u, %s)\n", out, template_guard_title(pf.version), src.cfg.n_layers,
             src.cfg.dim, src.cfg.vocab_size, dtype_name(src.cfg.dtype));
+    if (src.warning[0]) fprintf(stderr, "export: warning: %s\n", src.warning);
     rc = 0;
 fail_w:
     gbw_free(&w);

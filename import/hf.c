@@ -2,21 +2,16 @@
  * where HF has them), model.safetensors or the shards named by model.safetensors.index.json
  * (rules as in the safetensors crate), tokenizer.json + tokenizer_config.json (tokenizer and
  * chat template). Every JSON value is type- and range-checked; every tensor's byte range is
- * checked against its file, its dtype and its shape.
+ * checked against its file, its dtype and its shape. A quantization_config (AWQ, bitsandbytes)
+ * hands the quantized linears to hfquant.c.
  */
 #include "import.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #define MAX_ST_HEADER (100ull << 20) /* safetensors' own limit */
-
-static int file_exists(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0;
-}
 
 /* ==== config.json -> Config (LlamaConfig defaults where HF has them) ==== */
 
@@ -45,7 +40,7 @@ static int num_field(const Json *j, const JsonNode *obj, const char *path, const
     return 0;
 }
 
-static int read_config(const char *path, Config *c, char *err) {
+int hf_read_config(const char *path, Config *c, HfQuant *quant, char *err) {
     Json j;
     if (load_json_file(&j, path, err)) return -1;
     const JsonNode *root = json_root(&j), *n;
@@ -64,10 +59,13 @@ static int read_config(const char *path, Config *c, char *err) {
         n = json_get(&j, root, no_bias[i]);
         if (n && n->type != JSON_FALSE && n->type != JSON_NULL) { errf(err, "%s: %s is not supported (Llama has no biases)", path, no_bias[i]); goto done; }
     }
-    if (json_get(&j, root, "quantization_config")) {
-        errf(err, "%s: quantized checkpoints (quantization_config) are not supported by this exporter", path);
+    const JsonNode *qc = json_get(&j, root, "quantization_config");
+    if (quant) memset(quant, 0, sizeof *quant);
+    if (qc && !quant) {
+        errf(err, "%s: a quantization_config is not expected here", path);
         goto done;
     }
+    if (qc && hfq_parse(&j, qc, path, quant, err)) goto done;
     if (cfg_u32(&j, path, "hidden_size", 1, 0, &c->dim, err) || cfg_u32(&j, path, "num_hidden_layers", 1, 0, &c->n_layers, err) ||
         cfg_u32(&j, path, "num_attention_heads", 1, 0, &c->n_heads, err) ||
         cfg_u32(&j, path, "num_key_value_heads", 0, c->n_heads, &c->n_kv_heads, err) ||
@@ -111,7 +109,7 @@ static int read_config(const char *path, Config *c, char *err) {
             goto done;
         }
     }
-    c->source = SRC_HF;
+    c->source = quant && quant->method ? (uint32_t)quant->method : SRC_HF;
     char verr[ERRLEN];
     if (config_validate(c, verr)) { errf(err, "%s: %s", path, verr); goto done; }
     rc = 0;
@@ -160,6 +158,10 @@ static int read_safetensors(Source *src, const char *path, char *err) {
         if (strcmp(dt->str, "F32") == 0) t.type = ST_F32, esize = 4;
         else if (strcmp(dt->str, "F16") == 0) t.type = ST_F16, esize = 2;
         else if (strcmp(dt->str, "BF16") == 0) t.type = ST_BF16, esize = 2;
+        /* integer parts of quantized linears; hfq_assemble refuses any left over */
+        else if (strcmp(dt->str, "I32") == 0) t.type = ST_I32, esize = 4;
+        else if (strcmp(dt->str, "I8") == 0) t.type = ST_I8, esize = 1;
+        else if (strcmp(dt->str, "U8") == 0) t.type = ST_U8, esize = 1;
         else { rc = errf(err, "%s: tensor '%s' has unsupported dtype %s (need F32, F16 or BF16)", path, t.name, dt->str); break; }
         if (sh->len > 4) { rc = errf(err, "%s: tensor '%s' has %u dimensions", path, t.name, sh->len); break; }
         uint64_t count = 1;
@@ -202,9 +204,9 @@ static int read_safetensors(Source *src, const char *path, char *err) {
 static int read_weights(Source *src, const char *dir, char *err) {
     char path[4096];
     ckpt_path(path, sizeof path, dir, "model.safetensors");
-    if (file_exists(path)) return read_safetensors(src, path, err);
+    if (ckpt_is_file(path)) return read_safetensors(src, path, err);
     ckpt_path(path, sizeof path, dir, "model.safetensors.index.json");
-    if (!file_exists(path)) return errf(err, "%s: no model.safetensors or model.safetensors.index.json", dir);
+    if (!ckpt_is_file(path)) return errf(err, "%s: no model.safetensors or model.safetensors.index.json", dir);
     Json j;
     if (load_json_file(&j, path, err)) return -1;
     const JsonNode *wm = json_get(&j, json_root(&j), "weight_map");
@@ -241,7 +243,7 @@ static int read_weights(Source *src, const char *dir, char *err) {
 
 /* tokenizer_config.json's chat_template: a string, or a list of {"name", "template"} where
  * the one named "default" is the chat template. NULL (no error) when absent. */
-static int read_chat_template(Source *src, const char *path, char *err) {
+int hf_read_chat_template(Source *src, const char *path, char *err) {
     Json j;
     if (load_json_file(&j, path, err)) return -1;
     const JsonNode *t = json_get(&j, json_root(&j), "chat_template");
@@ -268,12 +270,13 @@ int hf_open(Source *s, const char *dir, char *err) {
     s->origin = dir;
     char path[4096], tcfg[4096];
     ckpt_path(path, sizeof path, dir, "config.json");
-    if (read_config(path, &s->cfg, err) || read_weights(s, dir, err)) goto fail;
+    HfQuant q;
+    if (hf_read_config(path, &s->cfg, &q, err) || read_weights(s, dir, err) || hfq_assemble(s, &q, err)) goto fail;
     ckpt_path(tcfg, sizeof tcfg, dir, "tokenizer_config.json");
     ckpt_path(path, sizeof path, dir, "tokenizer.json");
-    if (!file_exists(path)) { errf(err, "%s: no tokenizer.json", dir); goto fail; }
-    if (tok_from_hf(&s->tok, path, file_exists(tcfg) ? tcfg : NULL, err)) goto fail;
-    if (file_exists(tcfg) && read_chat_template(s, tcfg, err)) goto fail;
+    if (!ckpt_is_file(path)) { errf(err, "%s: no tokenizer.json", dir); goto fail; }
+    if (tok_from_hf(&s->tok, path, ckpt_is_file(tcfg) ? tcfg : NULL, err)) goto fail;
+    if (ckpt_is_file(tcfg) && hf_read_chat_template(s, tcfg, err)) goto fail;
     return 0;
 fail:
     source_free(s);

@@ -1,6 +1,7 @@
 /* import/import.c: the parts of reading a checkpoint that every format shares: owning mapped
- * files, the tensor list, and decoding one logical row of a source tensor (un-permuting
- * interleaved RoPE rows, then dispatching on the stored encoding). */
+ * files, the tensor list, decoding one logical row of a source tensor (un-permuting
+ * interleaved RoPE rows, then dispatching on the stored encoding), and choosing the importer
+ * from what the path is. Non-goal: guessing a format from anything but its files. */
 #include "import.h"
 
 #include <stdio.h>
@@ -36,6 +37,7 @@ int source_map(Source *s, const char *path, const MappedFile **m, const char **k
 
 int source_add(Source *s, const SrcTensor *t, char *err) {
     if (memchr(t->name, 0, GB_NAME_MAX) == NULL) return errf(err, "%s: tensor name too long", t->file);
+    if (s->n >= SRC_MAX_TENSORS) return errf(err, "%s: more than %d tensors (not a Llama checkpoint)", t->file, SRC_MAX_TENSORS);
     if (source_find(s, t->name)) return errf(err, "%s: tensor '%s' appears twice", t->file, t->name);
     if (s->n == s->cap) {
         int cap = s->cap ? s->cap * 2 : 512;
@@ -75,23 +77,95 @@ static int row_float(const SrcTensor *t, uint64_t r, float *out, char *err) {
 }
 
 const SrcType src_types[ST_TYPE_COUNT] = {
-    [ST_F32] = { "F32", row_float },
-    [ST_F16] = { "F16", row_float },
-    [ST_BF16] = { "BF16", row_float },
+    [ST_F32] = { "F32", row_float, 0 },
+    [ST_F16] = { "F16", row_float, 0 },
+    [ST_BF16] = { "BF16", row_float, 0 },
+    [ST_Q4_0] = { "Q4_0", gguf_row_f32, DT_Q4_0 },
+    [ST_Q4_1] = { "Q4_1", gguf_row_f32, 0 },
+    [ST_Q5_0] = { "Q5_0", gguf_row_f32, 0 },
+    [ST_Q5_1] = { "Q5_1", gguf_row_f32, 0 },
+    [ST_Q8_0] = { "Q8_0", gguf_row_f32, DT_Q8_0 },
+    [ST_Q4_K] = { "Q4_K", gguf_row_f32, 0 },
+    [ST_Q5_K] = { "Q5_K", gguf_row_f32, 0 },
+    [ST_Q6_K] = { "Q6_K", gguf_row_f32, 0 },
+    [ST_AWQ] = { "AWQ", hfq_row_awq, 0 },
+    [ST_BNB_INT8] = { "bnb-int8", hfq_row_bnb, 0 },
 };
 
+uint64_t src_stored_row(const SrcTensor *t, uint64_t r) {
+    if (!t->interleaved_heads) return r;
+    /* GGUF/Meta row h*hd + 2j + k holds HF row h*hd + k*hd/2 + j (imports/README.md fact 1). */
+    uint64_t hd = src_rows(t) / t->interleaved_heads, h = r / hd, rem = r % hd, k = rem / (hd / 2), j = rem % (hd / 2);
+    return h * hd + 2 * j + k;
+}
+
 int src_row_f32(const SrcTensor *t, uint64_t r, float *out, char *err) {
-    uint64_t stored = r;
-    if (t->interleaved_heads) {
-        /* GGUF/Meta row h*hd + 2j + k holds HF row h*hd + k*hd/2 + j (imports/README.md fact 1). */
-        uint64_t hd = src_rows(t) / t->interleaved_heads, h = r / hd, rem = r % hd, k = rem / (hd / 2), j = rem % (hd / 2);
-        stored = h * hd + 2 * j + k;
-    }
     if (t->type >= ST_TYPE_COUNT || !src_types[t->type].row_f32) return errf(err, "%s: tensor '%s' has an unknown encoding", t->file, t->name);
-    return src_types[t->type].row_f32(t, stored, out, err);
+    return src_types[t->type].row_f32(t, src_stored_row(t, r), out, err);
+}
+
+const uint8_t *src_raw_row(const SrcTensor *t, uint32_t dt, uint64_t r) {
+    if (t->type >= ST_TYPE_COUNT || dt == DT_F32 || src_types[t->type].copy_dt != dt) return NULL;
+    /* row-addressable encodings hold rows * row_bytes bytes; the guard dtype must agree exactly */
+    uint64_t rows = src_rows(t), rb = t->bytes / rows;
+    if (rb * rows != t->bytes || rb != dtype_row_bytes(dt, src_cols(t))) return NULL;
+    return t->data + src_stored_row(t, r) * rb;
+}
+
+/* ==== Choosing the importer ==== */
+
+static int has_gguf_magic(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    char m[4] = { 0 };
+    size_t n = fread(m, 1, 4, f);
+    fclose(f);
+    return n == 4 && memcmp(m, "GGUF", 4) == 0;
+}
+
+int source_open(Source *s, const char *path, const ImportOptions *opt, char *err) {
+    memset(s, 0, sizeof *s);
+    struct stat st;
+    if (stat(path, &st) != 0) return errf(err, "%s: no such file or folder", path);
+    size_t n = strlen(path);
+    int rc;
+    if (!S_ISDIR(st.st_mode)) {
+        /* Ollama blobs are named sha256-<hex>, without extension: the magic decides */
+        if (!has_gguf_magic(path) && !(n >= 5 && strcmp(path + n - 5, ".gguf") == 0))
+            return errf(err, "%s: not a GGUF file (no GGUF magic); other checkpoint formats are folders", path);
+        rc = gguf_open(s, path, err);
+    } else {
+        /* HF repos of Meta models carry both: safetensors win, original/ is the fallback */
+        char a[4096], b[4096];
+        ckpt_path(a, sizeof a, path, "model.safetensors");
+        ckpt_path(b, sizeof b, path, "model.safetensors.index.json");
+        int safetensors = ckpt_is_file(a) || ckpt_is_file(b);
+        snprintf(a, sizeof a, "%s/original/params.json", path);
+        snprintf(b, sizeof b, "%s/params.json", path);
+        if (!safetensors && ckpt_is_file(a)) {
+            snprintf(a, sizeof a, "%s/original", path);
+            rc = meta_open(s, a, opt, err);
+        } else if (!safetensors && ckpt_is_file(b)) {
+            rc = meta_open(s, path, opt, err);
+        } else {
+            rc = hf_open(s, path, err);
+        }
+    }
+    if (rc) return -1;
+    s->origin = path;
+    if (opt && opt->rope_factor > 0 && s->cfg.source != SRC_META) {
+        source_free(s);
+        return errf(err, "%s: --rope-factor is only for Meta original checkpoints (this one records its own RoPE scaling)", path);
+    }
+    return 0;
 }
 
 /* ==== Files ==== */
+
+int ckpt_is_file(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
 
 void ckpt_path(char *out, size_t n, const char *dir, const char *name) {
     snprintf(out, n, "%s/%s", dir, name);
@@ -117,4 +191,49 @@ int load_json_file(Json *j, const char *path, char *err) {
     int rc = json_parse(j, text, (size_t)len, jerr);
     free(text);
     return rc ? errf(err, "%s: malformed JSON: %s", path, jerr) : 0;
+}
+
+/* ==== Tensor names ==== */
+
+const NameMap *map_tensor_name(const char *name, const char *layer_prefix, const NameMap *global, const NameMap *layer, char *hf,
+                               uint32_t *layer_no) {
+    size_t n = strlen(name), pl = strlen(layer_prefix);
+    snprintf(hf, GB_NAME_MAX, "%s", name);
+    if (n < 7 || strcmp(name + n - 7, ".weight") != 0) return NULL;
+    n -= 7;
+    for (const NameMap *m = global; m->from; m++)
+        if (strlen(m->from) == n && memcmp(name, m->from, n) == 0) {
+            snprintf(hf, GB_NAME_MAX, "%s.weight", m->to);
+            return m;
+        }
+    /* "<prefix>N.<part>": N decimal without leading zeros, so each layer has one spelling */
+    if (n <= pl || memcmp(name, layer_prefix, pl) != 0) return NULL;
+    const char *p = name + pl, *end = name + n;
+    uint64_t l = 0;
+    const char *digits = p;
+    while (p < end && *p >= '0' && *p <= '9' && l < 1000000) l = l * 10 + (uint64_t)(*p++ - '0');
+    if (p == digits || p >= end || *p != '.' || (*digits == '0' && p - digits > 1) || l >= 1000000) return NULL;
+    p++;
+    for (const NameMap *m = layer; m->from; m++)
+        if (strlen(m->from) == (size_t)(end - p) && memcmp(p, m->from, (size_t)(end - p)) == 0) {
+            snprintf(hf, GB_NAME_MAX, "model.layers.%u.%s.weight", (unsigned)l, m->to);
+            *layer_no = (uint32_t)l;
+            return m;
+        }
+    return NULL;
+}
+
+/* ==== Vocabulary ==== */
+
+int vocab_kind(int32_t type, int allow_byte) {
+    switch (type) {
+    case 1: return TOKK_NORMAL;
+    case 2: /* UNKNOWN */
+    case 3: /* CONTROL */
+    case 4: /* USER_DEFINED: this runtime never matches added tokens in text, so they are specials too */
+    case 5: /* UNUSED */
+        return TOKK_SPECIAL;
+    case 6: return allow_byte ? TOKK_BYTE : -1;
+    default: return -1;
+    }
 }

@@ -2,6 +2,7 @@
  * a list of source tensors under their Hugging Face names in HF orientation ([out, in]), the
  * tokenizer and the chat template. export.c then writes any Source the same way, so each
  * importer only has to describe where the bytes are and how to decode one row of them.
+ * Importers: hf.c (+ hfquant.c for AWQ / bitsandbytes), gguf.c, meta.c; source_open picks one.
  *
  * Ownership: a Source owns its mappings, tensor list, tokenizer and template string; tensor
  * data points into the mappings (or into buffers the Source owns) until source_free.
@@ -14,13 +15,32 @@
 #include "../tokenizer.h"
 
 #define SRC_MAX_FILES 256
+/* Llama 3.1 405B has 1137 tensors, an AWQ one three per linear: this bounds the (quadratic)
+ * duplicate-name checks without limiting any real checkpoint. */
+#define SRC_MAX_TENSORS 16384
 
 /* How a source tensor's bytes encode its values (decoded a row at a time by src_row_f32). */
 enum {
     ST_F32 = 1,
     ST_F16,
     ST_BF16,
-    ST_TYPE_COUNT = 64 /* importers add their encodings below this (GGUF blocks, AWQ, bnb) */
+    /* ggml blocks (gguf.c): a row is ne0/block consecutive blocks, laid out as ggml-common.h */
+    ST_Q4_0,
+    ST_Q4_1,
+    ST_Q5_0,
+    ST_Q5_1,
+    ST_Q8_0,
+    ST_Q4_K,
+    ST_Q5_K,
+    ST_Q6_K,
+    /* quantized Hugging Face linears (hfquant.c), assembled from several safetensors entries */
+    ST_AWQ,      /* data = qweight I32 [in, out/8], aux[0] = qzeros I32 [in/g, out/8], aux[1] = scales F16 [in/g, out] */
+    ST_BNB_INT8, /* data = CB I8 [out, in], aux[0] = SCB F32 [out] */
+    /* raw integer safetensors entries: only ever parts of the two above, never decoded alone */
+    ST_I32,
+    ST_I8,
+    ST_U8,
+    ST_TYPE_COUNT = 64
 };
 
 typedef struct {
@@ -48,7 +68,18 @@ typedef struct {
     Tokenizer *tok;         /* owned; NULL until the importer builds it */
     char *chat_template;    /* owned, NUL-terminated; NULL if the checkpoint has none */
     const char *origin;     /* what was read, for messages (borrowed) */
+    char warning[ERRLEN];   /* non-empty: an assumption the user should hear about (export prints it) */
 } Source;
+
+/* Choices the checkpoint itself cannot make. */
+typedef struct {
+    double rope_factor;     /* > 0: the llama3 RoPE factor for a Meta original checkpoint (--rope-factor) */
+} ImportOptions;
+
+/* Pick the importer from what path is: a GGUF file (magic "GGUF", e.g. an Ollama blob, or a
+ * *.gguf name), a folder holding Meta's params.json (itself or in original/) and no safetensors,
+ * else a Hugging Face folder (plain, AWQ or bitsandbytes by config.json). On failure s is freed. */
+int source_open(Source *s, const char *path, const ImportOptions *opt, char *err);
 
 void source_free(Source *s);
 /* Map a file into the Source (kept until source_free); *m points at the mapping. */
@@ -61,24 +92,77 @@ const SrcTensor *source_find(const Source *s, const char *name);
 uint64_t src_rows(const SrcTensor *t);
 uint64_t src_cols(const SrcTensor *t);
 int src_row_f32(const SrcTensor *t, uint64_t r, float *out, char *err);
+/* The stored row holding logical (HF-order) row r: r itself unless interleaved_heads. */
+uint64_t src_stored_row(const SrcTensor *t, uint64_t r);
+/* When the stored rows are byte for byte guard.bin dtype dt (GGUF Q8_0 -> DT_Q8_0, Q4_0 ->
+ * DT_Q4_0), the bytes of logical row r, so export can copy blocks instead of re-quantizing;
+ * NULL otherwise. */
+const uint8_t *src_raw_row(const SrcTensor *t, uint32_t dt, uint64_t r);
 
-/* Per-encoding row decoders, filled by the importers (table in import.c). row_bytes is the
- * stored size of one row, or 0 when the encoding is not row-addressable this simply way. */
+/* Per-encoding row decoders (table in import.c). copy_dt: the guard.bin dtype whose row layout
+ * equals the stored row (0 = none; DT_F32 is never needed this way, float rows decode exactly). */
 typedef struct {
     const char *name;
     int (*row_f32)(const SrcTensor *t, uint64_t stored_row, float *out, char *err);
+    uint32_t copy_dt;
 } SrcType;
 extern const SrcType src_types[ST_TYPE_COUNT];
 
 /* A checkpoint file path under dir. Checkouts made without symlink support leave a symlink as a
  * tiny text file holding its relative target: one such hop is followed. */
 void ckpt_path(char *out, size_t n, const char *dir, const char *name);
+/* path names a regular file (after following symlinks). */
+int ckpt_is_file(const char *path);
 /* Read and parse a JSON file (at most 64 MiB); errors name the file. */
 int load_json_file(Json *j, const char *path, char *err);
 
 /* ==== Importers ==== */
 
-/* Hugging Face directory: config.json + safetensors (single or sharded) + tokenizer files. */
+/* Hugging Face directory: config.json + safetensors (single or sharded) + tokenizer files;
+ * AWQ GEMM and bitsandbytes int8 when config.json has a quantization_config. */
 int hf_open(Source *s, const char *dir, char *err);
+/* GGUF v2/v3 file (llama.cpp, Ollama blobs): metadata, vocabulary, chat template, tensors. */
+int gguf_open(Source *s, const char *path, char *err);
+/* Meta's original format: dir holds params.json, consolidated.00.pth and tokenizer.model; an HF
+ * repo's config.json and tokenizer_config.json are used when dir is its original/ subfolder. */
+int meta_open(Source *s, const char *dir, const ImportOptions *opt, char *err);
+
+/* ==== Shared between importers ==== */
+
+/* A format's tensor names -> Hugging Face names: global "<from>.weight" -> "<to>.weight", and
+ * "<layer_prefix>N.<from>.weight" -> "model.layers.N.<to>.weight". Tables end with { NULL }. */
+enum { MAP_ROPE_Q = 1, MAP_ROPE_K = 2 }; /* rows interleaved per head: n_heads (q) or n_kv_heads (k) */
+typedef struct {
+    const char *from, *to;
+    int rope;
+} NameMap;
+/* hf[GB_NAME_MAX] gets the HF name, or the name itself (callers keep names under GB_NAME_MAX)
+ * when nothing matches, so export refuses it as unexpected. Returns the matching entry (and *layer_no for a layer one) or NULL. */
+const NameMap *map_tensor_name(const char *name, const char *layer_prefix, const NameMap *global, const NameMap *layer, char *hf,
+                               uint32_t *layer_no);
+
+/* SentencePiece piece types (also GGUF's token_type): 1 NORMAL, 2 UNKNOWN, 3 CONTROL,
+ * 4 USER_DEFINED, 5 UNUSED, 6 BYTE -> TOKK_*; -1 for anything else (and BYTE unless allow_byte). */
+int vocab_kind(int32_t type, int allow_byte);
+
+/* config.json -> Config (source SRC_HF, or SRC_AWQ / SRC_BNB from its quantization_config).
+ * quant may be NULL: then a quantization_config is refused. */
+typedef struct {
+    int method;          /* 0 none, SRC_AWQ, SRC_BNB */
+    uint32_t group_size; /* AWQ */
+} HfQuant;
+int hf_read_config(const char *path, Config *c, HfQuant *quant, char *err);
+/* tokenizer_config.json's chat_template into s->chat_template (left NULL when absent). */
+int hf_read_chat_template(Source *s, const char *path, char *err);
+
+/* hfquant.c: the quantization_config object of config.json, and turning the quantized
+ * linears' safetensors entries into one ST_AWQ / ST_BNB_INT8 tensor each. */
+int hfq_parse(const Json *j, const JsonNode *qc, const char *path, HfQuant *q, char *err);
+int hfq_assemble(Source *s, const HfQuant *q, char *err);
+int hfq_row_awq(const SrcTensor *t, uint64_t r, float *out, char *err);
+int hfq_row_bnb(const SrcTensor *t, uint64_t r, float *out, char *err);
+
+/* gguf.c: one row of ggml blocks (ST_Q*) decoded with ggml's dequantize_row_* arithmetic. */
+int gguf_row_f32(const SrcTensor *t, uint64_t r, float *out, char *err);
 
 #endif

@@ -18,34 +18,6 @@
 static const char *fixtures[] = { "l32", "l31", "l2" };
 static const int lengths[] = { 1, 7, 64, 300 };
 
-static int32_t *read_ids(const char *path, int64_t *n) {
-    char *s = slurp(path, NULL), *p = s;
-    int32_t *ids = malloc(4096 * sizeof *ids);
-    *n = 0;
-    while (*p) {
-        char *end;
-        long v = strtol(p, &end, 10);
-        if (end == p) { p++; continue; }
-        ids[(*n)++] = (int32_t)v;
-        p = end;
-    }
-    free(s);
-    return ids;
-}
-
-static float *read_f32(const char *path, size_t *count) {
-    size_t len;
-    float *f = (float *)slurp(path, &len);
-    *count = len / sizeof(float);
-    return f;
-}
-
-static int argmax(const float *x, int64_t n) {
-    int b = 0;
-    for (int64_t i = 1; i < n; i++) if (x[i] > x[b]) b = (int)i;
-    return b;
-}
-
 /* Export one fixture once per process into the test's temp dir. */
 static const char *exported(const char *fx, const char *dtype) {
     static char paths[16][512];

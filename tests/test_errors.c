@@ -25,8 +25,8 @@ static void fresh_ckpt(void) {
     snprintf(dir, sizeof dir, "%s/ckpt", test_tmpdir());
     snprintf(out, sizeof out, "%s/out.bin", test_tmpdir());
     run_cmd(NULL, 0, "rm -rf '%s' '%s'; mkdir -p '%s'", dir, out, dir);
-    const char *src = shared_path("fixtures/l2");
-    assert_int_equal(run_cmd(NULL, 0, "cp '%s/config.json' '%s/model.safetensors' '%s/'", src, src, dir), 0);
+    const char *src = shared_path("fixtures/l2"), *tok = shared_path("tokenizer/llama2/tokenizer.json");
+    assert_int_equal(run_cmd(NULL, 0, "cp '%s/config.json' '%s/model.safetensors' '%s/tokenizer_config.json' '%s' '%s/'", src, src, src, tok, dir), 0);
 }
 
 /* No output and no temp file may remain in the output's directory. */

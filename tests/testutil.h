@@ -17,9 +17,13 @@
 
 #include <cmocka.h>
 
+/* Absolute, so paths stay valid inside temp dirs and symlinks the tests make. */
 static inline const char *shared_dir(void) {
+    static char abs[4096];
     const char *s = getenv("GUARD_SHARED");
-    return s && *s ? s : "../shared";
+    s = s && *s ? s : "../shared";
+    if (!abs[0] && !realpath(s, abs)) snprintf(abs, sizeof abs, "%s", s);
+    return abs;
 }
 
 /* Path under $GUARD_SHARED in a static rotating buffer; skips the test if it does not exist. */
@@ -93,6 +97,38 @@ static inline int run_cmd(char *out, size_t outlen, const char *fmt, ...) {
     if (out) out[n] = 0;
     int st = pclose(p);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* Whitespace/comma-separated integers in a file (token id lists) into a malloc'd array. */
+static inline int32_t *read_ids(const char *path, int64_t *n) {
+    size_t len;
+    char *s = slurp(path, &len), *p = s;
+    int32_t *ids = malloc((len / 2 + 1) * sizeof *ids);
+    assert_non_null(ids);
+    *n = 0;
+    while (*p) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p) { p++; continue; }
+        ids[(*n)++] = (int32_t)v;
+        p = end;
+    }
+    free(s);
+    return ids;
+}
+
+/* Raw little-endian float32 file. */
+static inline float *read_f32(const char *path, size_t *count) {
+    size_t len;
+    float *f = (float *)slurp(path, &len);
+    *count = len / sizeof(float);
+    return f;
+}
+
+static inline int argmax(const float *x, int64_t n) {
+    int64_t b = 0;
+    for (int64_t i = 1; i < n; i++) if (x[i] > x[b]) b = i;
+    return (int)b;
 }
 
 static inline int file_exists(const char *path) {
