@@ -135,6 +135,15 @@ static void test_rope_inv_freq(void **st) {
     }
 }
 
+/* Logits of the last of ids[0..n) from a fresh state. */
+static void logits_of(const Model *m, const int32_t *ids, int64_t n, float *out) {
+    char err[ERRLEN];
+    RunState s;
+    assert_int_equal(state_init(&s, m, n, err), 0);
+    if (model_forward(m, &s, ids, n, out, err)) fail_msg("%s", err);
+    state_free(&s);
+}
+
 /* Prefill in one call vs. uneven chunks then token-by-token decode: the same bits, for every
  * weight dtype. Each position's numbers must not depend on how many tokens shared its forward
  * call; the prefix cache's "bit-identical with and without" promise rests on this. */
@@ -146,10 +155,8 @@ static void check_chunking_exact(const char *dtype) {
     int32_t *ids = read_ids(shared_path("fixtures/l31/golden/len64.ids.txt"), &n);
     uint32_t V = m.cfg.vocab_size;
     float *a = malloc(V * sizeof(float)), *b = malloc(V * sizeof(float));
+    logits_of(&m, ids, n, a);
     RunState s;
-    assert_int_equal(state_init(&s, &m, n, err), 0);
-    assert_int_equal(model_forward(&m, &s, ids, n, a, err), 0);
-    state_free(&s);
     assert_int_equal(state_init(&s, &m, 4, err), 0); /* also exercises state_reserve growth */
     s.chunk = 5;                                      /* uneven chunks: 5,5,5,5 */
     assert_int_equal(model_forward(&m, &s, ids, 20, NULL, err), 0);
@@ -186,13 +193,8 @@ static void test_bf16_export_is_exact(void **st) {
     int32_t *ids = read_ids(shared_path("fixtures/l32/golden/len7.ids.txt"), &n);
     uint32_t V = m32.cfg.vocab_size;
     float *a = malloc(V * sizeof(float)), *b = malloc(V * sizeof(float));
-    RunState s;
-    assert_int_equal(state_init(&s, &m32, n, err), 0);
-    assert_int_equal(model_forward(&m32, &s, ids, n, a, err), 0);
-    state_free(&s);
-    assert_int_equal(state_init(&s, &m16, n, err), 0);
-    assert_int_equal(model_forward(&m16, &s, ids, n, b, err), 0);
-    state_free(&s);
+    logits_of(&m32, ids, n, a);
+    logits_of(&m16, ids, n, b);
     float md = 0;
     for (uint32_t i = 0; i < V; i++) md = fmaxf(md, fabsf(a[i] - b[i]));
     printf("  bf16 vs f32 export max|diff| %.2e\n", (double)md);
