@@ -313,6 +313,52 @@ static void test_injection_is_plain_text(void **st) {
     }
 }
 
+/* --tokenize / --detokenize: every golden line of both tokenizers through the CLI would be
+ * slow; a multilingual sample plus special-token text checks the plumbing (test_tokenizer
+ * checks every line through the library). */
+static void test_cli_tokenize(void **st) {
+    (void)st;
+    const struct { const char *bin, *golden; } sets[] = { { exported("l31", ""), "tokenizer/llama3_golden.jsonl" },
+                                                          { exported("l2", ""), "tokenizer/llama2_golden.jsonl" } };
+    char err[ERRLEN];
+    for (int k = 0; k < 2; k++) {
+        char *text = slurp(shared_path("%s", sets[k].golden), NULL);
+        int n = 0, line_no = 0;
+        for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n"), line_no++) {
+            if (line_no % 60 != 0 && !strstr(line, "<|eot_id|>")) continue;
+            Json j;
+            assert_int_equal(json_parse(&j, line, strlen(line), err), 0);
+            const JsonNode *r = json_root(&j), *tx = json_get(&j, r, "text"), *ids = json_get(&j, r, "ids_plain");
+            if (!ids) ids = json_get(&j, r, "ids");
+            char in[600], o[1 << 16];
+            snprintf(in, sizeof in, "%s/tok.txt", test_tmpdir());
+            FILE *f = fopen(in, "wb");
+            fwrite(tx->str, 1, tx->len, f);
+            fclose(f);
+            assert_int_equal(run_cmd(o, sizeof o, "./run '%s' --tokenize -i '%s'", sets[k].bin, in), 0);
+            size_t ngot, nref;
+            JsonNode fake = { .type = JSON_STRING, .str = o };
+            int32_t *got = ids_of(&j, &fake, &ngot), *ref = ids_of(&j, ids, &nref);
+            if (ngot != nref || memcmp(got, ref, nref * sizeof *got)) fail_msg("%s line %d: --tokenize differs", sets[k].golden, line_no);
+            /* and back: --detokenize of those ids gives the text */
+            char idf[600];
+            snprintf(idf, sizeof idf, "%s/ids.txt", test_tmpdir());
+            f = fopen(idf, "wb");
+            fputs(o, f);
+            fclose(f);
+            assert_int_equal(run_cmd(o, sizeof o, "./run '%s' --detokenize -i '%s'", sets[k].bin, idf), 0);
+            if (strlen(o) != tx->len || memcmp(o, tx->str, tx->len)) fail_msg("%s line %d: --detokenize differs", sets[k].golden, line_no);
+            free(got);
+            free(ref);
+            json_free(&j);
+            n++;
+        }
+        printf("  %s: %d lines through --tokenize/--detokenize\n", sets[k].golden, n);
+        assert_true(n >= 10);
+        free(text);
+    }
+}
+
 /* The same input and file give the same bits for any thread count (the full JSON minus timings). */
 static void test_threads_deterministic(void **st) {
     (void)st;
@@ -338,6 +384,7 @@ int main(void) {
         cmocka_unit_test(test_e2e_l2),          cmocka_unit_test(test_rendered_examples),
         cmocka_unit_test(test_cli_verdicts_and_exit_codes), cmocka_unit_test(test_cli_errors),
         cmocka_unit_test(test_injection_is_plain_text), cmocka_unit_test(test_threads_deterministic),
+        cmocka_unit_test(test_cli_tokenize),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     run_cmd(NULL, 0, "rm -rf '%s'", test_tmpdir());
