@@ -24,8 +24,13 @@
 
 #include "json.h"
 
-/* Limits that keep memory proportional to a bounded input whatever the input is. */
-#define CHAT_MAX_BYTES (16u << 20) /* input size, and total content bytes of a Conversation */
+/* Limits that keep memory proportional to a bounded input whatever the input is.
+ * CHAT_MAX_BYTES is 32 bytes per token of the largest Llama Guard context (131072 tokens), where
+ * real text averages 3-5 bytes per token (about 12 for emoji written as JSON escapes), so any
+ * conversation that can fit is accepted. It is not larger because hostile text costs up to ~60
+ * bytes of memory per input byte to tokenize before the context limit can reject it (measured:
+ * 16 MiB of invalid UTF-8 took 940 MB and 20 s with the Llama 3 tokenizer; 4 MiB takes 257 MB, 3 s). */
+#define CHAT_MAX_BYTES (4u << 20) /* input size, and total content bytes of a Conversation */
 #define CHAT_MAX_MESSAGES 4096
 #define CHAT_MAX_PARTS 65536       /* text parts over the whole conversation */
 

@@ -48,6 +48,7 @@ int config_validate(const Config *c, char *err) {
         if (c->rope_orig_max_pos == 0) return errf(err, "rope_scaling.original_max_position_embeddings is 0");
     } else if (c->rope_type != ROPE_NONE) return errf(err, "unknown rope type %u", c->rope_type);
     if (c->tied > 1) return errf(err, "tie flag %u is not 0 or 1", c->tied);
+    if (c->source < SRC_HF || c->source > SRC_RANDOM) return errf(err, "unknown source format %u", c->source);
     if (!dtype_name(c->dtype)) return errf(err, "unknown weight dtype %u", c->dtype);
     return 0;
 }
@@ -75,10 +76,6 @@ static uint32_t get_config(Reader *r, Config *c) {
 
 /* ==== Reader ==== */
 
-static int cmp_off(const void *a, const void *b) {
-    const GbTensor *x = *(const GbTensor *const *)a, *y = *(const GbTensor *const *)b;
-    return x->offset < y->offset ? -1 : x->offset > y->offset;
-}
 static int cmp_name(const void *a, const void *b) {
     return strcmp((*(const GbTensor *const *)a)->name, (*(const GbTensor *const *)b)->name);
 }
@@ -93,11 +90,57 @@ static int check_range(const GuardFile *g, uint64_t off, uint64_t size, const ch
     return 0;
 }
 
+/* The data region holds exactly the sections and tensors, each at the next 64-byte boundary
+ * after the previous one (gbw_write's layout, FORMAT.md): no two ranges overlap (a lying table
+ * could alias weights), no unaccounted bytes hide between them, and the file ends with the last
+ * one's padding. */
+typedef struct {
+    uint64_t off, size;
+    const char *what, *name;
+} Range;
+
+static int cmp_range(const void *a, const void *b) {
+    const Range *x = a, *y = b;
+    return x->off < y->off ? -1 : x->off > y->off ? 1 : (x->size > y->size) - (x->size < y->size);
+}
+
+static int check_layout(const GuardFile *g, char *err) {
+    uint64_t n = (uint64_t)g->n_sections + g->n_tensors;
+    Range *r = malloc((size_t)n * sizeof *r);
+    if (!r) return errf(err, "%s: out of memory", g->path);
+    static const char *const sec_names[] = { "?", "tokenizer", "prompt" };
+    for (uint32_t i = 0; i < g->n_sections; i++)
+        r[i] = (Range){ g->sections[i].offset, g->sections[i].size, "section", sec_names[g->sections[i].kind] };
+    for (uint32_t i = 0; i < g->n_tensors; i++)
+        r[g->n_sections + i] = (Range){ g->tensors[i].offset, g->tensors[i].size, "tensor", g->tensors[i].name };
+    qsort(r, (size_t)n, sizeof *r, cmp_range);
+    uint64_t expect = g->data_offset; /* where the next range must start; ends are in range (check_range) */
+    int rc = 0;
+    for (uint64_t i = 0; i < n && rc == 0; i++) {
+        if (r[i].off < expect)
+            rc = errf(err, "%s: %s '%s' and %s '%s' overlap", g->path, r[i - 1].what, r[i - 1].name, r[i].what, r[i].name);
+        else if (r[i].off > expect)
+            rc = errf(err, "%s: %llu unaccounted bytes before %s '%s'", g->path, (unsigned long long)(r[i].off - expect), r[i].what,
+                      r[i].name);
+        expect = align_up(r[i].off + r[i].size, GB_ALIGN);
+    }
+    if (rc == 0 && expect != g->map.size)
+        rc = errf(err, "%s: %llu unaccounted bytes after the last tensor", g->path, (unsigned long long)(g->map.size - expect));
+    free(r);
+    return rc;
+}
+
 static int check_tensors(GuardFile *g, char *err) {
     for (uint32_t i = 0; i < g->n_tensors; i++) {
         GbTensor *t = &g->tensors[i];
-        if (memchr(t->name, 0, GB_NAME_MAX) == NULL || t->name[0] == 0)
+        const char *nul = memchr(t->name, 0, GB_NAME_MAX);
+        if (nul == NULL || t->name[0] == 0)
             return errf(err, "%s: tensor %u has an unterminated or empty name", g->path, i);
+        for (const char *q = t->name; q < nul; q++) /* names are quoted in messages: keep them one printable line */
+            if (*q < 0x21 || *q > 0x7E)
+                return errf(err, "%s: tensor %u has byte 0x%02x in its name (names are printable ASCII)", g->path, i, (unsigned char)*q);
+        for (const char *q = nul; q < t->name + GB_NAME_MAX; q++)
+            if (*q) return errf(err, "%s: tensor '%s' has bytes after its name's NUL (names are NUL-padded)", g->path, t->name);
         if (!dtype_name(t->dtype)) return errf(err, "%s: tensor '%s' has unknown dtype %u", g->path, t->name, t->dtype);
         if (t->ndim < 1 || t->ndim > 4) return errf(err, "%s: tensor '%s' has %u dimensions (1..4 allowed)", g->path, t->name, t->ndim);
         uint64_t rows = 1;
@@ -113,17 +156,11 @@ static int check_tensors(GuardFile *g, char *err) {
                         (unsigned long long)t->size, dtype_name(t->dtype), (unsigned long long)(rb ? bytes : 0));
         if (check_range(g, t->offset, t->size, "tensor", t->name, err)) return -1;
     }
-    /* Tensors must not overlap each other (a lying table could alias weights). */
+    if (check_layout(g, err)) return -1;
     const GbTensor **order = malloc((size_t)g->n_tensors * sizeof *order + 1);
     if (!order) return errf(err, "%s: out of memory", g->path);
     for (uint32_t i = 0; i < g->n_tensors; i++) order[i] = &g->tensors[i];
-    qsort(order, g->n_tensors, sizeof *order, cmp_off);
     int bad = 0;
-    for (uint32_t i = 1; i < g->n_tensors && !bad; i++)
-        if (order[i - 1]->offset + order[i - 1]->size > order[i]->offset) {
-            errf(err, "%s: tensors '%s' and '%s' overlap", g->path, order[i - 1]->name, order[i]->name);
-            bad = 1;
-        }
     /* Names must be unique, or lookups by name would be ambiguous. */
     qsort(order, g->n_tensors, sizeof *order, cmp_name);
     for (uint32_t i = 1; i < g->n_tensors && !bad; i++)
@@ -164,6 +201,8 @@ int gb_open(GuardFile *g, const char *path, char *err) {
     else if (g->data_offset != align_up(GB_HEADER_BYTES + (uint64_t)g->n_sections * GB_SECTION_BYTES + (uint64_t)g->n_tensors * GB_TENSOR_BYTES, GB_ALIGN) ||
              g->data_offset > fsize) why = "tables do not fit the file";
     else if (arch != 1) why = "unknown architecture";
+    for (uint64_t k = r.pos; k < GB_HEADER_BYTES && !why; k++)
+        if (p[k]) why = "reserved header bytes (132..255) are not zero";
     if (why) {
         gb_close(g);
         return errf(err, "%s: %s", path, why);
@@ -193,11 +232,21 @@ int gb_open(GuardFile *g, const char *path, char *err) {
     for (uint32_t i = 0; i < g->n_sections; i++) {
         GbSection *s = &g->sections[i];
         s->kind = rd_u32(&r);
-        rd_u32(&r);
+        uint32_t reserved = rd_u32(&r);
         s->offset = rd_u64(&r);
         s->size = rd_u64(&r);
         char nm[16];
         snprintf(nm, sizeof nm, "%u", s->kind);
+        const char *bad = reserved ? "has a non-zero reserved field"
+                          : s->kind != SEC_TOKENIZER && s->kind != SEC_PROMPT ? "has an unknown kind (1 tokenizer, 2 prompt)"
+                          : NULL;
+        for (uint32_t k = 0; k < i && !bad; k++)
+            if (g->sections[k].kind == s->kind) bad = "appears twice";
+        if (bad) {
+            errf(err, "%s: section %u (kind %s) %s", path, i, nm, bad);
+            gb_close(g);
+            return -1;
+        }
         if (check_range(g, s->offset, s->size, "section", nm, err)) { gb_close(g); return -1; }
     }
     for (uint32_t i = 0; i < g->n_tensors; i++) {
@@ -208,7 +257,11 @@ int gb_open(GuardFile *g, const char *path, char *err) {
         for (int d = 0; d < 4; d++) t->shape[d] = rd_u64(&r);
         t->offset = rd_u64(&r);
         t->size = rd_u64(&r);
-        rd_bytes(&r, GB_TENSOR_BYTES - GB_NAME_MAX - 8 - 32 - 16);
+        const uint8_t *pad = rd_bytes(&r, GB_TENSOR_BYTES - GB_NAME_MAX - 8 - 32 - 16);
+        if (pad && (ld_u64(pad) != 0)) {
+            gb_close(g);
+            return errf(err, "%s: tensor record %u has non-zero reserved bytes", path, i);
+        }
     }
     if (r.bad) { gb_close(g); return errf(err, "%s: tables truncated", path); }
     if (check_tensors(g, err)) { gb_close(g); return -1; }
@@ -263,7 +316,9 @@ void gbw_free(GbWriter *w) {
 }
 
 int gbw_add_tensor(GbWriter *w, const char *name, uint32_t dtype, uint32_t ndim, const uint64_t *shape, char *err) {
-    if (strlen(name) >= GB_NAME_MAX) return errf(err, "tensor name '%s' longer than %d bytes", name, GB_NAME_MAX - 1);
+    if (strlen(name) >= GB_NAME_MAX || !name[0]) return errf(err, "tensor name '%.64s' empty or longer than %d bytes", name, GB_NAME_MAX - 1);
+    for (const char *q = name; *q; q++)
+        if (*q < 0x21 || *q > 0x7E) return errf(err, "tensor name has byte 0x%02x (names are printable ASCII)", (unsigned char)*q);
     if (ndim < 1 || ndim > 4) return errf(err, "tensor '%s': %u dimensions", name, ndim);
     if (w->n_tensors == GB_MAX_TENSORS) return errf(err, "too many tensors");
     if (w->n_tensors == w->cap_tensors) {
@@ -293,6 +348,9 @@ int gbw_add_tensor(GbWriter *w, const char *name, uint32_t dtype, uint32_t ndim,
 
 int gbw_add_section(GbWriter *w, uint32_t kind, const uint8_t *data, uint64_t size, char *err) {
     if (w->n_sections == GB_MAX_SECTIONS) return errf(err, "too many sections");
+    if (kind != SEC_TOKENIZER && kind != SEC_PROMPT) return errf(err, "unknown section kind %u", kind);
+    for (uint32_t i = 0; i < w->n_sections; i++)
+        if (w->sections[i].kind == kind) return errf(err, "section kind %u added twice", kind);
     GbSection *s = realloc(w->sections, (w->n_sections + 1) * sizeof *s);
     if (s) w->sections = s;
     const uint8_t **d = realloc(w->section_data, (w->n_sections + 1) * sizeof *d);

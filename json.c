@@ -280,6 +280,8 @@ int json_int(const JsonNode *n, int64_t lo, int64_t hi, int64_t *out) {
     if (!n || n->type != JSON_NUMBER) return -1;
     double v = n->num;
     if (!(v >= (double)lo && v <= (double)hi) || floor(v) != v) return -1;
+    /* (double)INT64_MAX rounds up to 2^63, which no int64_t holds: converting it is undefined. */
+    if (v >= 9223372036854775808.0) return -1;
     *out = (int64_t)v;
     return 0;
 }

@@ -210,55 +210,39 @@ static void rope(float *vec, int64_t n, int64_t n_heads, int64_t head_dim, int64
 }
 
 /* Causal attention for the chunk: query t of head h sees cached positions [0, pos0 + t].
- * GQA (repeat_kv): query head h reads kv head h / (n_heads / n_kv_heads). */
+ * GQA (repeat_kv): query head h reads kv head h / (n_heads / n_kv_heads). The arithmetic is
+ * quant.c's attention() (quant.h "The attention contract": fixed per-query order, so chunked
+ * prefill and token-by-token decode give the same bits, which the prefix cache relies on). */
 typedef struct {
     const Config *c;
     const float *q;            /* [n, q_dim] */
     const float *kc, *vc;      /* this layer's cache [cap, kv_dim] */
     float *out;                /* [n, q_dim] */
     int64_t n, pos0;
+    int64_t tb;                /* tokens per block: the heads of a kv group x tb tokens share K/V loads */
+    int64_t n_tblocks;
 } AttnJob;
 
-/* q.k with eight partial sums combined in a fixed order: the compiler maps the lanes onto SIMD
- * registers, and the result does not depend on how the work was split (chunked prefill and
- * token-by-token decode give the same bits, which the prefix cache relies on). */
-static float dot8(const float *a, const float *b, int64_t n) {
-    float acc[8] = { 0 };
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int k = 0; k < 8; k++) acc[k] += a[i + k] * b[i + k];
-    for (int k = 0; i < n; i++, k++) acc[k] += a[i] * b[i];
-    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-}
-
+/* item = (token block, kv head, slice of the group's heads); the last tokens see the most
+ * positions, so items run from the last token block to the first to end the pool evenly. */
 static void attention_rows(void *ctx, int64_t begin, int64_t end) {
     const AttnJob *j = ctx;
     const Config *c = j->c;
-    int64_t hd = c->head_dim, q_dim = (int64_t)c->n_heads * hd, kv_dim = (int64_t)c->n_kv_heads * hd;
-    int64_t group = c->n_heads / c->n_kv_heads;
-    float scale = 1.0f / sqrtf((float)hd);
-    float *att = malloc((size_t)(j->pos0 + j->n) * sizeof(float));
-    if (!att) abort(); /* a few KiB; running out here means the process is already lost */
-    for (int64_t item = begin; item < end; item++) { /* item = t * n_heads + h */
-        int64_t t = item / c->n_heads, h = item % c->n_heads, kvh = h / group, len = j->pos0 + t + 1;
-        const float *q = j->q + t * q_dim + h * hd;
-        float maxv = -INFINITY;
-        for (int64_t p = 0; p < len; p++) {
-            att[p] = dot8(q, j->kc + p * kv_dim + kvh * hd, hd) * scale;
-            if (att[p] > maxv) maxv = att[p];
-        }
-        float sum = 0;
-        for (int64_t p = 0; p < len; p++) sum += att[p] = expf(att[p] - maxv);
-        float inv = 1.0f / sum;
-        float *o = j->out + t * q_dim + h * hd;
-        memset(o, 0, (size_t)hd * sizeof(float));
-        for (int64_t p = 0; p < len; p++) {
-            const float *v = j->vc + p * kv_dim + kvh * hd;
-            float a = att[p] * inv;
-            for (int64_t i = 0; i < hd; i++) o[i] += a * v[i];
-        }
+    const int64_t hd = c->head_dim, q_dim = (int64_t)c->n_heads * hd, kv_dim = (int64_t)c->n_kv_heads * hd;
+    const int64_t group = c->n_heads / c->n_kv_heads, hslices = (group + ATTN_QMAX - 1) / ATTN_QMAX;
+    const int64_t hper = (group + hslices - 1) / hslices; /* heads per slice, <= ATTN_QMAX */
+    for (int64_t item = begin; item < end; item++) {
+        const int64_t slice = item % hslices, kvh = item / hslices % c->n_kv_heads;
+        const int64_t t0 = (j->n_tblocks - 1 - item / hslices / c->n_kv_heads) * j->tb;
+        AttnBlock b = { hd, j->kc + kvh * hd, j->vc + kvh * hd, kv_dim, 1.0f / sqrtf((float)hd), 0, { 0 }, { 0 }, { 0 } };
+        for (int64_t t = t0; t < t0 + j->tb && t < j->n; t++)
+            for (int64_t h = kvh * group + slice * hper; h < kvh * group + (slice + 1) * hper && h < (kvh + 1) * group; h++) {
+                b.q[b.nq] = j->q + t * q_dim + h * hd;
+                b.o[b.nq] = j->out + t * q_dim + h * hd;
+                b.len[b.nq++] = j->pos0 + t + 1;
+            }
+        attention(&b);
     }
-    free(att);
 }
 
 /* LlamaMLP: down(silu(gate(x)) * up(x)); hb = silu(hb) * hb2 in place. */
@@ -299,8 +283,10 @@ static void forward_chunk(const Model *m, RunState *s, const int32_t *tokens, in
         if (l == 0) memcpy(s->ids + pos0, tokens, (size_t)n * sizeof *tokens);
 
         /* x = x + o_proj(softmax(q k^T / sqrt(d) + causal mask) v) */
-        AttnJob job = { c, s->q, kc, vc, s->xb, n, pos0 };
-        pool_for(pool, n * c->n_heads, attention_rows, &job);
+        const int64_t group = c->n_heads / c->n_kv_heads, hslices = (group + ATTN_QMAX - 1) / ATTN_QMAX;
+        const int64_t hper = (group + hslices - 1) / hslices, tb = ATTN_QMAX / hper;
+        AttnJob job = { c, s->q, kc, vc, s->xb, n, pos0, tb, (n + tb - 1) / tb };
+        pool_for(pool, job.n_tblocks * c->n_kv_heads * hslices, attention_rows, &job);
         matmul(pool, s->xb2, s->xb, &L->wo, n);
         add_inplace(s->x, s->xb2, n * dim);
 

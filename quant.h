@@ -108,9 +108,49 @@ void pool_free(Pool *p);
 int pool_threads(const Pool *p);
 void pool_for(Pool *p, int64_t n, void (*fn)(void *ctx, int64_t begin, int64_t end), void *ctx);
 
-/* y[T, w->rows] = x[T, w->cols] @ w^T. Prefill passes the whole chunk (T > 1): matrix-matrix.
- * y must not overlap x. Follows "The matmul contract" above. */
+/* y[T, w->rows] = x[T, w->cols] @ w^T. Prefill passes the whole chunk (T > 1): matrix-matrix,
+ * weights packed into register tiles per call. T = 1 (decode, the logits row) reads the weights
+ * in place instead, with the same per-output order. y must not overlap x. Follows "The matmul
+ * contract" above. */
 void matmul(Pool *p, float *y, const float *x, const Tensor *w, int64_t T);
+
+/* ---- attention ---- */
+
+/* The attention contract (model.c's causal GQA attention, per query; every kernel set
+ * reproduces it bit for bit, so results do not depend on the ISA, the block shape or the
+ * thread split, and chunked prefill equals one-shot prefill):
+ *   s[p] = dot_f32(q, k_p, head_dim) * scale                          for p < len
+ *   m    = -inf;  for p in order: m = s[p] > m ? s[p] : m
+ *   sum  = +0;    for p in order: e[p] = exp_f32(s[p] - m); sum += e[p]
+ *   inv  = 1 / sum
+ *   o[i] = +0;    for p in order: a = e[p] * inv; o[i] += a * v_p[i]    (product rounded, then added)
+ * Every step is a single IEEE f32 operation (no fused multiply-add).
+ *
+ * dot_f32: eight partial sums; lane j accumulates a[i+j]*b[i+j] for i = 0, 8, 16, ... in order
+ * (tail elements go to lanes 0, 1, ...), combined as ((l0+l4) + (l1+l5)) + ((l2+l6) + (l3+l7)).
+ * exp_f32: our own exp (max error < 1 ulp on [-87.3, 88]; 0 below -87.33654, +inf above 88,
+ * NaN stays NaN), written with + - * only so SIMD reproduces it; libm's expf differs between
+ * builds (glibc picks an FMA variant at run time) and cannot be vectorized bit for bit. */
+float dot_f32(const float *a, const float *b, int64_t n);
+float exp_f32(float x);
+
+/* One call's work: up to ATTN_QMAX queries that share a kv head (the GQA group, or several
+ * tokens of it), computed together so each key and value row is loaded once for all of them. */
+#define ATTN_QMAX 8
+typedef struct {
+    int64_t head_dim;
+    const float *k, *v;       /* position p's key / value: k + p*kv_stride, v + p*kv_stride */
+    int64_t kv_stride;
+    float scale;              /* 1/sqrt(head_dim) */
+    int nq;                   /* 1..ATTN_QMAX */
+    const float *q[ATTN_QMAX]; /* [head_dim] each */
+    float *o[ATTN_QMAX];       /* [head_dim] each, written (never read); must not overlap q, k, v */
+    int64_t len[ATTN_QMAX];    /* query j attends to positions [0, len[j]), len[j] >= 1 */
+} AttnBlock;
+/* o[j] = softmax(q[j] . k^T * scale) . v over [0, len[j]) for every j, per the contract. Uses a
+ * per-thread score buffer (4 floats per query and position); if that cannot be allocated it
+ * recomputes scores instead, with the same result. */
+void attention(const AttnBlock *b);
 
 /* Choose SIMD kernels for this CPU (idempotent); returns a short description for -v. */
 const char *kernels_init(void);

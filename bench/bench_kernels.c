@@ -1,11 +1,18 @@
-/* bench/bench_kernels.c: matmul GFLOP/s at the Llama-Guard-3-1B layer shapes.
+/* bench/bench_kernels.c: matmul GFLOP/s at the Llama-Guard-3-1B layer shapes, and attention.
  *
  * One "layer" = the seven projections of a decoder layer (dim 2048, kv_dim 512, ffn 8192):
  * q, o [2048 x 2048], k, v [512 x 2048], gate, up [8192 x 2048], down [2048 x 8192].
  * For each weight dtype and T tokens it times the layer with 1 and 2 threads and prints
- * 2*T*params / seconds. Random weights: speed does not depend on the values.
+ * 2*T*params / seconds. Random weights: speed does not depend on the values. T = 1 is the
+ * decode path (matrix-vector, weights read in place); 65 and 205 are the warm and cold
+ * verdict prompts of bench_model.
  *
- * usage: bench_kernels [-k kernels] [-d f32,bf16,q8_0,q4_0] [-T 1,64,256,512] [-t 1,2] [-s seconds]
+ * Then attention for one layer (32 heads, 8 kv heads, head_dim 64): a T-token chunk after
+ * pos0 cached positions, in blocks of 2 tokens x 4 heads as model.c forms them; GFLOP/s
+ * counts 4*head_dim flops per (query, position) pair (q.k and the weighted sum of v).
+ *
+ * usage: bench_kernels [-k kernels] [-d f32,bf16,q8_0,q4_0] [-T 1,65,205,512] [-t 1,2] [-s seconds] [-a 0]
+ *   -a 0 skips attention.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,9 +44,70 @@ static float frand(void) {
     return (float)(rng >> 40) / 16777216.0f - 0.5f;
 }
 
+/* ==== attention ==== */
+
+enum { A_HEADS = 32, A_KV = 8, A_HD = 64, A_GROUP = A_HEADS / A_KV, A_TB = ATTN_QMAX / A_GROUP };
+
+typedef struct {
+    const float *q, *kc, *vc;
+    float *out;
+    int64_t n, pos0, n_tblocks;
+} AttnBench;
+
+static void attn_items(void *ctx, int64_t begin, int64_t end) {
+    const AttnBench *a = ctx;
+    for (int64_t item = begin; item < end; item++) {
+        const int64_t kvh = item % A_KV, t0 = (a->n_tblocks - 1 - item / A_KV) * A_TB;
+        AttnBlock b = { A_HD, a->kc + kvh * A_HD, a->vc + kvh * A_HD, A_KV * A_HD, 0.125f, 0, { 0 }, { 0 }, { 0 } };
+        for (int64_t t = t0; t < t0 + A_TB && t < a->n; t++)
+            for (int64_t h = kvh * A_GROUP; h < (kvh + 1) * A_GROUP; h++) {
+                b.q[b.nq] = a->q + (t * A_HEADS + h) * A_HD;
+                b.o[b.nq] = a->out + (t * A_HEADS + h) * A_HD;
+                b.len[b.nq++] = a->pos0 + t + 1;
+            }
+        attention(&b);
+    }
+}
+
+static void bench_attention(Pool **pools, const int *ths, int nth, double min_sec) {
+    static const struct { int64_t n, pos0; const char *what; } cases[] = {
+        { 1, 511, "decode at 512" }, { 65, 140, "warm verdict" }, { 205, 0, "cold verdict" }, { 512, 0, "pp512" },
+    };
+    const int64_t maxp = 512;
+    float *q = malloc((size_t)maxp * A_HEADS * A_HD * sizeof(float)), *out = malloc((size_t)maxp * A_HEADS * A_HD * sizeof(float));
+    float *kc = malloc((size_t)maxp * A_KV * A_HD * sizeof(float)), *vc = malloc((size_t)maxp * A_KV * A_HD * sizeof(float));
+    if (!q || !out || !kc || !vc) { fprintf(stderr, "out of memory\n"); exit(1); }
+    for (size_t i = 0; i < (size_t)maxp * A_HEADS * A_HD; i++) q[i] = frand() * 4.0f;
+    for (size_t i = 0; i < (size_t)maxp * A_KV * A_HD; i++) kc[i] = frand() * 4.0f, vc[i] = frand();
+    printf("\nattention GFLOP/s, one LG3-1B layer (32 heads, 8 kv heads, head_dim 64)\n%-14s %5s %5s", "case", "T", "pos0");
+    for (int i = 0; i < nth; i++) printf("  %4d thr", ths[i]);
+    printf("   (ms/layer at %d thr)\n", ths[nth - 1]);
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        AttnBench a = { q, kc, vc, out, cases[c].n, cases[c].pos0, (cases[c].n + A_TB - 1) / A_TB };
+        double pairs = 0, last = 0;
+        for (int64_t t = 0; t < a.n; t++) pairs += (double)(a.pos0 + t + 1) * A_HEADS;
+        printf("%-14s %5lld %5lld", cases[c].what, (long long)a.n, (long long)a.pos0);
+        for (int pi = 0; pi < nth; pi++) {
+            pool_for(pools[pi], a.n_tblocks * A_KV, attn_items, &a); /* warm-up */
+            int reps = 0;
+            double t0 = now_sec(), el;
+            do {
+                pool_for(pools[pi], a.n_tblocks * A_KV, attn_items, &a);
+                reps++;
+                el = now_sec() - t0;
+            } while (el < min_sec);
+            last = el / reps;
+            printf("  %8.1f", 4.0 * A_HD * pairs / last / 1e9);
+            fflush(stdout);
+        }
+        printf("   (%.2f ms)\n", last * 1e3);
+    }
+    free(q), free(out), free(kc), free(vc);
+}
+
 int main(int argc, char **argv) {
     const char *dts = "f32,bf16,q8_0,q4_0", *kern = NULL;
-    int Ts[16] = { 1, 64, 256, 512 }, nT = 4, ths[8] = { 1, 2 }, nth = 2;
+    int Ts[16] = { 1, 65, 205, 512 }, nT = 4, ths[8] = { 1, 2 }, nth = 2, attn = 1;
     double min_sec = 0.5;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "-d")) dts = argv[i + 1];
@@ -47,7 +115,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "-T")) nT = parse_list(argv[i + 1], Ts, 16);
         else if (!strcmp(argv[i], "-t")) nth = parse_list(argv[i + 1], ths, 8);
         else if (!strcmp(argv[i], "-s")) min_sec = atof(argv[i + 1]);
-        else { fprintf(stderr, "usage: %s [-k kernels] [-d dtypes] [-T list] [-t list] [-s sec]\n", argv[0]); return 2; }
+        else if (!strcmp(argv[i], "-a")) attn = atoi(argv[i + 1]);
+        else { fprintf(stderr, "usage: %s [-k kernels] [-d dtypes] [-T list] [-t list] [-s sec] [-a 0|1]\n", argv[0]); return 2; }
     }
     const char *desc = kernels_init();
     if (kern && !(desc = kernels_force(kern))) { fprintf(stderr, "kernels '%s' not available here\n", kern); return 1; }
@@ -107,6 +176,7 @@ int main(int argc, char **argv) {
         }
         for (size_t s = 0; s < N_SHAPES; s++) free((void *)w[s].data);
     }
+    if (attn) bench_attention(pools, ths, nth, min_sec);
     for (int i = 0; i < nth; i++) pool_free(pools[i]);
     free(x), free(y), free(row);
     return 0;

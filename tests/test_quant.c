@@ -29,6 +29,7 @@ static jmp_buf plain_jmp;
         longjmp(plain_jmp, 1);                                        \
     } while (0)
 #define assert_true(c) do { if (!(c)) fail_msg("%s", #c); } while (0)
+#define assert_false(c) assert_true(!(c))
 #define assert_int_equal(a, b)                                                            \
     do {                                                                                  \
         long long a_ = (long long)(a), b_ = (long long)(b);                               \
@@ -367,20 +368,30 @@ static void test_kernels_match_scalar(void **state) {
                     free_tensor(&t);
                 }
     }
-    /* a long row (the real model's widths) through every set */
-    const uint64_t rows = 19, cols = 2048;
-    const int64_t T = 9;
-    float *w2 = xmalloc(rows * cols * sizeof(float)), *x2 = xmalloc(T * cols * sizeof(float));
-    fill_case(w2, rows, cols, x2, T);
-    for (size_t d = 0; d < N_DTYPES; d++) {
-        Tensor t = make_tensor(all_dtypes[d], w2, rows, cols);
-        run_matmul("scalar", NULL, all_dtypes[d], &t, x2, T, yr);
-        for (int k = 1; av[k]; k++) {
-            run_matmul(av[k], NULL, all_dtypes[d], &t, x2, T, ys);
-            check_same(ys, yr, (size_t)(T * (int64_t)rows), av[k]);
+    /* long rows (the real model's widths) through every set, as prefill (T = 9) and as decode
+     * (T = 1: the matrix-vector kernels, whose row blocks of 8, 16 and 32 leave tails here) */
+    const uint64_t long_rows[] = { 19, 37 }, long_cols[] = { 2048, 8192 };
+    float *w2 = xmalloc(37 * 8192 * sizeof(float)), *x2 = xmalloc(9 * 8192 * sizeof(float));
+    float *yr2 = xmalloc(9 * 37 * sizeof(float)), *ys2 = xmalloc(9 * 37 * sizeof(float));
+    for (size_t li = 0; li < 4; li++) {
+        const uint64_t rows = long_rows[li % 2], cols = long_cols[li / 2];
+        fill_case(w2, rows, cols, x2, 9);
+        for (size_t d = 0; d < N_DTYPES; d++) {
+            Tensor t = make_tensor(all_dtypes[d], w2, rows, cols);
+            for (int64_t T = 1; T <= 9; T += 8) {
+                run_matmul("scalar", NULL, all_dtypes[d], &t, x2, T, yr2);
+                for (int k = 1; av[k]; k++) {
+                    char what[128];
+                    snprintf(what, sizeof what, "%s %s rows %llu T %lld cols %llu", av[k], dtype_name(all_dtypes[d]),
+                             (unsigned long long)rows, (long long)T, (unsigned long long)cols);
+                    run_matmul(av[k], NULL, all_dtypes[d], &t, x2, T, ys2);
+                    check_same(ys2, yr2, (size_t)(T * (int64_t)rows), what);
+                }
+            }
+            free_tensor(&t);
         }
-        free_tensor(&t);
     }
+    free(yr2), free(ys2);
     printf("    %d kernel/shape combinations matched the scalar reference bit for bit (sets:", checked);
     for (int k = 0; av[k]; k++) printf(" %s", av[k]);
     printf(")\n");
@@ -388,7 +399,8 @@ static void test_kernels_match_scalar(void **state) {
     free(w), free(x), free(yr), free(ys), free(w2), free(x2);
 }
 
-/* Spec corner: an activation block holding Inf/NaN must poison its outputs, not vanish. */
+/* Spec corner: an activation block holding Inf/NaN must poison its outputs, not vanish, in
+ * the tiles (T = 3) and in the matrix-vector path (T = 1). */
 static void test_nonfinite_activations(void **state) {
     (void)state;
     const uint64_t rows = 11, cols = 64;
@@ -406,6 +418,9 @@ static void test_nonfinite_activations(void **state) {
                 assert_true(isfinite(y[r]));
                 if (r != 2) assert_true(isnan(y[2 * rows + r])); /* row 2 of w is zero: 0*NaN */
             }
+            run_matmul(av[k], NULL, all_dtypes[d], &t, x + 2 * cols, 1, y);
+            for (uint64_t r = 0; r < rows; r++)
+                if (r != 2) assert_true(isnan(y[r]));
             free_tensor(&t);
         }
     kernels_force(best_kernels());
@@ -474,6 +489,150 @@ static void test_threads_bit_identical(void **state) {
     free(w), free(x), free(y0), free(y1);
 }
 
+/* ==== attention kernels ==== */
+
+static int same_or_both_nan(float a, float b) {
+    uint32_t ua, ub;
+    memcpy(&ua, &a, 4);
+    memcpy(&ub, &b, 4);
+    return ua == ub || (isnan(a) && isnan(b));
+}
+
+/* exp_f32 against long double exp: < 1 ulp over the softmax range, and its special values. */
+static void test_exp_f32(void **state) {
+    (void)state;
+    double worst = 0;
+    for (float x = -87.3f; x <= 88.0f; x += 0.0137f) {
+        const long double e = expl((long double)x);
+        const double ulp = ldexp(1.0, ilogbl(e) - 23), err = (double)fabsl((long double)exp_f32(x) - e) / ulp;
+        if (err > worst) worst = err;
+    }
+    for (uint32_t i = 0; i < 200000; i++) { /* dense near 0, where softmax weights live */
+        const float x = -(float)i * 1e-4f;
+        const long double e = expl((long double)x);
+        const double err = (double)fabsl((long double)exp_f32(x) - e) / ldexp(1.0, ilogbl(e) - 23);
+        if (err > worst) worst = err;
+    }
+    printf("    exp_f32 max error %.3f ulp\n", worst);
+    assert_true(worst < 1.0);
+    assert_true(exp_f32(0.0f) == 1.0f && exp_f32(-0.0f) == 1.0f);
+    assert_true(exp_f32(-INFINITY) == 0.0f && exp_f32(-88.0f) == 0.0f && exp_f32(-1e30f) == 0.0f);
+    assert_true(exp_f32(-87.0f) > 0.0f);
+    assert_true(isinf(exp_f32(88.5f)) && isinf(exp_f32(INFINITY)));
+    assert_true(isnan(exp_f32(NAN)));
+}
+
+static void test_dot_f32_kernels(void **state) {
+    (void)state;
+    float a[300], b[300];
+    for (int i = 0; i < 300; i++) a[i] = grand(), b[i] = grand() * (i % 7 == 3 ? 1e3f : 1.0f);
+    const char *const *av = kernels_available();
+    for (int n = 0; n <= 300; n += n < 40 ? 1 : 13) {
+        assert_non_null(kernels_force("scalar"));
+        const float ref = dot_f32(a, b, n);
+        /* the spec spelled out: lane k of 8 takes elements k, k+8, ...; fixed combination */
+        float l[8] = { 0 };
+        for (int i = 0; i < n; i++) l[i % 8] += a[i] * b[i];
+        const float spec = ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]));
+        if (!same_or_both_nan(ref, spec)) fail_msg("scalar dot n %d: %.9g vs spec %.9g", n, ref, spec);
+        for (int k = 1; av[k]; k++) {
+            assert_non_null(kernels_force(av[k]));
+            const float got = dot_f32(a, b, n);
+            if (!same_or_both_nan(got, ref)) fail_msg("%s dot n %d: %.9g vs %.9g", av[k], n, got, ref);
+        }
+    }
+    kernels_force(best_kernels());
+}
+
+/* One attention block per (head_dim, queries, lengths) case, every kernel set against the
+ * scalar reference bit for bit, outputs pre-filled with NaN. The KV rows are strided (as in
+ * the cache: kv_stride > head_dim) and lengths differ within a block the way consecutive
+ * tokens' do. */
+static void run_attention(const char *kern, const AttnBlock *tmpl, float *out, int64_t hd) {
+    assert_non_null(kernels_force(kern));
+    AttnBlock b = *tmpl;
+    for (int j = 0; j < b.nq; j++) {
+        b.o[j] = out + j * hd;
+        fill_nan(b.o[j], (size_t)hd);
+    }
+    attention(&b);
+}
+
+static void test_attention_kernels_match_scalar(void **state) {
+    (void)state;
+    const int64_t hds[] = { 64, 128, 1, 3, 7, 8, 9, 17, 33, 100 };
+    const int64_t lens[] = { 1, 2, 3, 5, 8, 31, 64, 200 };
+    enum { MAXP = 210, MAXHD = 128, STRIDE = 3 * MAXHD + 5 };
+    float *kv = xmalloc(2 * MAXP * STRIDE * sizeof(float)), *qs = xmalloc(ATTN_QMAX * MAXHD * sizeof(float));
+    float *ref = xmalloc(ATTN_QMAX * MAXHD * sizeof(float)), *got = xmalloc(ATTN_QMAX * MAXHD * sizeof(float));
+    const char *const *av = kernels_available();
+    int checked = 0;
+    for (size_t hi = 0; hi < sizeof hds / sizeof hds[0]; hi++)
+        for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++)
+            for (int nq = 1; nq <= ATTN_QMAX; nq++)
+                for (int spread = 0; spread < 2; spread++) {
+                    const int64_t hd = hds[hi];
+                    for (size_t i = 0; i < 2 * MAXP * STRIDE; i++) kv[i] = grand();
+                    for (int i = 0; i < ATTN_QMAX * MAXHD; i++) qs[i] = grand() * (li % 3 == 2 ? 4.0f : 1.0f);
+                    AttnBlock b = { hd, kv + 7, kv + MAXP * STRIDE + 11, STRIDE, 1.0f / sqrtf((float)hd), nq, { 0 }, { 0 }, { 0 } };
+                    for (int j = 0; j < nq; j++) {
+                        b.q[j] = qs + j * hd;
+                        /* spread: query j is token j / 4 of a chunk (lengths grow by one per token) */
+                        b.len[j] = lens[li] + (spread ? j / (nq > 4 ? 2 : 1) : 0);
+                    }
+                    run_attention("scalar", &b, ref, hd);
+                    for (int64_t i = 0; i < nq * hd; i++) assert_false(isnan(ref[i]));
+                    for (int k = 1; av[k]; k++) {
+                        run_attention(av[k], &b, got, hd);
+                        for (int64_t i = 0; i < nq * hd; i++)
+                            if (!same_or_both_nan(got[i], ref[i]))
+                                fail_msg("%s head_dim %lld nq %d len %lld spread %d: out[%lld] %.9g vs reference %.9g", av[k],
+                                         (long long)hd, nq, (long long)lens[li], spread, (long long)i, got[i], ref[i]);
+                        checked++;
+                    }
+                }
+    printf("    %d attention kernel/shape combinations matched the scalar reference bit for bit\n", checked);
+    kernels_force(best_kernels());
+    free(kv), free(qs), free(ref), free(got);
+}
+
+/* The contract against a double-precision softmax, and its edge cases: one dominant key
+ * (weights underflow to 0), equal scores, a single position. */
+static void test_attention_accuracy(void **state) {
+    (void)state;
+    enum { HD = 64, P = 100 };
+    float *k = xmalloc(P * HD * sizeof(float)), *v = xmalloc(P * HD * sizeof(float)), q[HD], o[HD];
+    const char *const *av = kernels_available();
+    for (int c = 0; c < 3; c++) {
+        for (int i = 0; i < P * HD; i++) k[i] = c == 2 ? 1.0f : grand(), v[i] = grand();
+        for (int i = 0; i < HD; i++) q[i] = grand() * (c == 1 ? 30.0f : 1.0f);
+        for (int ki = 0; av[ki]; ki++) {
+            assert_non_null(kernels_force(av[ki]));
+            for (int64_t len = 1; len <= P; len += 33) {
+                AttnBlock b = { HD, k, v, HD, 0.125f, 1, { q }, { o }, { len } };
+                fill_nan(o, HD);
+                attention(&b);
+                double sc[P], mx = -INFINITY, sum = 0;
+                for (int64_t p = 0; p < len; p++) {
+                    sc[p] = 0;
+                    for (int i = 0; i < HD; i++) sc[p] += (double)q[i] * k[p * HD + i];
+                    sc[p] *= 0.125;
+                    mx = sc[p] > mx ? sc[p] : mx;
+                }
+                for (int64_t p = 0; p < len; p++) sum += sc[p] = exp(sc[p] - mx);
+                for (int i = 0; i < HD; i++) {
+                    double r = 0;
+                    for (int64_t p = 0; p < len; p++) r += sc[p] / sum * v[p * HD + i];
+                    if (fabs(o[i] - r) > 1e-5 * (1 + fabs(r)) * (c == 1 ? 30 : 1))
+                        fail_msg("%s case %d len %lld: o[%d] %.9g vs %.9g", av[ki], c, (long long)len, i, o[i], r);
+                }
+            }
+        }
+    }
+    kernels_force(best_kernels());
+    free(k), free(v);
+}
+
 /* ==== thread pool and kernel selection ==== */
 
 typedef struct { int *hits; } Cover;
@@ -534,6 +693,10 @@ int main(void) {
         cmocka_unit_test(test_nonfinite_activations),
         cmocka_unit_test(test_quantized_accuracy),
         cmocka_unit_test(test_threads_bit_identical),
+        cmocka_unit_test(test_exp_f32),
+        cmocka_unit_test(test_dot_f32_kernels),
+        cmocka_unit_test(test_attention_kernels_match_scalar),
+        cmocka_unit_test(test_attention_accuracy),
         cmocka_unit_test(test_pool_for_covers_once),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
