@@ -137,7 +137,11 @@ int state_init(RunState *s, const Model *m, int64_t cap, char *err) {
         state_free(s);
         return errf(err, "out of memory for activations");
     }
-    return state_reserve(s, m, cap, err);
+    if (state_reserve(s, m, cap, err)) {
+        state_free(s);
+        return -1;
+    }
+    return 0;
 }
 
 int state_reserve(RunState *s, const Model *m, int64_t cap, char *err) {
@@ -219,30 +223,40 @@ typedef struct {
     const float *kc, *vc;      /* this layer's cache [cap, kv_dim] */
     float *out;                /* [n, q_dim] */
     int64_t n, pos0;
-    int64_t tb;                /* tokens per block: the heads of a kv group x tb tokens share K/V loads */
-    int64_t n_tblocks;
+    /* blocks (set by attention_chunk): hper heads of one kv group (a slice of the group when
+     * it has more than ATTN_QMAX heads) x tb consecutive tokens, so they share K/V loads */
+    int64_t hslices, hper, tb, n_tblocks;
 } AttnJob;
 
-/* item = (token block, kv head, slice of the group's heads); the last tokens see the most
- * positions, so items run from the last token block to the first to end the pool evenly. */
+/* item = (token block, kv head, head slice); the last tokens see the most positions, so items
+ * run from the last token block to the first and the pool ends evenly. */
 static void attention_rows(void *ctx, int64_t begin, int64_t end) {
     const AttnJob *j = ctx;
     const Config *c = j->c;
     const int64_t hd = c->head_dim, q_dim = (int64_t)c->n_heads * hd, kv_dim = (int64_t)c->n_kv_heads * hd;
-    const int64_t group = c->n_heads / c->n_kv_heads, hslices = (group + ATTN_QMAX - 1) / ATTN_QMAX;
-    const int64_t hper = (group + hslices - 1) / hslices; /* heads per slice, <= ATTN_QMAX */
+    const int64_t group = c->n_heads / c->n_kv_heads;
     for (int64_t item = begin; item < end; item++) {
-        const int64_t slice = item % hslices, kvh = item / hslices % c->n_kv_heads;
-        const int64_t t0 = (j->n_tblocks - 1 - item / hslices / c->n_kv_heads) * j->tb;
+        const int64_t slice = item % j->hslices, kvh = item / j->hslices % c->n_kv_heads;
+        const int64_t t0 = (j->n_tblocks - 1 - item / j->hslices / c->n_kv_heads) * j->tb;
+        const int64_t h0 = kvh * group + slice * j->hper, h1 = h0 + j->hper < (kvh + 1) * group ? h0 + j->hper : (kvh + 1) * group;
         AttnBlock b = { hd, j->kc + kvh * hd, j->vc + kvh * hd, kv_dim, 1.0f / sqrtf((float)hd), 0, { 0 }, { 0 }, { 0 } };
         for (int64_t t = t0; t < t0 + j->tb && t < j->n; t++)
-            for (int64_t h = kvh * group + slice * hper; h < kvh * group + (slice + 1) * hper && h < (kvh + 1) * group; h++) {
+            for (int64_t h = h0; h < h1; h++) {
                 b.q[b.nq] = j->q + t * q_dim + h * hd;
                 b.o[b.nq] = j->out + t * q_dim + h * hd;
                 b.len[b.nq++] = j->pos0 + t + 1;
             }
         attention(&b);
     }
+}
+
+static void attention_chunk(Pool *pool, AttnJob *j) {
+    const int64_t group = j->c->n_heads / j->c->n_kv_heads;
+    j->hslices = (group + ATTN_QMAX - 1) / ATTN_QMAX;
+    j->hper = (group + j->hslices - 1) / j->hslices;
+    j->tb = ATTN_QMAX / j->hper;
+    j->n_tblocks = (j->n + j->tb - 1) / j->tb;
+    pool_for(pool, j->n_tblocks * j->c->n_kv_heads * j->hslices, attention_rows, j);
 }
 
 /* LlamaMLP: down(silu(gate(x)) * up(x)); hb = silu(hb) * hb2 in place. */
@@ -283,10 +297,8 @@ static void forward_chunk(const Model *m, RunState *s, const int32_t *tokens, in
         if (l == 0) memcpy(s->ids + pos0, tokens, (size_t)n * sizeof *tokens);
 
         /* x = x + o_proj(softmax(q k^T / sqrt(d) + causal mask) v) */
-        const int64_t group = c->n_heads / c->n_kv_heads, hslices = (group + ATTN_QMAX - 1) / ATTN_QMAX;
-        const int64_t hper = (group + hslices - 1) / hslices, tb = ATTN_QMAX / hper;
-        AttnJob job = { c, s->q, kc, vc, s->xb, n, pos0, tb, (n + tb - 1) / tb };
-        pool_for(pool, job.n_tblocks * c->n_kv_heads * hslices, attention_rows, &job);
+        AttnJob job = { c, s->q, kc, vc, s->xb, n, pos0, 0, 0, 0, 0 };
+        attention_chunk(pool, &job);
         matmul(pool, s->xb2, s->xb, &L->wo, n);
         add_inplace(s->x, s->xb2, n * dim);
 

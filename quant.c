@@ -388,6 +388,21 @@ static void attn_ref(const AttnBlock *b) {
 
 typedef void (*PackFn)(const uint8_t *w, uint64_t row_bytes, int nr, uint64_t cols, void *tile);
 
+/* One call of a register tile: out[j*ldo + g*tr + r] (+)= row g*tr+r of the rv-group tile .
+ * token j, for j < rn. The tile covers kn columns (float) or kn blocks (quantized); token j's
+ * slice starts at x + j*ldx (float) or a + j*ldx (activation blocks). accumulate: continue
+ * the sums already in out (the next k-chunk) instead of starting from 0. */
+typedef struct {
+    const void *tile;
+    uint64_t kn;
+    const float *x;
+    const ActQ8 *a;
+    uint64_t ldx;
+    float *out;
+    uint64_t ldo;
+    int accumulate;
+} TileCall;
+
 /* One T = 1 product: y[r] = row r of w . x (x: float[cols]; quantized dtypes read a instead,
  * signed activation blocks, with asum[b] the sum of block b's q). */
 typedef struct {
@@ -410,11 +425,9 @@ typedef struct {
     void (*act)(const float *x, ActQ8 *a, uint64_t nb);
     /* pack rows [0, nr) (nr <= tr; the rest zero) of a row-major W slice into one tile group */
     PackFn pack[DT_COUNT];
-    /* out[j][g*tr + r] (+)= row g*tr+r of the rv-group tile . token j, for j < rn; the tile
-     * covers kn columns (float) or kn blocks (quantized) and token j's slice starts at
-     * x + j*ldx. accumulate: continue the sums in out (the next k-chunk) instead of from 0. */
-    void (*gemm_f)(int rn, const float *tile, uint64_t kn, const float *x, uint64_t ldx, float *out, int accumulate);
-    void (*gemm_q)(int rn, const void *tile, uint64_t kn, const ActQ8 *a, uint64_t lda, float *out, int accumulate);
+    /* one register-tile sweep over rn <= rn_f / rn_q tokens (see TileCall) */
+    void (*gemm_f)(int rn, const TileCall *c);
+    void (*gemm_q)(int rn, const TileCall *c);
     /* T = 1 (decode): rows [r0, r1) read in place, no packing; act_gemv quantizes x with
      * signed q (any set's act gives the same values; only the encoding differs) */
     GemvFn gemv[DT_COUNT];
@@ -518,6 +531,27 @@ INLINE_X86 void transpose8x32(__m256i r[8]) {
     }
 }
 
+/* The avx512 version: 16 rows x 8 columns, rows i and i+8 sharing a zmm (two halves), so one
+ * pass of 24 shuffles transposes twice the data. */
+AVX512_INLINE void transpose16x8_512(__m512i r[8]) { /* r[i] = [row i | row i+8], 8 columns each */
+    __m512i t[8], u[8];
+    UNROLL for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    UNROLL for (int i = 0; i < 8; i += 4) {
+        u[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+        u[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        u[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+        u[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    const __m512i lo = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13), hi = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
+    UNROLL for (int i = 0; i < 4; i++) { /* column i: rows 0-7 | rows 8-15 */
+        r[i] = _mm512_permutex2var_epi64(u[i], lo, u[i + 4]);
+        r[i + 4] = _mm512_permutex2var_epi64(u[i], hi, u[i + 4]);
+    }
+}
+
 /* 8 consecutive elements of a float-family row as f32 (exact conversions). */
 INLINE_X86 __m256i load8_f_x86(uint32_t dt, const uint8_t *p) {
     if (dt == DT_F32) return _mm256_loadu_si256((const __m256i *)p);
@@ -526,9 +560,7 @@ INLINE_X86 __m256i load8_f_x86(uint32_t dt, const uint8_t *p) {
     return _mm256_castps_si256(_mm256_cvtph_ps(h));
 }
 
-/* Rows [0, nr) of 8 (the rest zero) into lanes 0-7 of a float tile whose lines hold ld rows
- * (8 for the avx2 tiles; 16 for avx512, whose second half is a second call at t + 8). */
-INLINE_X86 void pack_f_x86(uint32_t dt, const uint8_t *w, uint64_t rb, int nr, uint64_t cols, float *t, int ld) {
+INLINE_X86 void pack_f_x86(uint32_t dt, const uint8_t *w, uint64_t rb, int nr, uint64_t cols, float *t) {
     const uint64_t es = dt == DT_F32 ? 4 : 2;
     uint64_t k = 0;
     for (; k + 8 <= cols; k += 8) {
@@ -538,10 +570,10 @@ INLINE_X86 void pack_f_x86(uint32_t dt, const uint8_t *w, uint64_t rb, int nr, u
             r[i] = i < nr ? load8_f_x86(dt, w + i * rb + k * es) : _mm256_setzero_si256();
         }
         transpose8x32(r);
-        UNROLL for (int i = 0; i < 8; i++) _mm256_store_si256((__m256i *)(t + (k + i) * ld), r[i]);
+        UNROLL for (int i = 0; i < 8; i++) _mm256_store_si256((__m256i *)(t + (k + i) * TR), r[i]);
     }
     for (; k < cols; k++)
-        for (int i = 0; i < TR; i++) t[k * ld + i] = i < nr ? elem_f(dt, w + i * rb, k) : 0.0f;
+        for (int i = 0; i < TR; i++) t[k * TR + i] = i < nr ? elem_f(dt, w + i * rb, k) : 0.0f;
 }
 
 /* One Q8_0 / Q4_0 block as 32 int8 values in element order. */
@@ -552,14 +584,10 @@ INLINE_X86 __m256i load_qblock_x86(uint32_t dt, const uint8_t *blk) {
     return _mm256_sub_epi8(_mm256_set_m128i(hi, lo), _mm256_set1_epi8(8));
 }
 
-/* Rows [0, nr) of 8 into lanes 0-7 of quantized tile groups laid out like TileQ but with ld
- * lanes (TileQ: ld 8; TileQ16: ld 16, lanes 8-15 by a second call at lane offset 8): per
- * block, q[8][ld][4], then d[ld], then corr[ld]; tbytes apart. */
-INLINE_X86 void pack_q_x86(uint32_t dt, const uint8_t *w, uint64_t rb, int nr, uint64_t cols, uint8_t *t, int ld, int lane0) {
-    const uint64_t bytes = dtypes[dt].block_bytes, tbytes = (uint64_t)ld * (QK + 8);
+INLINE_X86 void pack_q_x86(uint32_t dt, const uint8_t *w, uint64_t rb, int nr, uint64_t cols, TileQ *t) {
+    const uint64_t bytes = dtypes[dt].block_bytes;
     const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
     for (uint64_t b = 0; b < cols / QK; b++) {
-        uint8_t *tb = t + b * tbytes;
         __m256i r[8];
         uint16_t h[8];
         UNROLL for (int i = 0; i < 8; i++) {
@@ -572,11 +600,11 @@ INLINE_X86 void pack_q_x86(uint32_t dt, const uint8_t *w, uint64_t rb, int nr, u
         transpose8x32(r);
         __m256i s16 = _mm256_setzero_si256();
         UNROLL for (int s = 0; s < 8; s++) {
-            _mm256_store_si256((__m256i *)(tb + (s * ld + lane0) * 4), r[s]);
+            _mm256_store_si256((__m256i *)t[b].q[s], r[s]);
             s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(ones8, r[s]));
         }
-        _mm256_store_ps((float *)(void *)(tb + (uint64_t)(QK * ld + 4 * lane0)), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h)));
-        _mm256_store_si256((__m256i *)(tb + (uint64_t)((QK + 4) * ld + 4 * lane0)), _mm256_slli_epi32(_mm256_madd_epi16(s16, ones16), 7));
+        _mm256_store_si256((__m256i *)t[b].corr, _mm256_slli_epi32(_mm256_madd_epi16(s16, ones16), 7));
+        _mm256_store_ps(t[b].d, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h)));
     }
 }
 
@@ -584,29 +612,80 @@ INLINE_X86 void pack_q_x86(uint32_t dt, const uint8_t *w, uint64_t rb, int nr, u
     __attribute__((target(X86_BASE))) static void NAME(const uint8_t *w, uint64_t rb, int nr, uint64_t cols, void *tile) { \
         CALL;                                                                                         \
     }
-DEF_PACK_X86(pack_f32_x86, pack_f_x86(DT_F32, w, rb, nr, cols, tile, TR))
-DEF_PACK_X86(pack_bf16_x86, pack_f_x86(DT_BF16, w, rb, nr, cols, tile, TR))
-DEF_PACK_X86(pack_f16_x86, pack_f_x86(DT_F16, w, rb, nr, cols, tile, TR))
-DEF_PACK_X86(pack_q8_x86, pack_q_x86(DT_Q8_0, w, rb, nr, cols, tile, TR, 0))
-DEF_PACK_X86(pack_q4_x86, pack_q_x86(DT_Q4_0, w, rb, nr, cols, tile, TR, 0))
+DEF_PACK_X86(pack_f32_x86, pack_f_x86(DT_F32, w, rb, nr, cols, tile))
+DEF_PACK_X86(pack_bf16_x86, pack_f_x86(DT_BF16, w, rb, nr, cols, tile))
+DEF_PACK_X86(pack_f16_x86, pack_f_x86(DT_F16, w, rb, nr, cols, tile))
+DEF_PACK_X86(pack_q8_x86, pack_q_x86(DT_Q8_0, w, rb, nr, cols, tile))
+DEF_PACK_X86(pack_q4_x86, pack_q_x86(DT_Q4_0, w, rb, nr, cols, tile))
 
-/* avx512: 16-row tile groups (zmm lanes), packed as two 8-row halves */
-#define LO8 (nr < TR ? nr : TR)
-#define HI8 (nr > TR ? nr - TR : 0)
-DEF_PACK_X86(pack_f32_16, pack_f_x86(DT_F32, w, rb, LO8, cols, tile, 16); pack_f_x86(DT_F32, w + TR * rb, rb, HI8, cols, (float *)tile + TR, 16))
-DEF_PACK_X86(pack_bf16_16, pack_f_x86(DT_BF16, w, rb, LO8, cols, tile, 16); pack_f_x86(DT_BF16, w + TR * rb, rb, HI8, cols, (float *)tile + TR, 16))
-DEF_PACK_X86(pack_f16_16, pack_f_x86(DT_F16, w, rb, LO8, cols, tile, 16); pack_f_x86(DT_F16, w + TR * rb, rb, HI8, cols, (float *)tile + TR, 16))
-DEF_PACK_X86(pack_q8_16, pack_q_x86(DT_Q8_0, w, rb, LO8, cols, tile, 16, 0); pack_q_x86(DT_Q8_0, w + TR * rb, rb, HI8, cols, tile, 16, TR))
-DEF_PACK_X86(pack_q4_16, pack_q_x86(DT_Q4_0, w, rb, LO8, cols, tile, 16, 0); pack_q_x86(DT_Q4_0, w + TR * rb, rb, HI8, cols, tile, 16, TR))
-#undef LO8
-#undef HI8
+/* avx512: 16-row tile groups (zmm lanes) in one pass: rows i and i+8 are loaded into the two
+ * halves of one zmm, and one 16x8 transpose yields 8 whole 64-byte tile lines. */
+#define ROW16(i) (w + (uint64_t)(i) * rb)
+AVX512_INLINE __m512i two_rows_512(__m256i lo, __m256i hi) { return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1); }
+
+AVX512_INLINE void pack_f16_512(uint32_t dt, const uint8_t *w, uint64_t rb, int nr, uint64_t cols, float *t) {
+    const uint64_t es = dt == DT_F32 ? 4 : 2;
+    uint64_t k = 0;
+    for (; k + 8 <= cols; k += 8) {
+        __m512i r[8];
+        UNROLL for (int i = 0; i < 8; i++) {
+            if (i < nr) _mm_prefetch((const char *)ROW16(i) + k * es + PREFETCH_AHEAD, _MM_HINT_T0);
+            if (i + 8 < nr) _mm_prefetch((const char *)ROW16(i + 8) + k * es + PREFETCH_AHEAD, _MM_HINT_T0);
+            r[i] = two_rows_512(i < nr ? load8_f_x86(dt, ROW16(i) + k * es) : _mm256_setzero_si256(),
+                                i + 8 < nr ? load8_f_x86(dt, ROW16(i + 8) + k * es) : _mm256_setzero_si256());
+        }
+        transpose16x8_512(r);
+        UNROLL for (int i = 0; i < 8; i++) _mm512_store_si512(t + (k + i) * 16, r[i]);
+    }
+    for (; k < cols; k++)
+        for (int i = 0; i < 16; i++) t[k * 16 + i] = i < nr ? elem_f(dt, ROW16(i), k) : 0.0f;
+}
+
+/* corr = 128 * sum(q) per row straight from vpdpbusd with bytes of 128; the f16 scales of the
+ * 16 rows come from one masked gather (rows >= nr: all zero). */
+AVX512_INLINE void pack_q16_512(uint32_t dt, const uint8_t *w, uint64_t rb, int nr, uint64_t cols, TileQ16 *t) {
+    const uint64_t bytes = dtypes[dt].block_bytes;
+    const __m512i c128 = _mm512_set1_epi8((char)0x80);
+    const __m512i offs = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32((int)rb));
+    const __mmask16 live = (__mmask16)((1u << nr) - 1);
+    for (uint64_t b = 0; b < cols / QK; b++) {
+        __m512i r[8];
+        UNROLL for (int i = 0; i < 8; i++) {
+            const uint8_t *lo = ROW16(i) + b * bytes, *hi = ROW16(i + 8) + b * bytes;
+            if (i < nr) _mm_prefetch((const char *)lo + PREFETCH_AHEAD, _MM_HINT_T0);
+            if (i + 8 < nr) _mm_prefetch((const char *)hi + PREFETCH_AHEAD, _MM_HINT_T0);
+            r[i] = two_rows_512(i < nr ? load_qblock_x86(dt, lo) : _mm256_setzero_si256(),
+                                i + 8 < nr ? load_qblock_x86(dt, hi) : _mm256_setzero_si256());
+        }
+        transpose16x8_512(r);
+        __m512i corr = _mm512_setzero_si512();
+        UNROLL for (int s = 0; s < 8; s++) {
+            _mm512_store_si512(t[b].q[s], r[s]);
+            corr = _mm512_dpbusd_epi32(corr, c128, r[s]);
+        }
+        _mm512_store_si512(t[b].corr, corr);
+        const __m512i g = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), live, offs, w + b * bytes, 1);
+        _mm512_store_ps(t[b].d, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g))); /* vpmovdw keeps the low 16 bits: d */
+    }
+}
+#undef ROW16
+
+#define DEF_PACK_512(NAME, CALL) \
+    __attribute__((target(X86_512))) static void NAME(const uint8_t *w, uint64_t rb, int nr, uint64_t cols, void *tile) { CALL; }
+DEF_PACK_512(pack_f32_16, pack_f16_512(DT_F32, w, rb, nr, cols, tile))
+DEF_PACK_512(pack_bf16_16, pack_f16_512(DT_BF16, w, rb, nr, cols, tile))
+DEF_PACK_512(pack_f16_16, pack_f16_512(DT_F16, w, rb, nr, cols, tile))
+DEF_PACK_512(pack_q8_16, pack_q16_512(DT_Q8_0, w, rb, nr, cols, tile))
+DEF_PACK_512(pack_q4_16, pack_q16_512(DT_Q4_0, w, rb, nr, cols, tile))
 
 /* ---- float register tile: RV groups of 8 rows x RN tokens, one fma per (row lane, token, k) ---- */
-INLINE_X86 void gemm_f_x86(const int RV, const int RN, const float *tile, uint64_t kn, const float *x, uint64_t ldx,
-                           float *out, int accumulate) {
+INLINE_X86 void gemm_f_x86(const int RV, const int RN, const TileCall *c) {
+    const float *tile = c->tile, *x = c->x;
+    const uint64_t kn = c->kn, ldx = c->ldx, ldo = c->ldo;
+    float *out = c->out;
     __m256 acc[RV_MAX][RN_MAX];
     UNROLL for (int g = 0; g < RV; g++) UNROLL for (int j = 0; j < RN; j++)
-        acc[g][j] = accumulate ? _mm256_loadu_ps(out + (j * RV + g) * TR) : _mm256_setzero_ps();
+        acc[g][j] = c->accumulate ? _mm256_loadu_ps(out + j * ldo + g * TR) : _mm256_setzero_ps();
     for (uint64_t k = 0; k < kn; k++) {
         __m256 w[RV_MAX];
         UNROLL for (int g = 0; g < RV; g++) w[g] = _mm256_load_ps(tile + (g * kn + k) * TR);
@@ -615,19 +694,22 @@ INLINE_X86 void gemm_f_x86(const int RV, const int RN, const float *tile, uint64
             UNROLL for (int g = 0; g < RV; g++) acc[g][j] = _mm256_fmadd_ps(w[g], xb, acc[g][j]);
         }
     }
-    UNROLL for (int j = 0; j < RN; j++) UNROLL for (int g = 0; g < RV; g++) _mm256_storeu_ps(out + (j * RV + g) * TR, acc[g][j]);
+    UNROLL for (int j = 0; j < RN; j++) UNROLL for (int g = 0; g < RV; g++) _mm256_storeu_ps(out + j * ldo + g * TR, acc[g][j]);
 }
 
 /* ---- int8 register tile (avx2): RV groups of 8 rows x RN tokens, per block of 32 an exact
  * int32 dot per lane, then one fma of the block scales (the contract's fold). AVX2 has no
  * signed x signed byte product: |w| * (x * sign(w)) with vpmaddubsw (pairs stay below
  * 2*128*127, no saturation), then vpmaddwd by 1 to widen. ---- */
-INLINE_X86 void gemm_q_avx2_t(const int RV, const int RN, const TileQ *tile, uint64_t nb, const ActQ8 *a, uint64_t lda,
-                              float *out, int accumulate) {
+INLINE_X86 void gemm_q_avx2_t(const int RV, const int RN, const TileCall *c) {
+    const TileQ *tile = c->tile;
+    const ActQ8 *a = c->a;
+    const uint64_t nb = c->kn, lda = c->ldx, ldo = c->ldo;
+    float *out = c->out;
     const __m256i ones16 = _mm256_set1_epi16(1);
     __m256 acc[RV_MAX][RN_MAX];
     UNROLL for (int g = 0; g < RV; g++) UNROLL for (int j = 0; j < RN; j++)
-        acc[g][j] = accumulate ? _mm256_loadu_ps(out + (j * RV + g) * TR) : _mm256_setzero_ps();
+        acc[g][j] = c->accumulate ? _mm256_loadu_ps(out + j * ldo + g * TR) : _mm256_setzero_ps();
     for (uint64_t b = 0; b < nb; b++) {
         __m256i ia[RV_MAX][RN_MAX];
         UNROLL for (int g = 0; g < RV; g++) UNROLL for (int j = 0; j < RN; j++) ia[g][j] = _mm256_setzero_si256();
@@ -651,17 +733,19 @@ INLINE_X86 void gemm_q_avx2_t(const int RV, const int RN, const TileQ *tile, uin
                 acc[g][j] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(a[j * lda + b].d)), _mm256_cvtepi32_ps(ia[g][j]), acc[g][j]);
         }
     }
-    UNROLL for (int j = 0; j < RN; j++) UNROLL for (int g = 0; g < RV; g++) _mm256_storeu_ps(out + (j * RV + g) * TR, acc[g][j]);
+    UNROLL for (int j = 0; j < RN; j++) UNROLL for (int g = 0; g < RV; g++) _mm256_storeu_ps(out + j * ldo + g * TR, acc[g][j]);
 }
 
 /* ---- avx512 register tiles: 16 rows per zmm, RV groups x RN tokens ----
  * Same arithmetic as the 8-row tiles (one fma per lane and k, or per lane and block), twice
  * the lanes per instruction. */
-AVX512_INLINE void gemm_f_zmm_t(const int RV, const int RN, const float *tile, uint64_t kn, const float *x, uint64_t ldx,
-                                float *out, int accumulate) {
+AVX512_INLINE void gemm_f_zmm_t(const int RV, const int RN, const TileCall *c) {
+    const float *tile = c->tile, *x = c->x;
+    const uint64_t kn = c->kn, ldx = c->ldx, ldo = c->ldo;
+    float *out = c->out;
     __m512 acc[RV_MAX][RN_MAX];
     UNROLL for (int g = 0; g < RV; g++) UNROLL for (int j = 0; j < RN; j++)
-        acc[g][j] = accumulate ? _mm512_loadu_ps(out + (j * RV + g) * 16) : _mm512_setzero_ps();
+        acc[g][j] = c->accumulate ? _mm512_loadu_ps(out + j * ldo + g * 16) : _mm512_setzero_ps();
     for (uint64_t k = 0; k < kn; k++) {
         __m512 w[RV_MAX];
         UNROLL for (int g = 0; g < RV; g++) w[g] = _mm512_load_ps(tile + (g * kn + k) * 16);
@@ -670,16 +754,19 @@ AVX512_INLINE void gemm_f_zmm_t(const int RV, const int RN, const float *tile, u
             UNROLL for (int g = 0; g < RV; g++) acc[g][j] = _mm512_fmadd_ps(w[g], xb, acc[g][j]);
         }
     }
-    UNROLL for (int j = 0; j < RN; j++) UNROLL for (int g = 0; g < RV; g++) _mm512_storeu_ps(out + (j * RV + g) * 16, acc[g][j]);
+    UNROLL for (int j = 0; j < RN; j++) UNROLL for (int g = 0; g < RV; g++) _mm512_storeu_ps(out + j * ldo + g * 16, acc[g][j]);
 }
 
 /* int8: activations hold q + 128 (act_vnni); each block's sums start from -corr, so they end
  * at the exact isum without a correction step. */
-AVX512_INLINE void gemm_q_zmm_t(const int RV, const int RN, const TileQ16 *tile, uint64_t nb, const ActQ8 *a, uint64_t lda,
-                                float *out, int accumulate) {
+AVX512_INLINE void gemm_q_zmm_t(const int RV, const int RN, const TileCall *c) {
+    const TileQ16 *tile = c->tile;
+    const ActQ8 *a = c->a;
+    const uint64_t nb = c->kn, lda = c->ldx, ldo = c->ldo;
+    float *out = c->out;
     __m512 acc[RV_MAX][RN_MAX];
     UNROLL for (int g = 0; g < RV; g++) UNROLL for (int j = 0; j < RN; j++)
-        acc[g][j] = accumulate ? _mm512_loadu_ps(out + (j * RV + g) * 16) : _mm512_setzero_ps();
+        acc[g][j] = c->accumulate ? _mm512_loadu_ps(out + j * ldo + g * 16) : _mm512_setzero_ps();
     for (uint64_t b = 0; b < nb; b++) {
         __m512i ia[RV_MAX][RN_MAX];
         UNROLL for (int g = 0; g < RV; g++) {
@@ -702,7 +789,7 @@ AVX512_INLINE void gemm_q_zmm_t(const int RV, const int RN, const TileQ16 *tile,
                 acc[g][j] = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_set1_ps(a[j * lda + b].d)), _mm512_cvtepi32_ps(ia[g][j]), acc[g][j]);
         }
     }
-    UNROLL for (int j = 0; j < RN; j++) UNROLL for (int g = 0; g < RV; g++) _mm512_storeu_ps(out + (j * RV + g) * 16, acc[g][j]);
+    UNROLL for (int j = 0; j < RN; j++) UNROLL for (int g = 0; g < RV; g++) _mm512_storeu_ps(out + j * ldo + g * 16, acc[g][j]);
 }
 
 /* ---- matrix-vector (T = 1: decode, the logits row): W read in place, no tile ----
@@ -784,9 +871,9 @@ DEF_GEMV_Q_X86(gemv_q_vnni_t, X86_512, qdot_vnni, QOFF_VNNI)
 /* Float rows: 8 rows x 8 columns loaded and transposed in registers, then one fma per column
  * in k order. GEMV_FG row groups per step keep that many independent fma chains in flight.
  * Each step eats whole 64-byte lines of its 8 rows: rows of 4 KiB-multiple size all map to
- * one L1 set, so a line must be used up before the next group's loads evict it. Rows are
- * reached by stepping a pointer by rb (32 row pointers would not fit in registers); a short
- * last group repeats its last row and stores fewer lanes. */
+ * one L1 set, so a line must be used up before other rows' loads evict it. Rows are reached
+ * by stepping a pointer by rb (row pointers would not fit in registers); a short last group
+ * repeats its last row and stores fewer lanes. */
 #define GEMV_FG 2
 INLINE_X86 void gemv_f_x86(uint32_t dt, const Gemv *g, uint64_t r0, uint64_t r1) {
     const uint64_t es = dt == DT_F32 ? 4 : 2, cols = g->cols, rb = g->rb, kstep = 64 / es;
@@ -802,16 +889,18 @@ INLINE_X86 void gemv_f_x86(uint32_t dt, const Gemv *g, uint64_t r0, uint64_t r1)
             UNROLL for (int gi = 0; gi < GEMV_FG; gi++) {
                 if (gi >= ng) break;
                 const int nr = gi == ng - 1 ? last_nr : TR;
+                /* the whole line of every row first (spilled to the stack if need be: that is
+                 * another L1 set), then 8 columns at a time */
+                __m256i line[4][8];
+                const uint8_t *p = w0 + (uint64_t)gi * TR * rb + k * es;
+                UNROLL for (int i = 0; i < TR; i++) {
+                    UNROLL for (uint64_t k8 = 0; k8 < kstep; k8 += 8) line[k8 / 8][i] = load8_f_x86(dt, p + k8 * es);
+                    if (i + 1 < nr) p += rb;
+                }
                 UNROLL for (uint64_t k8 = 0; k8 < kstep; k8 += 8) {
-                    const uint8_t *p = w0 + (uint64_t)gi * TR * rb + (k + k8) * es;
-                    __m256i t[8];
-                    UNROLL for (int i = 0; i < TR; i++) {
-                                                t[i] = load8_f_x86(dt, p);
-                        if (i + 1 < nr) p += rb;
-                    }
-                    transpose8x32(t);
+                    transpose8x32(line[k8 / 8]);
                     UNROLL for (int kk = 0; kk < 8; kk++)
-                        acc[gi] = _mm256_fmadd_ps(_mm256_castsi256_ps(t[kk]), _mm256_broadcast_ss(g->x + k + k8 + kk), acc[gi]);
+                        acc[gi] = _mm256_fmadd_ps(_mm256_castsi256_ps(line[k8 / 8][kk]), _mm256_broadcast_ss(g->x + k + k8 + kk), acc[gi]);
                 }
             }
         }
@@ -827,26 +916,6 @@ INLINE_X86 void gemv_f_x86(uint32_t dt, const Gemv *g, uint64_t r0, uint64_t r1)
     }
 }
 
-/* avx512: the same with 16 rows in the lanes (rows i and i+8 share a load's two halves), so
- * each fma advances 16 outputs and each shuffle moves twice the data. */
-AVX512_INLINE void transpose16x8_512(__m512i r[8]) { /* r[i] = [row i | row i+8], 8 columns each */
-    __m512i t[8], u[8];
-    UNROLL for (int i = 0; i < 8; i += 2) {
-        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
-    }
-    UNROLL for (int i = 0; i < 8; i += 4) {
-        u[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
-        u[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
-        u[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
-        u[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
-    }
-    const __m512i lo = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13), hi = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
-    UNROLL for (int i = 0; i < 4; i++) { /* column i: rows 0-7 | rows 8-15 */
-        r[i] = _mm512_permutex2var_epi64(u[i], lo, u[i + 4]);
-        r[i + 4] = _mm512_permutex2var_epi64(u[i], hi, u[i + 4]);
-    }
-}
 
 /* One whole 64-byte line of each row is loaded at once (16 f32 or 32 bf16/f16 columns), so
  * every line is used up in registers the moment it arrives; 8 rows per group as in
@@ -1122,23 +1191,23 @@ __attribute__((target(X86_512))) static void attn_512(const AttnBlock *b) { attn
 #define V512_RV_Q 2
 #define V512_RN_Q 4
 
-__attribute__((target(X86_BASE))) static void gemm_f_avx2(int rn, const float *t, uint64_t kn, const float *x, uint64_t ldx, float *out, int acc) {
-#define C(n) case n: gemm_f_x86(AVX2_RV_F, n, t, kn, x, ldx, out, acc); return;
+__attribute__((target(X86_BASE))) static void gemm_f_avx2(int rn, const TileCall *c) {
+#define C(n) case n: gemm_f_x86(AVX2_RV_F, n, c); return;
     switch (rn) { RN_CASES_6(C) }
 #undef C
 }
-__attribute__((target(X86_BASE))) static void gemm_q_avx2(int rn, const void *t, uint64_t kn, const ActQ8 *a, uint64_t lda, float *out, int acc) {
-#define C(n) case n: gemm_q_avx2_t(AVX2_RV_Q, n, t, kn, a, lda, out, acc); return;
+__attribute__((target(X86_BASE))) static void gemm_q_avx2(int rn, const TileCall *c) {
+#define C(n) case n: gemm_q_avx2_t(AVX2_RV_Q, n, c); return;
     switch (rn) { RN_CASES_4(C) }
 #undef C
 }
-__attribute__((target(X86_512))) static void gemm_f_512(int rn, const float *t, uint64_t kn, const float *x, uint64_t ldx, float *out, int acc) {
-#define C(n) case n: gemm_f_zmm_t(V512_RV_F, n, t, kn, x, ldx, out, acc); return;
+__attribute__((target(X86_512))) static void gemm_f_512(int rn, const TileCall *c) {
+#define C(n) case n: gemm_f_zmm_t(V512_RV_F, n, c); return;
     switch (rn) { RN_CASES_12(C) }
 #undef C
 }
-__attribute__((target(X86_512))) static void gemm_q_512(int rn, const void *t, uint64_t kn, const ActQ8 *a, uint64_t lda, float *out, int acc) {
-#define C(n) case n: gemm_q_zmm_t(V512_RV_Q, n, t, kn, a, lda, out, acc); return;
+__attribute__((target(X86_512))) static void gemm_q_512(int rn, const TileCall *c) {
+#define C(n) case n: gemm_q_zmm_t(V512_RV_Q, n, c); return;
     switch (rn) { RN_CASES_4(C) }
 #undef C
 }
@@ -1186,12 +1255,14 @@ static void act_neon(const float *x, ActQ8 *a, uint64_t nb) {
     }
 }
 
-static inline __attribute__((always_inline)) void gemm_f_neon_t(const int RV, const int RN, const float *tile, uint64_t kn,
-                                                               const float *x, uint64_t ldx, float *out, int accumulate) {
+static inline __attribute__((always_inline)) void gemm_f_neon_t(const int RV, const int RN, const TileCall *c) {
+    const float *tile = c->tile, *x = c->x;
+    const uint64_t kn = c->kn, ldx = c->ldx, ldo = c->ldo;
+    float *out = c->out;
     float32x4_t acc[RV_MAX][2][RN_MAX];
     UNROLL for (int g = 0; g < RV; g++) UNROLL for (int j = 0; j < RN; j++) {
-        acc[g][0][j] = accumulate ? vld1q_f32(out + (j * RV + g) * TR) : vdupq_n_f32(0.0f);
-        acc[g][1][j] = accumulate ? vld1q_f32(out + (j * RV + g) * TR + 4) : vdupq_n_f32(0.0f);
+        acc[g][0][j] = c->accumulate ? vld1q_f32(out + j * ldo + g * TR) : vdupq_n_f32(0.0f);
+        acc[g][1][j] = c->accumulate ? vld1q_f32(out + j * ldo + g * TR + 4) : vdupq_n_f32(0.0f);
     }
     for (uint64_t k = 0; k < kn; k++) {
         float32x4_t w[RV_MAX][2];
@@ -1208,21 +1279,23 @@ static inline __attribute__((always_inline)) void gemm_f_neon_t(const int RV, co
         }
     }
     UNROLL for (int j = 0; j < RN; j++) UNROLL for (int g = 0; g < RV; g++) {
-        vst1q_f32(out + (j * RV + g) * TR, acc[g][0][j]);
-        vst1q_f32(out + (j * RV + g) * TR + 4, acc[g][1][j]);
+        vst1q_f32(out + j * ldo + g * TR, acc[g][0][j]);
+        vst1q_f32(out + j * ldo + g * TR + 4, acc[g][1][j]);
     }
 }
 
 /* int8 tile, stamped for plain NEON and for dotprod; DOT(acc, w, x4) adds, per row lane, the
  * products of 4 weight bytes (4 rows per vector) with the replicated activation bytes. */
 #define DEF_GEMM_Q_NEON(NAME, ATTR, DOT)                                                                 \
-    static inline __attribute__((always_inline ATTR)) void NAME(                                         \
-        const int RV, const int RN, const TileQ *tile, uint64_t nb, const ActQ8 *a, uint64_t lda,        \
-        float *out, int accumulate) {                                                                     \
+    static inline __attribute__((always_inline ATTR)) void NAME(const int RV, const int RN, const TileCall *c) { \
+        const TileQ *tile = c->tile;                                                                      \
+        const ActQ8 *a = c->a;                                                                            \
+        const uint64_t nb = c->kn, lda = c->ldx, ldo = c->ldo;                                            \
+        float *out = c->out;                                                                              \
         float32x4_t acc[RV_MAX][2][RN_MAX];                                                               \
         UNROLL for (int g = 0; g < RV; g++) UNROLL for (int j = 0; j < RN; j++) {                         \
-            acc[g][0][j] = accumulate ? vld1q_f32(out + (j * RV + g) * TR) : vdupq_n_f32(0.0f);           \
-            acc[g][1][j] = accumulate ? vld1q_f32(out + (j * RV + g) * TR + 4) : vdupq_n_f32(0.0f);       \
+            acc[g][0][j] = c->accumulate ? vld1q_f32(out + j * ldo + g * TR) : vdupq_n_f32(0.0f);         \
+            acc[g][1][j] = c->accumulate ? vld1q_f32(out + j * ldo + g * TR + 4) : vdupq_n_f32(0.0f);     \
         }                                                                                                 \
         for (uint64_t b = 0; b < nb; b++) {                                                               \
             int32x4_t ia[RV_MAX][2][RN_MAX];                                                              \
@@ -1255,8 +1328,8 @@ static inline __attribute__((always_inline)) void gemm_f_neon_t(const int RV, co
             }                                                                                             \
         }                                                                                                 \
         UNROLL for (int j = 0; j < RN; j++) UNROLL for (int g = 0; g < RV; g++) {                         \
-            vst1q_f32(out + (j * RV + g) * TR, acc[g][0][j]);                                             \
-            vst1q_f32(out + (j * RV + g) * TR + 4, acc[g][1][j]);                                         \
+            vst1q_f32(out + j * ldo + g * TR, acc[g][0][j]);                                              \
+            vst1q_f32(out + j * ldo + g * TR + 4, acc[g][1][j]);                                          \
         }                                                                                                 \
     }
 
@@ -1278,18 +1351,18 @@ DEF_GEMM_Q_NEON(gemm_q_sdot_t, TARGET_DOTPROD, DOT_SDOT)
 #define NEON_RV_Q 1
 #define NEON_RN_Q 4
 
-static void gemm_f_neon(int rn, const float *t, uint64_t kn, const float *x, uint64_t ldx, float *out, int acc) {
-#define C(n) case n: gemm_f_neon_t(NEON_RV_F, n, t, kn, x, ldx, out, acc); return;
+static void gemm_f_neon(int rn, const TileCall *c) {
+#define C(n) case n: gemm_f_neon_t(NEON_RV_F, n, c); return;
     switch (rn) { RN_CASES_4(C) }
 #undef C
 }
-static void gemm_q_neon(int rn, const void *t, uint64_t kn, const ActQ8 *a, uint64_t lda, float *out, int acc) {
-#define C(n) case n: gemm_q_neon_t(NEON_RV_Q, n, t, kn, a, lda, out, acc); return;
+static void gemm_q_neon(int rn, const TileCall *c) {
+#define C(n) case n: gemm_q_neon_t(NEON_RV_Q, n, c); return;
     switch (rn) { RN_CASES_4(C) }
 #undef C
 }
-__attribute__((target("arch=armv8.2-a+dotprod"))) static void gemm_q_sdot(int rn, const void *t, uint64_t kn, const ActQ8 *a, uint64_t lda, float *out, int acc) {
-#define C(n) case n: gemm_q_sdot_t(NEON_RV_Q, n, t, kn, a, lda, out, acc); return;
+__attribute__((target("arch=armv8.2-a+dotprod"))) static void gemm_q_sdot(int rn, const TileCall *c) {
+#define C(n) case n: gemm_q_sdot_t(NEON_RV_Q, n, c); return;
     switch (rn) { RN_CASES_4(C) }
 #undef C
 }
@@ -1872,8 +1945,9 @@ static void job_rows_ref(void *ctx, int64_t r0, int64_t r1) {
 #define KC_F 256
 #define KC_Q 16
 
-/* The SIMD path: tile i covers rows [i*rv*8, ...). For each k-chunk, pack the tile chunk once
- * and sweep all tokens over it; sums continue across chunks in acc (exact: k order is kept). */
+/* The SIMD path: tile i covers rows [i*rv*tr, ...). For each k-chunk, pack the tile chunk once
+ * and sweep all tokens over it; sums continue across chunks in y (or acc for the last, short
+ * tile), exact since k order is kept. */
 static void job_tiles(void *ctx, int64_t i0, int64_t i1) {
     Job *j = ctx;
     const Kernels *K = j->K;
@@ -1891,6 +1965,7 @@ static void job_tiles(void *ctx, int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; i++) {
         const uint64_t r0 = (uint64_t)i * tile_rows;
         const uint64_t nr = j->rows - r0 < tile_rows ? j->rows - r0 : tile_rows;
+        const int direct = nr == tile_rows; /* whole tiles write y directly; the last, short one goes through acc */
         for (uint64_t k0 = 0; k0 < kn_all; k0 += kchunk) {
             const uint64_t kn = kn_all - k0 < kchunk ? kn_all - k0 : kchunk;
             for (int g = 0; g < rv; g++) {
@@ -1900,12 +1975,13 @@ static void job_tiles(void *ctx, int64_t i0, int64_t i1) {
             }
             for (int64_t t0 = 0; t0 < j->T; t0 += rn) {
                 const int n = j->T - t0 < rn ? (int)(j->T - t0) : rn;
-                float *out = acc + t0 * tile_rows;
-                if (q) K->gemm_q(n, tile, kn, j->a + t0 * j->nb + k0, j->nb, out, k0 > 0);
-                else K->gemm_f(n, (const float *)(void *)tile, kn, j->x + t0 * j->cols + k0, j->cols, out, k0 > 0);
+                TileCall c = { tile, kn, j->x + t0 * j->cols + k0, j->a ? j->a + t0 * j->nb + k0 : NULL, q ? j->nb : j->cols,
+                               direct ? j->y + t0 * j->rows + r0 : acc + t0 * tile_rows, direct ? j->rows : tile_rows, k0 > 0 };
+                if (q) K->gemm_q(n, &c);
+                else K->gemm_f(n, &c);
             }
         }
-        for (int64_t t = 0; t < j->T; t++) memcpy(j->y + t * j->rows + r0, acc + t * tile_rows, nr * sizeof(float));
+        for (int64_t t = 0; !direct && t < j->T; t++) memcpy(j->y + t * j->rows + r0, acc + t * tile_rows, nr * sizeof(float));
     }
 }
 

@@ -21,6 +21,10 @@ int errf(char *err, const char *fmt, ...) {
         va_start(ap, fmt);
         vsnprintf(err, ERRLEN, fmt, ap);
         va_end(ap);
+        /* Messages quote names and values from hostile files; keep every message one line
+         * (and free of terminal escapes) here, once, rather than at each call site. */
+        for (char *p = err; *p; p++)
+            if ((unsigned char)*p < 0x20 || *p == 0x7F) *p = '?';
     }
     return -1;
 }

@@ -190,6 +190,7 @@ static int read_safetensors(Source *src, const char *path, char *err) {
     }
     json_free(&j);
     if (rc) return -1;
+    if (src->n == first) return 0; /* no tensors in this file: nothing can overlap */
     /* overlapping ranges would let one tensor's bytes masquerade as another's */
     SrcTensor *tmp = malloc((size_t)(src->n - first) * sizeof *tmp + 1);
     if (!tmp) return errf(err, "out of memory");
@@ -215,7 +216,7 @@ static int read_weights(Source *src, const char *dir, char *err) {
     /* each distinct shard once, in order of first mention */
     const char *seen[SRC_MAX_FILES];
     int n_seen = 0;
-    JSON_FOR(&j, wm, e) {
+    if (rc == 0) JSON_FOR(&j, wm, e) {
         if (rc) break;
         if (e->type != JSON_STRING || e->len == 0 || strchr(e->str, '/') || strstr(e->str, "..") || strlen(e->str) != e->len) {
             rc = errf(err, "%s: weight_map entry for '%s' is not a plain file name", path, e->key);
@@ -231,7 +232,7 @@ static int read_weights(Source *src, const char *dir, char *err) {
         rc = read_safetensors(src, shard, err);
     }
     /* every tensor the index names must be in a shard */
-    JSON_FOR(&j, wm, e) {
+    if (rc == 0) JSON_FOR(&j, wm, e) {
         if (rc) break;
         if (!source_find(src, e->key)) rc = errf(err, "%s: tensor '%s' is listed in the index but missing from %s", path, e->key, e->str);
     }

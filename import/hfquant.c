@@ -92,7 +92,7 @@ static int assemble_awq(Source *s, SrcTensor *qw, size_t pl, uint32_t group, cha
     if (!qz || !sc) return errf(err, "%s: '%s' has no matching .qzeros and .scales", qw->file, qw->name);
     if (sc->type != ST_F16 || sc->ndim != 2) return errf(err, "%s: '%s' must be F16 [in/%u, out]", sc->file, sc->name, group);
     uint64_t out = sc->shape[1], in = qw->shape[0];
-    if (qw->type != ST_I32 || qw->ndim != 2 || out % 8 || qw->shape[1] != out / 8 || in % group)
+    if (qw->type != ST_I32 || qw->ndim != 2 || out == 0 || in == 0 || out % 8 || qw->shape[1] != out / 8 || in % group)
         return errf(err, "%s: '%s' must be I32 [in, out/8] with in a multiple of %u (scales say out = %llu)", qw->file, qw->name, group,
                     (unsigned long long)out);
     if (!is_2d(sc, ST_F16, in / group, out)) return errf(err, "%s: '%s' must be F16 [%llu, %llu]", sc->file, sc->name, (unsigned long long)(in / group), (unsigned long long)out);
