@@ -115,6 +115,8 @@ static void check_e2e(const char *fx) {
          * exceed our error */
         state_free(&s);
         assert_int_equal(state_init(&s, &g.model, 0, err), 0);
+        ids = realloc(ids, (n + 4) * sizeof *ids); /* room for the decision prefix */
+        assert_non_null(ids);
         for (int i = 0; i < g.n_decision_prefix; i++) ids[n++] = g.decision_prefix[i];
         float *logits = malloc(g.model.cfg.vocab_size * sizeof(float));
         assert_int_equal(model_forward(&g.model, &s, ids, (int64_t)n, logits, err), 0);
