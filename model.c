@@ -54,7 +54,7 @@ static int bind(const Model *m, Tensor *t, const char *name, uint64_t rows, uint
         return errf(err, "%s: tensor '%s' has shape [%llu, %llu], expected [%llu, %llu]", m->file.path, name,
                     (unsigned long long)grows, (unsigned long long)g->shape[g->ndim - 1], (unsigned long long)rows,
                     (unsigned long long)cols);
-    *t = (Tensor){ g->dtype, rows, cols, gb_data(&m->file, g) };
+    *t = (Tensor){ g->dtype, rows, cols, gb_data(&m->file, g), NULL };
     return 0;
 }
 
@@ -65,6 +65,10 @@ static int bind_norm(const Model *m, const float **out, const char *name, uint64
     if (t.dtype != DT_F32) return errf(err, "%s: norm tensor '%s' must be f32", m->file.path, name);
     *out = t.data;
     return 0;
+}
+
+static void prepack(Model *m, Tensor *t) {
+    if (tensor_prepack(m->pool, t)) map_drop(&m->file.map, t->data, t->rows * dtype_row_bytes(t->dtype, t->cols));
 }
 
 int model_open(Model *m, const char *path, int n_threads, char *err) {
@@ -105,10 +109,26 @@ int model_open(Model *m, const char *path, int n_threads, char *err) {
     m->pool = pool_create(n_threads);
     if (!m->pool) { model_close(m); return errf(err, "cannot start worker threads"); }
     m->n_threads = pool_threads(m->pool);
+    /* Tiles once, here, rather than per matmul call (quant.h tensor_prepack). The mapped rows
+     * a tensor was packed from are dropped right away, so the process holds one copy. The
+     * embedding is not packed (lookups read rows in place); tied, its pages come back as
+     * rows are looked up. */
+    for (uint32_t l = 0; l < c->n_layers; l++) {
+        LayerWeights *L = &w->layers[l];
+        Tensor *mats[] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down };
+        for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) prepack(m, mats[i]);
+    }
+    prepack(m, &w->lm_head);
     return 0;
 }
 
 void model_close(Model *m) {
+    for (uint32_t l = 0; m->w.layers && l < m->cfg.n_layers; l++) {
+        LayerWeights *L = &m->w.layers[l];
+        Tensor *mats[] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down };
+        for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) tensor_unpack(mats[i]);
+    }
+    tensor_unpack(&m->w.lm_head);
     pool_free(m->pool);
     free(m->w.layers);
     free(m->inv_freq);

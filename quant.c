@@ -389,12 +389,14 @@ static void attn_ref(const AttnBlock *b) {
 typedef void (*PackFn)(const uint8_t *w, uint64_t row_bytes, int nr, uint64_t cols, void *tile);
 
 /* One call of a register tile: out[j*ldo + g*tr + r] (+)= row g*tr+r of the rv-group tile .
- * token j, for j < rn. The tile covers kn columns (float) or kn blocks (quantized); token j's
- * slice starts at x + j*ldx (float) or a + j*ldx (activation blocks). accumulate: continue
- * the sums already in out (the next k-chunk) instead of starting from 0. */
+ * token j, for j < rn. The tile covers kn columns (float) or kn blocks (quantized); group g's
+ * steps start gs steps after group g-1's (gs = kn for a tile packed per call, the whole row
+ * length for a prepacked tensor). Token j's slice starts at x + j*ldx (float) or a + j*ldx
+ * (activation blocks). accumulate: continue the sums already in out (the next k-chunk)
+ * instead of starting from 0. */
 typedef struct {
     const void *tile;
-    uint64_t kn;
+    uint64_t kn, gs;
     const float *x;
     const ActQ8 *a;
     uint64_t ldx;
@@ -681,14 +683,14 @@ DEF_PACK_512(pack_q4_16, pack_q16_512(DT_Q4_0, w, rb, nr, cols, tile))
 /* ---- float register tile: RV groups of 8 rows x RN tokens, one fma per (row lane, token, k) ---- */
 INLINE_X86 void gemm_f_x86(const int RV, const int RN, const TileCall *c) {
     const float *tile = c->tile, *x = c->x;
-    const uint64_t kn = c->kn, ldx = c->ldx, ldo = c->ldo;
+    const uint64_t kn = c->kn, gs = c->gs, ldx = c->ldx, ldo = c->ldo;
     float *out = c->out;
     __m256 acc[RV_MAX][RN_MAX];
     UNROLL for (int g = 0; g < RV; g++) UNROLL for (int j = 0; j < RN; j++)
         acc[g][j] = c->accumulate ? _mm256_loadu_ps(out + j * ldo + g * TR) : _mm256_setzero_ps();
     for (uint64_t k = 0; k < kn; k++) {
         __m256 w[RV_MAX];
-        UNROLL for (int g = 0; g < RV; g++) w[g] = _mm256_load_ps(tile + (g * kn + k) * TR);
+        UNROLL for (int g = 0; g < RV; g++) w[g] = _mm256_load_ps(tile + (g * gs + k) * TR);
         UNROLL for (int j = 0; j < RN; j++) {
             const __m256 xb = _mm256_broadcast_ss(x + j * ldx + k);
             UNROLL for (int g = 0; g < RV; g++) acc[g][j] = _mm256_fmadd_ps(w[g], xb, acc[g][j]);
@@ -704,7 +706,7 @@ INLINE_X86 void gemm_f_x86(const int RV, const int RN, const TileCall *c) {
 INLINE_X86 void gemm_q_avx2_t(const int RV, const int RN, const TileCall *c) {
     const TileQ *tile = c->tile;
     const ActQ8 *a = c->a;
-    const uint64_t nb = c->kn, lda = c->ldx, ldo = c->ldo;
+    const uint64_t nb = c->kn, gs = c->gs, lda = c->ldx, ldo = c->ldo;
     float *out = c->out;
     const __m256i ones16 = _mm256_set1_epi16(1);
     __m256 acc[RV_MAX][RN_MAX];
@@ -716,7 +718,7 @@ INLINE_X86 void gemm_q_avx2_t(const int RV, const int RN, const TileCall *c) {
         UNROLL for (int s = 0; s < QK / 4; s++) {
             __m256i w[RV_MAX], wabs[RV_MAX];
             UNROLL for (int g = 0; g < RV; g++) {
-                w[g] = _mm256_load_si256((const __m256i *)tile[g * nb + b].q[s]);
+                w[g] = _mm256_load_si256((const __m256i *)tile[g * gs + b].q[s]);
                 wabs[g] = _mm256_abs_epi8(w[g]);
             }
             UNROLL for (int j = 0; j < RN; j++) {
@@ -728,7 +730,7 @@ INLINE_X86 void gemm_q_avx2_t(const int RV, const int RN, const TileCall *c) {
             }
         }
         UNROLL for (int g = 0; g < RV; g++) {
-            const __m256 dw = _mm256_load_ps(tile[g * nb + b].d);
+            const __m256 dw = _mm256_load_ps(tile[g * gs + b].d);
             UNROLL for (int j = 0; j < RN; j++)
                 acc[g][j] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(a[j * lda + b].d)), _mm256_cvtepi32_ps(ia[g][j]), acc[g][j]);
         }
@@ -741,14 +743,14 @@ INLINE_X86 void gemm_q_avx2_t(const int RV, const int RN, const TileCall *c) {
  * the lanes per instruction. */
 AVX512_INLINE void gemm_f_zmm_t(const int RV, const int RN, const TileCall *c) {
     const float *tile = c->tile, *x = c->x;
-    const uint64_t kn = c->kn, ldx = c->ldx, ldo = c->ldo;
+    const uint64_t kn = c->kn, gs = c->gs, ldx = c->ldx, ldo = c->ldo;
     float *out = c->out;
     __m512 acc[RV_MAX][RN_MAX];
     UNROLL for (int g = 0; g < RV; g++) UNROLL for (int j = 0; j < RN; j++)
         acc[g][j] = c->accumulate ? _mm512_loadu_ps(out + j * ldo + g * 16) : _mm512_setzero_ps();
     for (uint64_t k = 0; k < kn; k++) {
         __m512 w[RV_MAX];
-        UNROLL for (int g = 0; g < RV; g++) w[g] = _mm512_load_ps(tile + (g * kn + k) * 16);
+        UNROLL for (int g = 0; g < RV; g++) w[g] = _mm512_load_ps(tile + (g * gs + k) * 16);
         UNROLL for (int j = 0; j < RN; j++) {
             const __m512 xb = _mm512_set1_ps(x[j * ldx + k]);
             UNROLL for (int g = 0; g < RV; g++) acc[g][j] = _mm512_fmadd_ps(w[g], xb, acc[g][j]);
@@ -762,7 +764,7 @@ AVX512_INLINE void gemm_f_zmm_t(const int RV, const int RN, const TileCall *c) {
 AVX512_INLINE void gemm_q_zmm_t(const int RV, const int RN, const TileCall *c) {
     const TileQ16 *tile = c->tile;
     const ActQ8 *a = c->a;
-    const uint64_t nb = c->kn, lda = c->ldx, ldo = c->ldo;
+    const uint64_t nb = c->kn, gs = c->gs, lda = c->ldx, ldo = c->ldo;
     float *out = c->out;
     __m512 acc[RV_MAX][RN_MAX];
     UNROLL for (int g = 0; g < RV; g++) UNROLL for (int j = 0; j < RN; j++)
@@ -770,12 +772,12 @@ AVX512_INLINE void gemm_q_zmm_t(const int RV, const int RN, const TileCall *c) {
     for (uint64_t b = 0; b < nb; b++) {
         __m512i ia[RV_MAX][RN_MAX];
         UNROLL for (int g = 0; g < RV; g++) {
-            const __m512i nc = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_load_si512(tile[g * nb + b].corr));
+            const __m512i nc = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_load_si512(tile[g * gs + b].corr));
             UNROLL for (int j = 0; j < RN; j++) ia[g][j] = nc;
         }
         UNROLL for (int s = 0; s < QK / 4; s++) {
             __m512i w[RV_MAX];
-            UNROLL for (int g = 0; g < RV; g++) w[g] = _mm512_load_si512(tile[g * nb + b].q[s]);
+            UNROLL for (int g = 0; g < RV; g++) w[g] = _mm512_load_si512(tile[g * gs + b].q[s]);
             UNROLL for (int j = 0; j < RN; j++) {
                 int32_t a4;
                 memcpy(&a4, a[j * lda + b].q + 4 * s, 4);
@@ -784,7 +786,7 @@ AVX512_INLINE void gemm_q_zmm_t(const int RV, const int RN, const TileCall *c) {
             }
         }
         UNROLL for (int g = 0; g < RV; g++) {
-            const __m512 dw = _mm512_load_ps(tile[g * nb + b].d);
+            const __m512 dw = _mm512_load_ps(tile[g * gs + b].d);
             UNROLL for (int j = 0; j < RN; j++)
                 acc[g][j] = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_set1_ps(a[j * lda + b].d)), _mm512_cvtepi32_ps(ia[g][j]), acc[g][j]);
         }
@@ -1257,7 +1259,7 @@ static void act_neon(const float *x, ActQ8 *a, uint64_t nb) {
 
 static inline __attribute__((always_inline)) void gemm_f_neon_t(const int RV, const int RN, const TileCall *c) {
     const float *tile = c->tile, *x = c->x;
-    const uint64_t kn = c->kn, ldx = c->ldx, ldo = c->ldo;
+    const uint64_t kn = c->kn, gs = c->gs, ldx = c->ldx, ldo = c->ldo;
     float *out = c->out;
     float32x4_t acc[RV_MAX][2][RN_MAX];
     UNROLL for (int g = 0; g < RV; g++) UNROLL for (int j = 0; j < RN; j++) {
@@ -1267,8 +1269,8 @@ static inline __attribute__((always_inline)) void gemm_f_neon_t(const int RV, co
     for (uint64_t k = 0; k < kn; k++) {
         float32x4_t w[RV_MAX][2];
         UNROLL for (int g = 0; g < RV; g++) {
-            w[g][0] = vld1q_f32(tile + (g * kn + k) * TR);
-            w[g][1] = vld1q_f32(tile + (g * kn + k) * TR + 4);
+            w[g][0] = vld1q_f32(tile + (g * gs + k) * TR);
+            w[g][1] = vld1q_f32(tile + (g * gs + k) * TR + 4);
         }
         UNROLL for (int j = 0; j < RN; j++) {
             const float xv = x[j * ldx + k];
@@ -1290,7 +1292,7 @@ static inline __attribute__((always_inline)) void gemm_f_neon_t(const int RV, co
     static inline __attribute__((always_inline ATTR)) void NAME(const int RV, const int RN, const TileCall *c) { \
         const TileQ *tile = c->tile;                                                                      \
         const ActQ8 *a = c->a;                                                                            \
-        const uint64_t nb = c->kn, lda = c->ldx, ldo = c->ldo;                                            \
+        const uint64_t nb = c->kn, gs = c->gs, lda = c->ldx, ldo = c->ldo;                                    \
         float *out = c->out;                                                                              \
         float32x4_t acc[RV_MAX][2][RN_MAX];                                                               \
         UNROLL for (int g = 0; g < RV; g++) UNROLL for (int j = 0; j < RN; j++) {                         \
@@ -1304,8 +1306,8 @@ static inline __attribute__((always_inline)) void gemm_f_neon_t(const int RV, co
             UNROLL for (int s = 0; s < QK / 4; s++) {                                                     \
                 int8x16_t w[RV_MAX][2];                                                                   \
                 UNROLL for (int g = 0; g < RV; g++) {                                                     \
-                    w[g][0] = vld1q_s8(tile[g * nb + b].q[s][0]);                                         \
-                    w[g][1] = vld1q_s8(tile[g * nb + b].q[s][4]);                                         \
+                    w[g][0] = vld1q_s8(tile[g * gs + b].q[s][0]);                                         \
+                    w[g][1] = vld1q_s8(tile[g * gs + b].q[s][4]);                                         \
                 }                                                                                         \
                 UNROLL for (int j = 0; j < RN; j++) {                                                     \
                     int32_t a4;                                                                           \
@@ -1318,7 +1320,7 @@ static inline __attribute__((always_inline)) void gemm_f_neon_t(const int RV, co
                 }                                                                                         \
             }                                                                                             \
             UNROLL for (int g = 0; g < RV; g++) {                                                         \
-                const TileQ *tb = &tile[g * nb + b];                                                      \
+                const TileQ *tb = &tile[g * gs + b];                                                      \
                 const float32x4_t d0 = vld1q_f32(tb->d), d1 = vld1q_f32(tb->d + 4);                       \
                 UNROLL for (int j = 0; j < RN; j++) {                                                     \
                     const float da = a[j * lda + b].d;                                                    \
@@ -1890,9 +1892,21 @@ void pool_for(Pool *p, int64_t n, void (*fn)(void *ctx, int64_t begin, int64_t e
 
 /* ==== matmul driver ==== */
 
+/* Prepacked tiles: group G (rows [G*tr, G*tr + tr)) is nk consecutive steps, one per block
+ * (quantized: TileQ / TileQ16) or column (float: float[tr]), exactly what the packer writes
+ * for a tile chunk; groups are padded to whole rv-group tiles with zero rows, so job_tiles
+ * reads every tile, the last short one too, in place. */
+struct Packed {
+    const Kernels *K;  /* the set whose layout this is */
+    uint8_t *tiles;    /* [groups][nk][step] */
+    uint64_t groups, nk;
+    size_t step;       /* bytes of one k step (column or block) of one group */
+};
+
 typedef struct {
     const Kernels *K;
     const DTypeInfo *dt;
+    const Packed *pk;   /* the tensor's prepacked tiles for K, or NULL */
     uint32_t dtype;
     const uint8_t *w;   /* [rows] rows of rb bytes */
     uint64_t rows, cols, rb, nb;
@@ -1955,7 +1969,7 @@ static void job_tiles(void *ctx, int64_t i0, int64_t i1) {
     const uint64_t tile_rows = (uint64_t)rv * tr, kchunk = q ? KC_Q : KC_F, kn_all = q ? j->nb : j->cols;
     const uint64_t kstep_bytes = q ? j->dt->block_bytes : dtype_row_bytes(j->dtype, 1);
     const size_t step_bytes = q ? (size_t)tr * (QK + 8) : (size_t)tr * sizeof(float); /* one k (block) of a group */
-    const size_t tile_bytes = kchunk * step_bytes * (size_t)rv, acc_bytes = (size_t)j->T * tile_rows * sizeof(float);
+    const size_t tile_bytes = j->pk ? 0 : kchunk * step_bytes * (size_t)rv, acc_bytes = (size_t)j->T * tile_rows * sizeof(float);
     uint8_t *tile = scratch(&tls_tile, tile_bytes + acc_bytes);
     if (!tile) {
         job_rows_ref(ctx, i0 * (int64_t)tile_rows, (int64_t)(i1 * tile_rows < j->rows ? i1 * tile_rows : j->rows));
@@ -1968,14 +1982,21 @@ static void job_tiles(void *ctx, int64_t i0, int64_t i1) {
         const int direct = nr == tile_rows; /* whole tiles write y directly; the last, short one goes through acc */
         for (uint64_t k0 = 0; k0 < kn_all; k0 += kchunk) {
             const uint64_t kn = kn_all - k0 < kchunk ? kn_all - k0 : kchunk;
-            for (int g = 0; g < rv; g++) {
-                const int64_t left = (int64_t)nr - g * tr;
-                const uint8_t *src = j->w + (r0 + (left > 0 ? (uint64_t)g * tr : 0)) * j->rb + k0 * kstep_bytes;
-                K->pack[j->dtype](src, j->rb, left < 0 ? 0 : left > tr ? tr : (int)left, kn * (q ? QK : 1), tile + g * kn * step_bytes);
+            const uint8_t *src_tile = tile;
+            uint64_t gs = kn;
+            if (j->pk) {
+                src_tile = j->pk->tiles + ((uint64_t)i * rv * j->pk->nk + k0) * step_bytes;
+                gs = j->pk->nk;
+            } else {
+                for (int g = 0; g < rv; g++) {
+                    const int64_t left = (int64_t)nr - g * tr;
+                    const uint8_t *src = j->w + (r0 + (left > 0 ? (uint64_t)g * tr : 0)) * j->rb + k0 * kstep_bytes;
+                    K->pack[j->dtype](src, j->rb, left < 0 ? 0 : left > tr ? tr : (int)left, kn * (q ? QK : 1), tile + g * kn * step_bytes);
+                }
             }
             for (int64_t t0 = 0; t0 < j->T; t0 += rn) {
                 const int n = j->T - t0 < rn ? (int)(j->T - t0) : rn;
-                TileCall c = { tile, kn, j->x + t0 * j->cols + k0, j->a ? j->a + t0 * j->nb + k0 : NULL, q ? j->nb : j->cols,
+                TileCall c = { src_tile, kn, gs, j->x + t0 * j->cols + k0, j->a ? j->a + t0 * j->nb + k0 : NULL, q ? j->nb : j->cols,
                                direct ? j->y + t0 * j->rows + r0 : acc + t0 * tile_rows, direct ? j->rows : tile_rows, k0 > 0 };
                 if (q) K->gemm_q(n, &c);
                 else K->gemm_f(n, &c);
@@ -2026,17 +2047,76 @@ void matmul(Pool *p, float *y, const float *x, const Tensor *w, int64_t T) {
     kernels_init();
     assert(w->dtype < DT_COUNT && dtypes[w->dtype].dot_ref && dtype_row_bytes(w->dtype, w->cols) != 0);
     if (T <= 0 || w->rows == 0) return;
-    Job j = { atomic_load(&active), &dtypes[w->dtype], w->dtype, w->data, w->rows, w->cols,
+    const Kernels *K = atomic_load(&active);
+    Job j = { K, &dtypes[w->dtype], w->packed && w->packed->K == K ? w->packed : NULL, w->dtype, w->data, w->rows, w->cols,
               dtype_row_bytes(w->dtype, w->cols), w->cols / QK, y, x, NULL, T };
-    if (T == 1 && j.K->gemv[w->dtype] && j.rb <= INT32_MAX / TR && gemv(p, &j)) return;
+    /* prepacked tiles stream faster than the in-place T = 1 kernels read strided rows */
+    if (T == 1 && !j.pk && j.K->gemv[w->dtype] && j.rb <= INT32_MAX / TR && gemv(p, &j)) return;
     if (j.dt->quantized) {
         j.a = scratch(&tls_act, (size_t)T * j.nb * sizeof(ActQ8));
         if (j.a) pool_for(p, T, job_act, &j);
     }
-    if (j.K->pack[w->dtype] && (!j.dt->quantized || j.a)) {
+    if ((j.pk || j.K->pack[w->dtype]) && (!j.dt->quantized || j.a)) {
         const uint64_t tile_rows = (uint64_t)(j.dt->quantized ? j.K->rv_q : j.K->rv_f) * (uint64_t)j.K->tr;
         pool_for(p, (int64_t)((w->rows + tile_rows - 1) / tile_rows), job_tiles, &j);
     } else {
         pool_for(p, (int64_t)w->rows, job_rows_ref, &j);
     }
+}
+
+/* ==== Prepacking (quant.h tensor_prepack) ==== */
+
+typedef struct {
+    const Tensor *w;
+    const Kernels *K;
+    Packed *pk;
+    uint64_t rb;
+} PackJob;
+
+static void job_prepack(void *ctx, int64_t g0, int64_t g1) {
+    const PackJob *pj = ctx;
+    const Tensor *w = pj->w;
+    const int tr = pj->K->tr;
+    for (int64_t g = g0; g < g1; g++) {
+        const uint64_t r0 = (uint64_t)g * (uint64_t)tr;
+        const int nr = r0 >= w->rows ? 0 : w->rows - r0 < (uint64_t)tr ? (int)(w->rows - r0) : tr;
+        const uint8_t *src = (const uint8_t *)w->data + (nr ? r0 : 0) * pj->rb;
+        pj->K->pack[w->dtype](src, pj->rb, nr, w->cols, pj->pk->tiles + (uint64_t)g * pj->pk->nk * pj->pk->step);
+    }
+}
+
+int tensor_prepack(Pool *p, Tensor *w) {
+    kernels_init();
+    const Kernels *K = atomic_load(&active);
+    if (w->packed || w->dtype >= DT_COUNT || !K->pack[w->dtype] || w->rows == 0) return 0;
+    const DTypeInfo *dt = &dtypes[w->dtype];
+    const uint64_t rb = dtype_row_bytes(w->dtype, w->cols);
+    if (!rb) return 0;
+    const int rv = dt->quantized ? K->rv_q : K->rv_f;
+    const uint64_t tile_rows = (uint64_t)rv * (uint64_t)K->tr, nk = dt->quantized ? w->cols / QK : w->cols;
+    const size_t step = dt->quantized ? (size_t)K->tr * (QK + 8) : (size_t)K->tr * sizeof(float);
+    /* tiles per stored row, in bytes: nk * step / tr; keep to at most 5/4 of rb */
+    if ((uint64_t)step / (uint64_t)K->tr * nk * 4 > rb * 5) return 0;
+    const uint64_t groups = (w->rows + tile_rows - 1) / tile_rows * (uint64_t)rv;
+    uint64_t bytes;
+    if (!mul_u64(groups, nk, &bytes) || !mul_u64(bytes, step, &bytes) || bytes > SIZE_MAX - 63) return 0;
+    Packed *pk = malloc(sizeof *pk);
+    uint8_t *tiles = aligned_alloc(64, (size_t)(bytes + 63) / 64 * 64);
+    if (!pk || !tiles) {
+        free(pk);
+        free(tiles);
+        return 0;
+    }
+    *pk = (Packed){ K, tiles, groups, nk, step };
+    PackJob pj = { w, K, pk, rb };
+    pool_for(p, (int64_t)groups, job_prepack, &pj);
+    w->packed = pk;
+    return 1;
+}
+
+void tensor_unpack(Tensor *w) {
+    if (!w->packed) return;
+    free(w->packed->tiles);
+    free((void *)w->packed);
+    w->packed = NULL;
 }

@@ -79,10 +79,14 @@ typedef struct {
 static_assert(sizeof(BlockQ8_0) == 34, "Q8_0 block must match GGUF (34 bytes)");
 static_assert(sizeof(BlockQ4_0) == 18, "Q4_0 block must match GGUF (18 bytes)");
 
+typedef struct Packed Packed; /* quant.c: a tensor's rows arranged in one kernel set's register tiles */
+
 typedef struct {
     uint32_t dtype;
     uint64_t rows, cols;
-    const void *data; /* rows * dtype_row_bytes(dtype, cols) bytes */
+    const void *data;      /* rows * dtype_row_bytes(dtype, cols) bytes */
+    const Packed *packed;  /* optional (tensor_prepack, owned by whoever called it); NULL: matmul
+                              packs tiles from data on every call */
 } Tensor;
 
 const char *dtype_name(uint32_t dt);          /* "f32", "bf16", "f16", "q8_0", "q4_0"; NULL if unknown */
@@ -113,6 +117,17 @@ void pool_for(Pool *p, int64_t n, void (*fn)(void *ctx, int64_t begin, int64_t e
  * in place instead, with the same per-output order. y must not overlap x. Follows "The matmul
  * contract" above. */
 void matmul(Pool *p, float *y, const float *x, const Tensor *w, int64_t T);
+
+/* Arrange w's rows once into the active kernel set's register tiles (heap memory), so every
+ * later matmul streams them instead of packing tiles per call: packing costs a quarter of a
+ * 64-token prefill and is the T = 1 path's strided reads. Only where the tiles take about the
+ * space of the stored rows (f32: 1x, q8_0: 40/34 bytes), so memory does not double; data stays
+ * valid (the fallback, and what embedding lookups read). Returns 1 when packed, 0 when not
+ * (other dtype, no tile kernels, out of memory, or already packed). Results are bit-identical
+ * either way; a matmul after kernels_force to another set ignores the tiles. Free with
+ * tensor_unpack. */
+int tensor_prepack(Pool *p, Tensor *w);
+void tensor_unpack(Tensor *w);
 
 /* ---- attention ---- */
 

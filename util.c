@@ -60,6 +60,13 @@ void unmap_file(MappedFile *m) {
     m->size = 0;
 }
 
+void map_drop(const MappedFile *m, const void *p, uint64_t n) {
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), lo = (uintptr_t)p, base = (uintptr_t)m->data;
+    if (!m->data || lo < base || n > m->size || lo - base > m->size - n) return;
+    const uintptr_t a = (lo + page - 1) / page * page, b = (lo + (uintptr_t)n) / page * page;
+    if (b > a) madvise((void *)a, (size_t)(b - a), MADV_DONTNEED);
+}
+
 int read_text_file(const char *path, uint64_t max, char **buf, uint64_t *len, char *err) {
     *buf = NULL;
     *len = 0;

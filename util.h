@@ -29,6 +29,9 @@ typedef struct {
 } MappedFile;
 int map_file(MappedFile *m, const char *path, char *err);
 void unmap_file(MappedFile *m);
+/* Hand the whole pages inside [p, p + n) of the mapping back to the kernel (they are read
+ * again from the file if touched later): for data that has been copied elsewhere. */
+void map_drop(const MappedFile *m, const void *p, uint64_t n);
 
 /* Read a whole (small) file into a malloc'd NUL-terminated buffer; refuses files over max bytes. */
 int read_text_file(const char *path, uint64_t max, char **buf, uint64_t *len, char *err);

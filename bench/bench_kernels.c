@@ -153,7 +153,7 @@ int main(int argc, char **argv) {
                 for (uint64_t k = 0; k < layer[s].cols; k++) row[k] = frand() * 0.1f;
                 quantize_row((uint32_t)dt, row, data + r * rb, layer[s].cols);
             }
-            w[s] = (Tensor){ (uint32_t)dt, layer[s].rows, layer[s].cols, data };
+            w[s] = (Tensor){ (uint32_t)dt, layer[s].rows, layer[s].cols, data, NULL };
         }
         for (int ti = 0; ti < nT; ti++) {
             const int64_t T = Ts[ti];

@@ -1,8 +1,13 @@
-/* tests/test_quant.c: dtype formats, quantizers, the matmul kernels and the thread pool.
+/* tests/test_quant.c: dtype formats, quantizers, the matmul and attention kernels and the
+ * thread pool.
  *
  * Every SIMD kernel set this CPU supports is forced in turn and compared bit for bit with the
- * scalar reference (quant.h "The matmul contract") at odd shapes, with outputs pre-filled with
- * NaN; matmul must also be bit-identical for 1, 2, 3, 4 and 7 threads.
+ * scalar reference (quant.h "The matmul contract", "The attention contract") at odd shapes,
+ * with outputs pre-filled with NaN: matmul for T = 1 (the matrix-vector path) and T > 1 (the
+ * tiles), dot_f32, exp_f32 and attention (head_dim 64, 128 and odd sizes, 1-8 queries of equal
+ * or staggered lengths). Every matmul check runs twice where the dtype allows: tiles packed per
+ * call, and tiles prepacked once (tensor_prepack). matmul must also be bit-identical for 1, 2, 3,
+ * 4 and 7 threads.
  *
  * Built with cmocka by the Makefile. Built with -DQUANT_TEST_PLAIN (quant.mk's test-neon, for
  * cross targets without an arm64 libcmocka) it uses the small stand-in below and prints
@@ -89,7 +94,7 @@ static Tensor make_tensor(uint32_t dt, const float *w, uint64_t rows, uint64_t c
     assert_true(rb != 0);
     uint8_t *data = xmalloc(rows * rb);
     for (uint64_t r = 0; r < rows; r++) quantize_row(dt, w + r * cols, data + r * rb, cols);
-    Tensor t = { dt, rows, cols, data };
+    Tensor t = { dt, rows, cols, data, NULL };
     return t;
 }
 static void free_tensor(Tensor *t) { free((void *)t->data); }
@@ -147,7 +152,7 @@ static void test_q8_layout_and_rounding(void **state) {
     assert_int_equal(b.qs[3], 1);
     for (int i = 4; i < QK; i++) assert_int_equal(b.qs[i], i - 16);
     float back[QK];
-    Tensor t = { DT_Q8_0, 1, QK, &b };
+    Tensor t = { DT_Q8_0, 1, QK, &b, NULL };
     dequant_row(&t, 0, back);
     assert_true(back[0] == 127.0f && back[2] == -3.0f && back[31] == 15.0f);
 }
@@ -165,7 +170,7 @@ static void test_q4_nibble_order(void **state) {
     assert_int_equal(b.d, 0x3C00);
     for (int j = 0; j < 16; j++) assert_int_equal(b.qs[j], j | (15 - j) << 4);
     float back[QK];
-    Tensor t = { DT_Q4_0, 1, QK, &b };
+    Tensor t = { DT_Q4_0, 1, QK, &b, NULL };
     dequant_row(&t, 0, back);
     for (int i = 0; i < QK; i++) assert_true(back[i] == x[i]);
 
@@ -195,7 +200,7 @@ static void test_zero_groups(void **state) {
         for (int i = 0; i < QK / 2; i++) assert_int_equal(q4[b].qs[i], 0x88);
     }
     float back[2 * QK];
-    Tensor t8 = { DT_Q8_0, 1, 2 * QK, q8 }, t4 = { DT_Q4_0, 1, 2 * QK, q4 };
+    Tensor t8 = { DT_Q8_0, 1, 2 * QK, q8, NULL }, t4 = { DT_Q4_0, 1, 2 * QK, q4, NULL };
     dequant_row(&t8, 0, back);
     for (int i = 0; i < 2 * QK; i++) assert_true(back[i] == 0.0f);
     dequant_row(&t4, 0, back);
@@ -216,14 +221,14 @@ static void test_roundtrip_bounds(void **state) {
     for (size_t s = 0; s < sizeof scales / sizeof scales[0]; s++) {
         for (int i = 0; i < N; i++) x[i] = grand() * scales[s];
         quantize_row(DT_Q8_0, x, q8, N);
-        Tensor t8 = { DT_Q8_0, 1, N, q8 };
+        Tensor t8 = { DT_Q8_0, 1, N, q8, NULL };
         dequant_row(&t8, 0, back);
         for (int i = 0; i < N; i++) {
             float d = fabsf(f16_to_f32(q8[i / QK].d));
             if (fabsf(x[i] - back[i]) > 0.5f * d + 127.0f * f16_err(d)) fail_msg("q8 %d: %g vs %g (d %g)", i, x[i], back[i], d);
         }
         quantize_row(DT_Q4_0, x, q4, N);
-        Tensor t4 = { DT_Q4_0, 1, N, q4 };
+        Tensor t4 = { DT_Q4_0, 1, N, q4, NULL };
         dequant_row(&t4, 0, back);
         for (int i = 0; i < N; i++) {
             float d = fabsf(f16_to_f32(q4[i / QK].d));
@@ -247,7 +252,7 @@ static void test_requantize_reproduces_blocks(void **state) {
         uint64_t rb = dtype_row_bytes(dt, N);
         uint8_t *a = xmalloc(rb), *c = xmalloc(rb);
         quantize_row(dt, x, a, N);
-        Tensor t = { dt, 1, N, a };
+        Tensor t = { dt, 1, N, a, NULL };
         dequant_row(&t, 0, back);
         quantize_row(dt, back, c, N);
         if (memcmp(a, c, rb) != 0) {
@@ -278,7 +283,7 @@ static void test_f16_scale_edges(void **state) {
     assert_int_equal(b.d, 0);
     assert_int_equal(b.qs[3], 127);
     float back[QK];
-    Tensor t = { DT_Q8_0, 1, QK, &b };
+    Tensor t = { DT_Q8_0, 1, QK, &b, NULL };
     dequant_row(&t, 0, back);
     assert_true(back[3] == 0.0f);
     /* subnormal f16 scale: decodes exactly as d * q */
@@ -295,7 +300,7 @@ static void test_float_rows(void **state) {
     uint16_t h[5];
     quantize_row(DT_BF16, x, h, 5);
     assert_int_equal(h[0], 0x3F80);
-    Tensor t = { DT_BF16, 1, 5, h };
+    Tensor t = { DT_BF16, 1, 5, h, NULL };
     dequant_row(&t, 0, back);
     assert_true(back[1] == -2.5f && back[2] == 3.140625f);
     quantize_row(DT_F16, x, h, 5);
@@ -335,6 +340,26 @@ static void check_same(const float *a, const float *b, size_t n, const char *wha
     }
 }
 
+static int prepacked_checks;
+
+/* Set kern on t as stored, then on t prepacked for kern (tensor_prepack, where its dtype has
+ * a prepacked layout), each compared bit for bit with the reference yr. */
+static void check_set(const char *kern, Pool *p, const Tensor *t, const float *x, int64_t T, float *ys, const float *yr,
+                      const char *what) {
+    run_matmul(kern, p, t->dtype, t, x, T, ys);
+    check_same(ys, yr, (size_t)T * t->rows, what);
+    Tensor tp = *t;
+    if (!tensor_prepack(p, &tp)) return;
+    assert_non_null(tp.packed);
+    char w2[200];
+    snprintf(w2, sizeof w2, "%s, prepacked", what);
+    run_matmul(kern, p, t->dtype, &tp, x, T, ys);
+    check_same(ys, yr, (size_t)T * t->rows, w2);
+    tensor_unpack(&tp);
+    assert_null(tp.packed);
+    prepacked_checks++;
+}
+
 static void test_kernels_match_scalar(void **state) {
     (void)state;
     const uint64_t rows_list[] = { 1, 5, 8, 9, 16, 17, 23, 40 };
@@ -361,8 +386,7 @@ static void test_kernels_match_scalar(void **state) {
                         char what[128];
                         snprintf(what, sizeof what, "%s %s rows %llu T %lld cols %llu", av[k], dtype_name(dt),
                                  (unsigned long long)rows, (long long)T, (unsigned long long)cols);
-                        run_matmul(av[k], NULL, dt, &t, x, T, ys);
-                        check_same(ys, yr, (size_t)(T * (int64_t)rows), what);
+                        check_set(av[k], NULL, &t, x, T, ys, yr, what);
                         checked++;
                     }
                     free_tensor(&t);
@@ -384,17 +408,36 @@ static void test_kernels_match_scalar(void **state) {
                     char what[128];
                     snprintf(what, sizeof what, "%s %s rows %llu T %lld cols %llu", av[k], dtype_name(all_dtypes[d]),
                              (unsigned long long)rows, (long long)T, (unsigned long long)cols);
-                    run_matmul(av[k], NULL, all_dtypes[d], &t, x2, T, ys2);
-                    check_same(ys2, yr2, (size_t)(T * (int64_t)rows), what);
+                    check_set(av[k], NULL, &t, x2, T, ys2, yr2, what);
                 }
             }
             free_tensor(&t);
         }
     }
+    /* tiles prepacked by one set are ignored by another (their layout differs): the result
+     * is still the reference */
+    for (int k = 1; av[k]; k++)
+        for (size_t d = 0; d < N_DTYPES; d++) {
+            const uint64_t rows = 19, cols = 2048;
+            Tensor t = make_tensor(all_dtypes[d], w2, rows, cols);
+            run_matmul("scalar", NULL, all_dtypes[d], &t, x2, 9, yr2);
+            assert_non_null(kernels_force(av[k]));
+            Tensor tp = t;
+            if (tensor_prepack(NULL, &tp))
+                for (int o = 0; av[o]; o++) {
+                    run_matmul(av[o], NULL, all_dtypes[d], &tp, x2, 9, ys2);
+                    check_same(ys2, yr2, 9 * rows, "tiles prepacked by another set");
+                }
+            tensor_unpack(&tp);
+            free_tensor(&t);
+        }
     free(yr2), free(ys2);
-    printf("    %d kernel/shape combinations matched the scalar reference bit for bit (sets:", checked);
+    printf("    %d kernel/shape combinations matched the scalar reference bit for bit, %d of them also prepacked (sets:",
+           checked, prepacked_checks);
     for (int k = 0; av[k]; k++) printf(" %s", av[k]);
     printf(")\n");
+    /* every SIMD set prepacks f32 and q8_0 */
+    if (av[1]) assert_true(prepacked_checks > 0);
     kernels_force(best_kernels());
     free(w), free(x), free(yr), free(ys), free(w2), free(x2);
 }
@@ -477,10 +520,7 @@ static void test_threads_bit_identical(void **state) {
                 Pool *p = pool_create(nthreads[i]);
                 assert_non_null(p);
                 assert_int_equal(pool_threads(p), nthreads[i]);
-                for (int rep = 0; rep < 2; rep++) {
-                    run_matmul(sets[s], p, all_dtypes[d], &t, x, rep ? 1 : T, y1);
-                    check_same(y1, y0, (size_t)(rep ? 1 : T) * rows, sets[s]);
-                }
+                for (int rep = 0; rep < 2; rep++) check_set(sets[s], p, &t, x, rep ? 1 : T, y1, y0, sets[s]);
                 pool_free(p);
             }
         free_tensor(&t);
