@@ -13,8 +13,10 @@
  * so that vector lanes hold 8 (avx512: 16) output ROWS and x is broadcast one token at a time.
  * Each output element then accumulates in its own lane in plain k (or block) order, so no
  * horizontal sums are needed, no k tail exists, and the result is identical for any tile
- * shape, SIMD width or thread split. T = 1 (decode) keeps the same lanes but reads W in place
- * instead of packing it. Attention follows the usual blocked layout (several keys x several
+ * shape, SIMD width or thread split. Q4_0 tiles keep the nibbles (unpacked in registers).
+ * Model weights are packed once at load (tensor_prepack) and streamed from then on; a tensor
+ * without prepacked tiles is packed per call, k-chunk by k-chunk, and at T = 1 (decode) read
+ * in place with the same lanes instead. Attention follows the usual blocked layout (several keys x several
  * queries per step, flash-attention style loads) but keeps every output's operation order.
  *
  * Non-goals: no K-quants / AWQ / bitsandbytes yet (dtype codes reserved, see quant.h; each
@@ -88,6 +90,22 @@ typedef struct {
     int32_t corr[16];
 } TileQ16;
 static_assert(sizeof(TileQ16) == 640, "TileQ16 must stay a multiple of 64 bytes");
+
+/* A Q4_0 tile group keeps the nibbles: byte [s][r][i] is byte 4s+i of row r's quants, whose
+ * low nibble is element 4s+i and high nibble element 16+4s+i (each + 8). So step s of the
+ * 16-byte row is TileQ's steps s and s+4 at once; kernels unpack (v & 15) - 8 and (v >> 4) - 8.
+ * 24 bytes per row and block against Q4_0's 18, where TileQ would take 40. */
+typedef struct {
+    uint8_t q[QK / 8][TR][4];
+    float d[TR];
+    int32_t corr[TR];  /* as TileQ's, of the signed values */
+} TileQ4;
+typedef struct {
+    uint8_t q[QK / 8][16][4];
+    float d[16];
+    int32_t corr[16];
+} TileQ4x16;
+static_assert(sizeof(TileQ4) == 192 && sizeof(TileQ4x16) == 384, "Q4 tiles must stay a multiple of 64 bytes");
 
 /* A float tile group is float[cols][TR] (avx512: [cols][16]): element k of its rows, contiguous. */
 
@@ -190,6 +208,35 @@ static void act_block_ref(const float *x, ActQ8 *a) {
 static void act_row_ref(const float *x, ActQ8 *a, uint64_t nb) {
     for (uint64_t b = 0; b < nb; b++) act_block_ref(x + b * QK, a + b);
 }
+
+/* Q4_0 rows [0, nr) into nibble tile groups of tr rows (TileQ4 or TileQ4x16 layout; rows
+ * past nr get q = 0 and d = 0). It only moves whole bytes, so one portable packer serves every
+ * set. */
+static void pack_q4_nibbles(int tr, const uint8_t *w, uint64_t rb, int nr, uint64_t cols, uint8_t *t) {
+    const size_t qbytes = (size_t)QK / 8 * (size_t)tr * 4, step = qbytes + 8 * (size_t)tr;
+    for (uint64_t b = 0; b < cols / QK; b++, t += step) {
+        for (int r = 0; r < tr; r++) {
+            const uint8_t *qs = w + (uint64_t)r * rb + b * sizeof(BlockQ4_0) + 2;
+            float d = 0.0f;
+            int32_t sum = 0;
+            if (r < nr) {
+                d = f16_to_f32(ld_u16(qs - 2));
+                for (int i = 0; i < QK / 2; i++) sum += (qs[i] & 0x0F) + (qs[i] >> 4) - 16;
+            }
+            for (int st = 0; st < QK / 8; st++) {
+                if (r < nr) memcpy(t + ((size_t)st * tr + r) * 4, qs + 4 * st, 4);
+                else memset(t + ((size_t)st * tr + r) * 4, 0x88, 4);
+            }
+            memcpy(t + qbytes + 4 * (size_t)r, &d, 4);
+            const int32_t corr = 128 * sum;
+            memcpy(t + qbytes + 4 * (size_t)tr + 4 * (size_t)r, &corr, 4);
+        }
+    }
+}
+static void pack_q4_tr8(const uint8_t *w, uint64_t rb, int nr, uint64_t cols, void *tile) { pack_q4_nibbles(TR, w, rb, nr, cols, tile); }
+#if defined(QUANT_X86)
+static void pack_q4_tr16(const uint8_t *w, uint64_t rb, int nr, uint64_t cols, void *tile) { pack_q4_nibbles(16, w, rb, nr, cols, tile); }
+#endif
 
 /* acc += (d_w * d_a) * isum, as one fused step: the per-block rule every kernel follows. */
 static inline float fold_block(float acc, float dw, float da, int32_t isum) {
@@ -429,7 +476,8 @@ typedef struct {
     PackFn pack[DT_COUNT];
     /* one register-tile sweep over rn <= rn_f / rn_q tokens (see TileCall) */
     void (*gemm_f)(int rn, const TileCall *c);
-    void (*gemm_q)(int rn, const TileCall *c);
+    void (*gemm_q)(int rn, const TileCall *c);   /* TileQ / TileQ16 (Q8_0) */
+    void (*gemm_q4)(int rn, const TileCall *c);  /* TileQ4 / TileQ4x16 (Q4_0) */
     /* T = 1 (decode): rows [r0, r1) read in place, no packing; act_gemv quantizes x with
      * signed q (any set's act gives the same values; only the encoding differs) */
     GemvFn gemv[DT_COUNT];
@@ -618,7 +666,6 @@ DEF_PACK_X86(pack_f32_x86, pack_f_x86(DT_F32, w, rb, nr, cols, tile))
 DEF_PACK_X86(pack_bf16_x86, pack_f_x86(DT_BF16, w, rb, nr, cols, tile))
 DEF_PACK_X86(pack_f16_x86, pack_f_x86(DT_F16, w, rb, nr, cols, tile))
 DEF_PACK_X86(pack_q8_x86, pack_q_x86(DT_Q8_0, w, rb, nr, cols, tile))
-DEF_PACK_X86(pack_q4_x86, pack_q_x86(DT_Q4_0, w, rb, nr, cols, tile))
 
 /* avx512: 16-row tile groups (zmm lanes) in one pass: rows i and i+8 are loaded into the two
  * halves of one zmm, and one 16x8 transpose yields 8 whole 64-byte tile lines. */
@@ -678,7 +725,6 @@ DEF_PACK_512(pack_f32_16, pack_f16_512(DT_F32, w, rb, nr, cols, tile))
 DEF_PACK_512(pack_bf16_16, pack_f16_512(DT_BF16, w, rb, nr, cols, tile))
 DEF_PACK_512(pack_f16_16, pack_f16_512(DT_F16, w, rb, nr, cols, tile))
 DEF_PACK_512(pack_q8_16, pack_q16_512(DT_Q8_0, w, rb, nr, cols, tile))
-DEF_PACK_512(pack_q4_16, pack_q16_512(DT_Q4_0, w, rb, nr, cols, tile))
 
 /* ---- float register tile: RV groups of 8 rows x RN tokens, one fma per (row lane, token, k) ---- */
 INLINE_X86 void gemm_f_x86(const int RV, const int RN, const TileCall *c) {
@@ -702,35 +748,46 @@ INLINE_X86 void gemm_f_x86(const int RV, const int RN, const TileCall *c) {
 /* ---- int8 register tile (avx2): RV groups of 8 rows x RN tokens, per block of 32 an exact
  * int32 dot per lane, then one fma of the block scales (the contract's fold). AVX2 has no
  * signed x signed byte product: |w| * (x * sign(w)) with vpmaddubsw (pairs stay below
- * 2*128*127, no saturation), then vpmaddwd by 1 to widen. ---- */
-INLINE_X86 void gemm_q_avx2_t(const int RV, const int RN, const TileCall *c) {
-    const TileQ *tile = c->tile;
+ * 2*128*127, no saturation), then vpmaddwd by 1 to widen. NIB: the tile is TileQ4 (Q4_0
+ * nibbles, two steps per load) instead of TileQ. ---- */
+INLINE_X86 void gemm_q_avx2_t(const int RV, const int RN, const int NIB, const TileCall *c) {
+    const size_t step = NIB ? sizeof(TileQ4) : sizeof(TileQ), dofs = NIB ? offsetof(TileQ4, d) : offsetof(TileQ, d);
+    const uint8_t *tile = c->tile;
     const ActQ8 *a = c->a;
     const uint64_t nb = c->kn, gs = c->gs, lda = c->ldx, ldo = c->ldo;
     float *out = c->out;
-    const __m256i ones16 = _mm256_set1_epi16(1);
+    const __m256i ones16 = _mm256_set1_epi16(1), low4 = _mm256_set1_epi8(0x0F), eight = _mm256_set1_epi8(8);
     __m256 acc[RV_MAX][RN_MAX];
     UNROLL for (int g = 0; g < RV; g++) UNROLL for (int j = 0; j < RN; j++)
         acc[g][j] = c->accumulate ? _mm256_loadu_ps(out + j * ldo + g * TR) : _mm256_setzero_ps();
     for (uint64_t b = 0; b < nb; b++) {
+        const uint8_t *tb[RV_MAX];
+        UNROLL for (int g = 0; g < RV; g++) tb[g] = tile + (g * gs + b) * step;
         __m256i ia[RV_MAX][RN_MAX];
         UNROLL for (int g = 0; g < RV; g++) UNROLL for (int j = 0; j < RN; j++) ia[g][j] = _mm256_setzero_si256();
         UNROLL for (int s = 0; s < QK / 4; s++) {
-            __m256i w[RV_MAX], wabs[RV_MAX];
+            if (NIB && s >= QK / 8) break; /* a nibble load holds steps s and s + 4 */
+            __m256i w[2][RV_MAX], wabs[2][RV_MAX];
             UNROLL for (int g = 0; g < RV; g++) {
-                w[g] = _mm256_load_si256((const __m256i *)tile[g * gs + b].q[s]);
-                wabs[g] = _mm256_abs_epi8(w[g]);
+                const __m256i v = _mm256_load_si256((const __m256i *)(tb[g] + 32 * s));
+                if (NIB) {
+                    w[0][g] = _mm256_sub_epi8(_mm256_and_si256(v, low4), eight);
+                    w[1][g] = _mm256_sub_epi8(_mm256_and_si256(_mm256_srli_epi16(v, 4), low4), eight);
+                } else {
+                    w[0][g] = v;
+                }
+                UNROLL for (int h = 0; h <= NIB; h++) wabs[h][g] = _mm256_abs_epi8(w[h][g]);
             }
-            UNROLL for (int j = 0; j < RN; j++) {
+            UNROLL for (int h = 0; h <= NIB; h++) UNROLL for (int j = 0; j < RN; j++) {
                 int32_t a4;
-                memcpy(&a4, a[j * lda + b].q + 4 * s, 4);
+                memcpy(&a4, a[j * lda + b].q + 4 * (s + 4 * h), 4);
                 const __m256i x4 = _mm256_set1_epi32(a4);
                 UNROLL for (int g = 0; g < RV; g++)
-                    ia[g][j] = _mm256_add_epi32(ia[g][j], _mm256_madd_epi16(_mm256_maddubs_epi16(wabs[g], _mm256_sign_epi8(x4, w[g])), ones16));
+                    ia[g][j] = _mm256_add_epi32(ia[g][j], _mm256_madd_epi16(_mm256_maddubs_epi16(wabs[h][g], _mm256_sign_epi8(x4, w[h][g])), ones16));
             }
         }
         UNROLL for (int g = 0; g < RV; g++) {
-            const __m256 dw = _mm256_load_ps(tile[g * gs + b].d);
+            const __m256 dw = _mm256_load_ps((const float *)(const void *)(tb[g] + dofs));
             UNROLL for (int j = 0; j < RN; j++)
                 acc[g][j] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(a[j * lda + b].d)), _mm256_cvtepi32_ps(ia[g][j]), acc[g][j]);
         }
@@ -760,33 +817,46 @@ AVX512_INLINE void gemm_f_zmm_t(const int RV, const int RN, const TileCall *c) {
 }
 
 /* int8: activations hold q + 128 (act_vnni); each block's sums start from -corr, so they end
- * at the exact isum without a correction step. */
-AVX512_INLINE void gemm_q_zmm_t(const int RV, const int RN, const TileCall *c) {
-    const TileQ16 *tile = c->tile;
+ * at the exact isum without a correction step. NIB: TileQ4x16 instead of TileQ16. */
+AVX512_INLINE void gemm_q_zmm_t(const int RV, const int RN, const int NIB, const TileCall *c) {
+    const size_t step = NIB ? sizeof(TileQ4x16) : sizeof(TileQ16), dofs = NIB ? offsetof(TileQ4x16, d) : offsetof(TileQ16, d);
+    const uint8_t *tile = c->tile;
     const ActQ8 *a = c->a;
     const uint64_t nb = c->kn, gs = c->gs, lda = c->ldx, ldo = c->ldo;
     float *out = c->out;
+    const __m512i low4 = _mm512_set1_epi8(0x0F), eight = _mm512_set1_epi8(8);
     __m512 acc[RV_MAX][RN_MAX];
     UNROLL for (int g = 0; g < RV; g++) UNROLL for (int j = 0; j < RN; j++)
         acc[g][j] = c->accumulate ? _mm512_loadu_ps(out + j * ldo + g * 16) : _mm512_setzero_ps();
     for (uint64_t b = 0; b < nb; b++) {
+        const uint8_t *tb[RV_MAX];
+        UNROLL for (int g = 0; g < RV; g++) tb[g] = tile + (g * gs + b) * step;
         __m512i ia[RV_MAX][RN_MAX];
         UNROLL for (int g = 0; g < RV; g++) {
-            const __m512i nc = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_load_si512(tile[g * gs + b].corr));
+            const __m512i nc = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_load_si512(tb[g] + dofs + 64));
             UNROLL for (int j = 0; j < RN; j++) ia[g][j] = nc;
         }
         UNROLL for (int s = 0; s < QK / 4; s++) {
-            __m512i w[RV_MAX];
-            UNROLL for (int g = 0; g < RV; g++) w[g] = _mm512_load_si512(tile[g * gs + b].q[s]);
-            UNROLL for (int j = 0; j < RN; j++) {
+            if (NIB && s >= QK / 8) break; /* a nibble load holds steps s and s + 4 */
+            __m512i w[2][RV_MAX];
+            UNROLL for (int g = 0; g < RV; g++) {
+                const __m512i v = _mm512_load_si512(tb[g] + 64 * s);
+                if (NIB) {
+                    w[0][g] = _mm512_sub_epi8(_mm512_and_si512(v, low4), eight);
+                    w[1][g] = _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(v, 4), low4), eight);
+                } else {
+                    w[0][g] = v;
+                }
+            }
+            UNROLL for (int h = 0; h <= NIB; h++) UNROLL for (int j = 0; j < RN; j++) {
                 int32_t a4;
-                memcpy(&a4, a[j * lda + b].q + 4 * s, 4);
+                memcpy(&a4, a[j * lda + b].q + 4 * (s + 4 * h), 4);
                 const __m512i x4 = _mm512_set1_epi32(a4);
-                UNROLL for (int g = 0; g < RV; g++) ia[g][j] = _mm512_dpbusd_epi32(ia[g][j], x4, w[g]);
+                UNROLL for (int g = 0; g < RV; g++) ia[g][j] = _mm512_dpbusd_epi32(ia[g][j], x4, w[h][g]);
             }
         }
         UNROLL for (int g = 0; g < RV; g++) {
-            const __m512 dw = _mm512_load_ps(tile[g * gs + b].d);
+            const __m512 dw = _mm512_load_ps(tb[g] + dofs);
             UNROLL for (int j = 0; j < RN; j++)
                 acc[g][j] = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_set1_ps(a[j * lda + b].d)), _mm512_cvtepi32_ps(ia[g][j]), acc[g][j]);
         }
@@ -1199,7 +1269,12 @@ __attribute__((target(X86_BASE))) static void gemm_f_avx2(int rn, const TileCall
 #undef C
 }
 __attribute__((target(X86_BASE))) static void gemm_q_avx2(int rn, const TileCall *c) {
-#define C(n) case n: gemm_q_avx2_t(AVX2_RV_Q, n, c); return;
+#define C(n) case n: gemm_q_avx2_t(AVX2_RV_Q, n, 0, c); return;
+    switch (rn) { RN_CASES_4(C) }
+#undef C
+}
+__attribute__((target(X86_BASE))) static void gemm_q4_avx2(int rn, const TileCall *c) {
+#define C(n) case n: gemm_q_avx2_t(AVX2_RV_Q, n, 1, c); return;
     switch (rn) { RN_CASES_4(C) }
 #undef C
 }
@@ -1209,15 +1284,20 @@ __attribute__((target(X86_512))) static void gemm_f_512(int rn, const TileCall *
 #undef C
 }
 __attribute__((target(X86_512))) static void gemm_q_512(int rn, const TileCall *c) {
-#define C(n) case n: gemm_q_zmm_t(V512_RV_Q, n, c); return;
+#define C(n) case n: gemm_q_zmm_t(V512_RV_Q, n, 0, c); return;
+    switch (rn) { RN_CASES_4(C) }
+#undef C
+}
+__attribute__((target(X86_512))) static void gemm_q4_512(int rn, const TileCall *c) {
+#define C(n) case n: gemm_q_zmm_t(V512_RV_Q, n, 1, c); return;
     switch (rn) { RN_CASES_4(C) }
 #undef C
 }
 
 #define PACKS_512 { [DT_F32] = pack_f32_16, [DT_BF16] = pack_bf16_16, [DT_F16] = pack_f16_16, \
-                   [DT_Q8_0] = pack_q8_16, [DT_Q4_0] = pack_q4_16 }
+                   [DT_Q8_0] = pack_q8_16, [DT_Q4_0] = pack_q4_tr16 }
 #define PACKS_X86 { [DT_F32] = pack_f32_x86, [DT_BF16] = pack_bf16_x86, [DT_F16] = pack_f16_x86, \
-                    [DT_Q8_0] = pack_q8_x86, [DT_Q4_0] = pack_q4_x86 }
+                    [DT_Q8_0] = pack_q8_x86, [DT_Q4_0] = pack_q4_tr8 }
 #endif /* QUANT_X86 */
 
 /* ==== aarch64: NEON (baseline) and dotprod ==== */
@@ -1287,41 +1367,53 @@ static inline __attribute__((always_inline)) void gemm_f_neon_t(const int RV, co
 }
 
 /* int8 tile, stamped for plain NEON and for dotprod; DOT(acc, w, x4) adds, per row lane, the
- * products of 4 weight bytes (4 rows per vector) with the replicated activation bytes. */
+ * products of 4 weight bytes (4 rows per vector) with the replicated activation bytes.
+ * NIB: TileQ4 (Q4_0 nibbles, steps s and s + 4 in one load) instead of TileQ. */
 #define DEF_GEMM_Q_NEON(NAME, ATTR, DOT)                                                                 \
-    static inline __attribute__((always_inline ATTR)) void NAME(const int RV, const int RN, const TileCall *c) { \
-        const TileQ *tile = c->tile;                                                                      \
+    static inline __attribute__((always_inline ATTR)) void NAME(const int RV, const int RN, const int NIB, const TileCall *c) { \
+        const size_t step = NIB ? sizeof(TileQ4) : sizeof(TileQ), dofs = NIB ? offsetof(TileQ4, d) : offsetof(TileQ, d); \
+        const uint8_t *tile = c->tile;                                                                    \
         const ActQ8 *a = c->a;                                                                            \
-        const uint64_t nb = c->kn, gs = c->gs, lda = c->ldx, ldo = c->ldo;                                    \
+        const uint64_t nb = c->kn, gs = c->gs, lda = c->ldx, ldo = c->ldo;                                \
         float *out = c->out;                                                                              \
+        const uint8x16_t low4 = vdupq_n_u8(0x0F);                                                         \
+        const int8x16_t eight = vdupq_n_s8(8);                                                            \
         float32x4_t acc[RV_MAX][2][RN_MAX];                                                               \
         UNROLL for (int g = 0; g < RV; g++) UNROLL for (int j = 0; j < RN; j++) {                         \
             acc[g][0][j] = c->accumulate ? vld1q_f32(out + j * ldo + g * TR) : vdupq_n_f32(0.0f);         \
             acc[g][1][j] = c->accumulate ? vld1q_f32(out + j * ldo + g * TR + 4) : vdupq_n_f32(0.0f);     \
         }                                                                                                 \
         for (uint64_t b = 0; b < nb; b++) {                                                               \
+            const uint8_t *tb[RV_MAX];                                                                    \
+            UNROLL for (int g = 0; g < RV; g++) tb[g] = tile + (g * gs + b) * step;                       \
             int32x4_t ia[RV_MAX][2][RN_MAX];                                                              \
             UNROLL for (int g = 0; g < RV; g++) UNROLL for (int j = 0; j < RN; j++)                       \
                 ia[g][0][j] = ia[g][1][j] = vdupq_n_s32(0);                                               \
             UNROLL for (int s = 0; s < QK / 4; s++) {                                                     \
-                int8x16_t w[RV_MAX][2];                                                                   \
-                UNROLL for (int g = 0; g < RV; g++) {                                                     \
-                    w[g][0] = vld1q_s8(tile[g * gs + b].q[s][0]);                                         \
-                    w[g][1] = vld1q_s8(tile[g * gs + b].q[s][4]);                                         \
+                if (NIB && s >= QK / 8) break;                                                            \
+                int8x16_t w[2][RV_MAX][2]; /* [step s or s + 4][group][rows 0-3 or 4-7] */                \
+                UNROLL for (int g = 0; g < RV; g++) UNROLL for (int half = 0; half < 2; half++) {         \
+                    const uint8x16_t v = vld1q_u8(tb[g] + 32 * s + 16 * half);                            \
+                    if (NIB) {                                                                            \
+                        w[0][g][half] = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(v, low4)), eight);          \
+                        w[1][g][half] = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(v, 4)), eight);           \
+                    } else {                                                                              \
+                        w[0][g][half] = vreinterpretq_s8_u8(v);                                           \
+                    }                                                                                     \
                 }                                                                                         \
-                UNROLL for (int j = 0; j < RN; j++) {                                                     \
+                UNROLL for (int h = 0; h <= NIB; h++) UNROLL for (int j = 0; j < RN; j++) {               \
                     int32_t a4;                                                                           \
-                    memcpy(&a4, a[j * lda + b].q + 4 * s, 4);                                             \
+                    memcpy(&a4, a[j * lda + b].q + 4 * (s + 4 * h), 4);                                   \
                     const int8x16_t x4 = vreinterpretq_s8_s32(vdupq_n_s32(a4));                           \
                     UNROLL for (int g = 0; g < RV; g++) {                                                 \
-                        ia[g][0][j] = DOT(ia[g][0][j], w[g][0], x4);                                      \
-                        ia[g][1][j] = DOT(ia[g][1][j], w[g][1], x4);                                      \
+                        ia[g][0][j] = DOT(ia[g][0][j], w[h][g][0], x4);                                   \
+                        ia[g][1][j] = DOT(ia[g][1][j], w[h][g][1], x4);                                   \
                     }                                                                                     \
                 }                                                                                         \
             }                                                                                             \
             UNROLL for (int g = 0; g < RV; g++) {                                                         \
-                const TileQ *tb = &tile[g * gs + b];                                                      \
-                const float32x4_t d0 = vld1q_f32(tb->d), d1 = vld1q_f32(tb->d + 4);                       \
+                const float *dw = (const float *)(const void *)(tb[g] + dofs);                            \
+                const float32x4_t d0 = vld1q_f32(dw), d1 = vld1q_f32(dw + 4);                             \
                 UNROLL for (int j = 0; j < RN; j++) {                                                     \
                     const float da = a[j * lda + b].d;                                                    \
                     acc[g][0][j] = vfmaq_f32(acc[g][0][j], vmulq_n_f32(d0, da), vcvtq_f32_s32(ia[g][0][j])); \
@@ -1359,12 +1451,22 @@ static void gemm_f_neon(int rn, const TileCall *c) {
 #undef C
 }
 static void gemm_q_neon(int rn, const TileCall *c) {
-#define C(n) case n: gemm_q_neon_t(NEON_RV_Q, n, c); return;
+#define C(n) case n: gemm_q_neon_t(NEON_RV_Q, n, 0, c); return;
+    switch (rn) { RN_CASES_4(C) }
+#undef C
+}
+static void gemm_q4_neon(int rn, const TileCall *c) {
+#define C(n) case n: gemm_q_neon_t(NEON_RV_Q, n, 1, c); return;
     switch (rn) { RN_CASES_4(C) }
 #undef C
 }
 __attribute__((target("arch=armv8.2-a+dotprod"))) static void gemm_q_sdot(int rn, const TileCall *c) {
-#define C(n) case n: gemm_q_sdot_t(NEON_RV_Q, n, c); return;
+#define C(n) case n: gemm_q_sdot_t(NEON_RV_Q, n, 0, c); return;
+    switch (rn) { RN_CASES_4(C) }
+#undef C
+}
+__attribute__((target("arch=armv8.2-a+dotprod"))) static void gemm_q4_sdot(int rn, const TileCall *c) {
+#define C(n) case n: gemm_q_sdot_t(NEON_RV_Q, n, 1, c); return;
     switch (rn) { RN_CASES_4(C) }
 #undef C
 }
@@ -1677,25 +1779,24 @@ DEF_PACK_C(pack_f32_c, pack_f_c, DT_F32, float)
 DEF_PACK_C(pack_bf16_c, pack_f_c, DT_BF16, float)
 DEF_PACK_C(pack_f16_c, pack_f_c, DT_F16, float)
 DEF_PACK_C(pack_q8_c, pack_q_c, DT_Q8_0, TileQ)
-DEF_PACK_C(pack_q4_c, pack_q_c, DT_Q4_0, TileQ)
 #define PACKS_C { [DT_F32] = pack_f32_c, [DT_BF16] = pack_bf16_c, [DT_F16] = pack_f16_c, \
-                  [DT_Q8_0] = pack_q8_c, [DT_Q4_0] = pack_q4_c }
+                  [DT_Q8_0] = pack_q8_c, [DT_Q4_0] = pack_q4_tr8 }
 #endif /* QUANT_NEON */
 
 /* ==== Kernel selection: the only place that looks at the CPU ==== */
 
 static const Kernels kernel_sets[] = {
-    { "scalar", "scalar reference", always, TR, 0, 0, 0, 0, act_row_ref, { 0 }, NULL, NULL, { 0 }, act_row_ref, dot_f32_ref, attn_ref },
+    { "scalar", "scalar reference", always, TR, 0, 0, 0, 0, act_row_ref, { 0 }, NULL, NULL, NULL, { 0 }, act_row_ref, dot_f32_ref, attn_ref },
 #if defined(QUANT_X86)
     { "avx2", "avx2 (AVX2+FMA+F16C; ymm tiles: f32 16x6, int8 8x4)", have_avx2,
-      TR, AVX2_RV_F, AVX2_RN_F, AVX2_RV_Q, AVX2_RN_Q, act_avx2, PACKS_X86, gemm_f_avx2, gemm_q_avx2, GEMVS_AVX2, act_avx2, dot_f32_avx2, attn_avx2 },
+      TR, AVX2_RV_F, AVX2_RN_F, AVX2_RV_Q, AVX2_RN_Q, act_avx2, PACKS_X86, gemm_f_avx2, gemm_q_avx2, gemm_q4_avx2, GEMVS_AVX2, act_avx2, dot_f32_avx2, attn_avx2 },
     { "avx512", "avx512 (AVX512VL+VNNI; zmm tiles: f32 32x12, int8 32x4)", have_avx512,
-      16, V512_RV_F, V512_RN_F, V512_RV_Q, V512_RN_Q, act_vnni, PACKS_512, gemm_f_512, gemm_q_512, GEMVS_VNNI, act_avx2, dot_f32_avx2, attn_512 },
+      16, V512_RV_F, V512_RN_F, V512_RV_Q, V512_RN_Q, act_vnni, PACKS_512, gemm_f_512, gemm_q_512, gemm_q4_512, GEMVS_VNNI, act_avx2, dot_f32_avx2, attn_512 },
 #elif defined(QUANT_NEON)
     { "neon", "neon (f32 tile 16x4, int8 tile 8x4)", always,
-      TR, NEON_RV_F, NEON_RN_F, NEON_RV_Q, NEON_RN_Q, act_neon, PACKS_C, gemm_f_neon, gemm_q_neon, GEMVS_NEON, act_neon, dot_f32_neon, attn_neon },
+      TR, NEON_RV_F, NEON_RN_F, NEON_RV_Q, NEON_RN_Q, act_neon, PACKS_C, gemm_f_neon, gemm_q_neon, gemm_q4_neon, GEMVS_NEON, act_neon, dot_f32_neon, attn_neon },
     { "neon-dotprod", "neon-dotprod (SDOT int8 dot; f32 tile 16x4, int8 tile 8x4)", have_dotprod,
-      TR, NEON_RV_F, NEON_RN_F, NEON_RV_Q, NEON_RN_Q, act_neon, PACKS_C, gemm_f_neon, gemm_q_sdot, GEMVS_SDOT, act_neon, dot_f32_neon, attn_neon },
+      TR, NEON_RV_F, NEON_RN_F, NEON_RV_Q, NEON_RN_Q, act_neon, PACKS_C, gemm_f_neon, gemm_q_sdot, gemm_q4_sdot, GEMVS_SDOT, act_neon, dot_f32_neon, attn_neon },
 #endif
 };
 #define N_SETS (sizeof kernel_sets / sizeof kernel_sets[0])
@@ -1954,6 +2055,12 @@ static void job_rows_ref(void *ctx, int64_t r0, int64_t r1) {
     }
 }
 
+/* Bytes of one k step (column, or block of 32) of one tile group of set K. */
+static size_t tile_step(const Kernels *K, uint32_t dtype) {
+    const size_t tr = (size_t)K->tr;
+    return dtype == DT_Q4_0 ? tr * (QK / 2 + 8) : dtypes[dtype].quantized ? tr * (QK + 8) : tr * sizeof(float);
+}
+
 /* k-chunk of a packed tile: small enough that the tile chunk stays in L1 while every token
  * streams past it (float: columns; quantized: blocks of 32). */
 #define KC_F 256
@@ -1968,7 +2075,8 @@ static void job_tiles(void *ctx, int64_t i0, int64_t i1) {
     const int q = j->dt->quantized, rv = q ? K->rv_q : K->rv_f, rn = q ? K->rn_q : K->rn_f, tr = K->tr;
     const uint64_t tile_rows = (uint64_t)rv * tr, kchunk = q ? KC_Q : KC_F, kn_all = q ? j->nb : j->cols;
     const uint64_t kstep_bytes = q ? j->dt->block_bytes : dtype_row_bytes(j->dtype, 1);
-    const size_t step_bytes = q ? (size_t)tr * (QK + 8) : (size_t)tr * sizeof(float); /* one k (block) of a group */
+    const size_t step_bytes = tile_step(K, j->dtype); /* one k (block) of a group */
+    void (*gemm)(int, const TileCall *) = !q ? K->gemm_f : j->dtype == DT_Q4_0 ? K->gemm_q4 : K->gemm_q;
     const size_t tile_bytes = j->pk ? 0 : kchunk * step_bytes * (size_t)rv, acc_bytes = (size_t)j->T * tile_rows * sizeof(float);
     uint8_t *tile = scratch(&tls_tile, tile_bytes + acc_bytes);
     if (!tile) {
@@ -1998,8 +2106,7 @@ static void job_tiles(void *ctx, int64_t i0, int64_t i1) {
                 const int n = j->T - t0 < rn ? (int)(j->T - t0) : rn;
                 TileCall c = { src_tile, kn, gs, j->x + t0 * j->cols + k0, j->a ? j->a + t0 * j->nb + k0 : NULL, q ? j->nb : j->cols,
                                direct ? j->y + t0 * j->rows + r0 : acc + t0 * tile_rows, direct ? j->rows : tile_rows, k0 > 0 };
-                if (q) K->gemm_q(n, &c);
-                else K->gemm_f(n, &c);
+                gemm(n, &c);
             }
         }
         for (int64_t t = 0; !direct && t < j->T; t++) memcpy(j->y + t * j->rows + r0, acc + t * tile_rows, nr * sizeof(float));
@@ -2094,9 +2201,9 @@ int tensor_prepack(Pool *p, Tensor *w) {
     if (!rb) return 0;
     const int rv = dt->quantized ? K->rv_q : K->rv_f;
     const uint64_t tile_rows = (uint64_t)rv * (uint64_t)K->tr, nk = dt->quantized ? w->cols / QK : w->cols;
-    const size_t step = dt->quantized ? (size_t)K->tr * (QK + 8) : (size_t)K->tr * sizeof(float);
-    /* tiles per stored row, in bytes: nk * step / tr; keep to at most 5/4 of rb */
-    if ((uint64_t)step / (uint64_t)K->tr * nk * 4 > rb * 5) return 0;
+    const size_t step = tile_step(K, w->dtype);
+    /* tiles per stored row, in bytes: nk * step / tr; keep to at most 3/2 of rb */
+    if ((uint64_t)step / (uint64_t)K->tr * nk * 2 > rb * 3) return 0;
     const uint64_t groups = (w->rows + tile_rows - 1) / tile_rows * (uint64_t)rv;
     uint64_t bytes;
     if (!mul_u64(groups, nk, &bytes) || !mul_u64(bytes, step, &bytes) || bytes > SIZE_MAX - 63) return 0;

@@ -120,8 +120,9 @@ void matmul(Pool *p, float *y, const float *x, const Tensor *w, int64_t T);
 
 /* Arrange w's rows once into the active kernel set's register tiles (heap memory), so every
  * later matmul streams them instead of packing tiles per call: packing costs a quarter of a
- * 64-token prefill and is the T = 1 path's strided reads. Only where the tiles take about the
- * space of the stored rows (f32: 1x, q8_0: 40/34 bytes), so memory does not double; data stays
+ * 64-token prefill and is the T = 1 path's strided reads. Only where the tiles take at most
+ * 1.5x the space of the stored rows (f32: 1x; q8_0: 40/34; q4_0, kept as nibbles: 24/18), so
+ * memory does not double (bf16/f16 tiles are f32: not prepacked); data stays
  * valid (the fallback, and what embedding lookups read). Returns 1 when packed, 0 when not
  * (other dtype, no tile kernels, out of memory, or already packed). Results are bit-identical
  * either way; a matmul after kernels_force to another set ignores the tiles. Free with
