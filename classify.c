@@ -91,8 +91,13 @@ static void entry_free(PrefixEntry *e) {
     memset(e, 0, sizeof *e);
 }
 
-void guard_close(Guard *g) {
+void guard_forget_prefixes(Guard *g) {
     for (int i = 0; i < PREFIX_SLOTS; i++) entry_free(&g->prefixes.e[i]);
+    g->prefixes.clock = 0;
+}
+
+void guard_close(Guard *g) {
+    guard_forget_prefixes(g);
     tok_free(g->tok);
     template_free(&g->pf);
     model_close(&g->model);

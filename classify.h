@@ -78,6 +78,9 @@ typedef struct {
 } EvalMetrics;
 void eval_metrics(const float *scores, const uint8_t *labels /* 1 = unsafe */, int64_t n, float threshold, EvalMetrics *m);
 
+/* Empty the prefix store (the next classification is cold again; benchmarks). */
+void guard_forget_prefixes(Guard *g);
+
 /* ==== Persisting the prefix store (the KV cache file) ====
  * Keyed by the model's identity (size, checksums, shape) and the exact prefix ids; written
  * atomically; validated on read. guard_cache_load returns 0 if loaded, 1 if there is no file,

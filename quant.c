@@ -1999,7 +1999,8 @@ void pool_for(Pool *p, int64_t n, void (*fn)(void *ctx, int64_t begin, int64_t e
  * reads every tile, the last short one too, in place. */
 struct Packed {
     const Kernels *K;  /* the set whose layout this is */
-    uint8_t *tiles;    /* [groups][nk][step] */
+    uint8_t *tiles;    /* [groups][nk][step], bytes long (big_alloc) */
+    size_t bytes;
     uint64_t groups, nk;
     size_t step;       /* bytes of one k step (column or block) of one group */
 };
@@ -2208,13 +2209,13 @@ int tensor_prepack(Pool *p, Tensor *w) {
     uint64_t bytes;
     if (!mul_u64(groups, nk, &bytes) || !mul_u64(bytes, step, &bytes) || bytes > SIZE_MAX - 63) return 0;
     Packed *pk = malloc(sizeof *pk);
-    uint8_t *tiles = aligned_alloc(64, (size_t)(bytes + 63) / 64 * 64);
+    uint8_t *tiles = big_alloc((size_t)bytes);
     if (!pk || !tiles) {
         free(pk);
-        free(tiles);
+        big_free(tiles, (size_t)bytes);
         return 0;
     }
-    *pk = (Packed){ K, tiles, groups, nk, step };
+    *pk = (Packed){ K, tiles, (size_t)bytes, groups, nk, step };
     PackJob pj = { w, K, pk, rb };
     pool_for(p, (int64_t)groups, job_prepack, &pj);
     w->packed = pk;
@@ -2223,7 +2224,7 @@ int tensor_prepack(Pool *p, Tensor *w) {
 
 void tensor_unpack(Tensor *w) {
     if (!w->packed) return;
-    free(w->packed->tiles);
+    big_free(w->packed->tiles, w->packed->bytes);
     free((void *)w->packed);
     w->packed = NULL;
 }

@@ -67,6 +67,26 @@ void map_drop(const MappedFile *m, const void *p, uint64_t n) {
     if (b > a) madvise((void *)a, (size_t)(b - a), MADV_DONTNEED);
 }
 
+#define BIG_ALIGN ((size_t)2 << 20)
+
+void *big_alloc(size_t n) {
+    if (n == 0 || n > SIZE_MAX - 2 * BIG_ALIGN) return NULL;
+    const size_t len = (n + BIG_ALIGN - 1) / BIG_ALIGN * BIG_ALIGN;
+    uint8_t *raw = mmap(NULL, len + BIG_ALIGN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED) return NULL;
+    uint8_t *p = (uint8_t *)(((uintptr_t)raw + BIG_ALIGN - 1) / BIG_ALIGN * BIG_ALIGN);
+    if (p > raw) munmap(raw, (size_t)(p - raw));
+    if (p + len < raw + len + BIG_ALIGN) munmap(p + len, (size_t)(raw + len + BIG_ALIGN - (p + len)));
+#ifdef MADV_HUGEPAGE
+    madvise(p, len, MADV_HUGEPAGE); /* advice only: without THP the pages are just small */
+#endif
+    return p;
+}
+
+void big_free(void *p, size_t n) {
+    if (p) munmap(p, (n + BIG_ALIGN - 1) / BIG_ALIGN * BIG_ALIGN);
+}
+
 int read_text_file(const char *path, uint64_t max, char **buf, uint64_t *len, char *err) {
     *buf = NULL;
     *len = 0;
