@@ -67,6 +67,13 @@ static int bind_norm(const Model *m, const float **out, const char *name, uint64
     return 0;
 }
 
+/* The seven matrices of a layer, for what is done to each alike. */
+#define LAYER_MATS 7
+static void layer_mats(LayerWeights *L, Tensor *out[LAYER_MATS]) {
+    Tensor *all[LAYER_MATS] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down };
+    memcpy(out, all, sizeof all);
+}
+
 static void prepack(Model *m, Tensor *t) {
     if (tensor_prepack(m->pool, t)) map_drop(&m->file.map, t->data, t->rows * dtype_row_bytes(t->dtype, t->cols));
 }
@@ -114,9 +121,9 @@ int model_open(Model *m, const char *path, int n_threads, char *err) {
      * embedding is not packed (lookups read rows in place); tied, its pages come back as
      * rows are looked up. */
     for (uint32_t l = 0; l < c->n_layers; l++) {
-        LayerWeights *L = &w->layers[l];
-        Tensor *mats[] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down };
-        for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) prepack(m, mats[i]);
+        Tensor *mats[LAYER_MATS];
+        layer_mats(&w->layers[l], mats);
+        for (int i = 0; i < LAYER_MATS; i++) prepack(m, mats[i]);
     }
     prepack(m, &w->lm_head);
     return 0;
@@ -124,9 +131,9 @@ int model_open(Model *m, const char *path, int n_threads, char *err) {
 
 void model_close(Model *m) {
     for (uint32_t l = 0; m->w.layers && l < m->cfg.n_layers; l++) {
-        LayerWeights *L = &m->w.layers[l];
-        Tensor *mats[] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down };
-        for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) tensor_unpack(mats[i]);
+        Tensor *mats[LAYER_MATS];
+        layer_mats(&m->w.layers[l], mats);
+        for (int i = 0; i < LAYER_MATS; i++) tensor_unpack(mats[i]);
     }
     tensor_unpack(&m->w.lm_head);
     pool_free(m->pool);
