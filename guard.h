@@ -138,6 +138,7 @@ typedef struct {
     float *inv_freq;  /* [head_dim/2] RoPE inverse frequencies, llama3 scaling applied */
     Pool *pool;
     int n_threads;
+    uint64_t packed_bytes; /* weights prepacked into kernel tiles at open (0: packed per call) */
 } Model;
 
 /* Open guard.bin, validate, bind the weights. n_threads <= 0 means all available cores. */

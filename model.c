@@ -75,7 +75,10 @@ static void layer_mats(LayerWeights *L, Tensor *out[LAYER_MATS]) {
 }
 
 static void prepack(Model *m, Tensor *t) {
-    if (tensor_prepack(m->pool, t)) map_drop(&m->file.map, t->data, t->rows * dtype_row_bytes(t->dtype, t->cols));
+    const uint64_t bytes = tensor_prepack_bytes(t);
+    if (!tensor_prepack(m->pool, t)) return;
+    m->packed_bytes += bytes;
+    map_drop(&m->file.map, t->data, t->rows * dtype_row_bytes(t->dtype, t->cols));
 }
 
 int model_open(Model *m, const char *path, int n_threads, char *err) {
@@ -119,13 +122,22 @@ int model_open(Model *m, const char *path, int n_threads, char *err) {
     /* Tiles once, here, rather than per matmul call (quant.h tensor_prepack). The mapped rows
      * a tensor was packed from are dropped right away, so the process holds one copy. The
      * embedding is not packed (lookups read rows in place); tied, its pages come back as
-     * rows are looked up. */
+     * rows are looked up. Tiles cannot be paged out as file pages can, so a model whose tiles
+     * would not fit in 3/4 of the available memory keeps packing per call instead. */
+    uint64_t need = tensor_prepack_bytes(&w->lm_head);
     for (uint32_t l = 0; l < c->n_layers; l++) {
         Tensor *mats[LAYER_MATS];
         layer_mats(&w->layers[l], mats);
-        for (int i = 0; i < LAYER_MATS; i++) prepack(m, mats[i]);
+        for (int i = 0; i < LAYER_MATS; i++) need += tensor_prepack_bytes(mats[i]);
     }
-    prepack(m, &w->lm_head);
+    if (need <= mem_available() / 4 * 3) {
+        for (uint32_t l = 0; l < c->n_layers; l++) {
+            Tensor *mats[LAYER_MATS];
+            layer_mats(&w->layers[l], mats);
+            for (int i = 0; i < LAYER_MATS; i++) prepack(m, mats[i]);
+        }
+        prepack(m, &w->lm_head);
+    }
     return 0;
 }
 

@@ -2193,21 +2193,40 @@ static void job_prepack(void *ctx, int64_t g0, int64_t g1) {
     }
 }
 
-int tensor_prepack(Pool *p, Tensor *w) {
-    kernels_init();
-    const Kernels *K = atomic_load(&active);
-    if (w->packed || w->dtype >= DT_COUNT || !K->pack[w->dtype] || w->rows == 0) return 0;
+/* The prepacked layout of w for set K: *groups x *nk steps of *step bytes; returns the total
+ * bytes, or 0 when w is not to be prepacked. */
+static uint64_t prepack_layout(const Kernels *K, const Tensor *w, uint64_t *groups, uint64_t *nk, size_t *step) {
+    if (w->dtype >= DT_COUNT || !K->pack[w->dtype] || w->rows == 0) return 0;
     const DTypeInfo *dt = &dtypes[w->dtype];
     const uint64_t rb = dtype_row_bytes(w->dtype, w->cols);
     if (!rb) return 0;
     const int rv = dt->quantized ? K->rv_q : K->rv_f;
-    const uint64_t tile_rows = (uint64_t)rv * (uint64_t)K->tr, nk = dt->quantized ? w->cols / QK : w->cols;
-    const size_t step = tile_step(K, w->dtype);
+    const uint64_t tile_rows = (uint64_t)rv * (uint64_t)K->tr;
+    *nk = dt->quantized ? w->cols / QK : w->cols;
+    *step = tile_step(K, w->dtype);
     /* tiles per stored row, in bytes: nk * step / tr; keep to at most 3/2 of rb */
-    if ((uint64_t)step / (uint64_t)K->tr * nk * 2 > rb * 3) return 0;
-    const uint64_t groups = (w->rows + tile_rows - 1) / tile_rows * (uint64_t)rv;
+    if ((uint64_t)*step / (uint64_t)K->tr * *nk * 2 > rb * 3) return 0;
+    *groups = (w->rows + tile_rows - 1) / tile_rows * (uint64_t)rv;
     uint64_t bytes;
-    if (!mul_u64(groups, nk, &bytes) || !mul_u64(bytes, step, &bytes) || bytes > SIZE_MAX - 63) return 0;
+    if (!mul_u64(*groups, *nk, &bytes) || !mul_u64(bytes, *step, &bytes) || bytes > SIZE_MAX - 63) return 0;
+    return bytes;
+}
+
+uint64_t tensor_prepack_bytes(const Tensor *w) {
+    kernels_init();
+    uint64_t groups, nk;
+    size_t step;
+    return prepack_layout(atomic_load(&active), w, &groups, &nk, &step);
+}
+
+int tensor_prepack(Pool *p, Tensor *w) {
+    kernels_init();
+    const Kernels *K = atomic_load(&active);
+    uint64_t groups, nk;
+    size_t step;
+    const uint64_t bytes = w->packed ? 0 : prepack_layout(K, w, &groups, &nk, &step);
+    if (!bytes) return 0;
+    const uint64_t rb = dtype_row_bytes(w->dtype, w->cols);
     Packed *pk = malloc(sizeof *pk);
     uint8_t *tiles = big_alloc((size_t)bytes);
     if (!pk || !tiles) {

@@ -129,6 +129,8 @@ void matmul(Pool *p, float *y, const float *x, const Tensor *w, int64_t T);
  * tensor_unpack. */
 int tensor_prepack(Pool *p, Tensor *w);
 void tensor_unpack(Tensor *w);
+/* Bytes tensor_prepack would allocate for w with the active kernel set; 0 if it would not pack. */
+uint64_t tensor_prepack_bytes(const Tensor *w);
 
 /* ---- attention ---- */
 

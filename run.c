@@ -597,7 +597,11 @@ int main(int argc, char **argv) {
         fprintf(stderr, "run: %s\n", err);
         return 2;
     }
-    if (o.verbose) fprintf(stderr, "run: %d threads, kernels: %s\n", g.model.n_threads, kernels_init());
+    if (o.verbose) {
+        fprintf(stderr, "run: %d threads, kernels: %s\n", g.model.n_threads, kernels_init());
+        if (g.model.packed_bytes) fprintf(stderr, "run: weights prepacked into tiles (%.0f MiB)\n", (double)g.model.packed_bytes / 1048576.0);
+        else fprintf(stderr, "run: weights packed into tiles per call\n");
+    }
     int rc = 0;
     char cache_path[4096] = "";
     int classifying = !audit && !o.tokenize && !o.detokenize && !o.show_prompt && !o.show_tokens;

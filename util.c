@@ -83,6 +83,18 @@ void *big_alloc(size_t n) {
     return p;
 }
 
+uint64_t mem_available(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    unsigned long long kb = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) break;
+    if (f) fclose(f);
+    if (kb) return (uint64_t)kb * 1024;
+    long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGESIZE);
+    return pages > 0 && size > 0 ? (uint64_t)pages * (uint64_t)size / 2 : 0;
+}
+
 void big_free(void *p, size_t n) {
     if (p) munmap(p, (n + BIG_ALIGN - 1) / BIG_ALIGN * BIG_ALIGN);
 }

@@ -37,6 +37,8 @@ void map_drop(const MappedFile *m, const void *p, uint64_t n);
  * 2 MiB and offered to the kernel as transparent huge pages, which makes first touch and
  * streaming cheaper (fewer faults and TLB misses). NULL when out of memory. */
 void *big_alloc(size_t n);
+/* Memory the system can still give without swapping (Linux MemAvailable; else half of RAM). */
+uint64_t mem_available(void);
 void big_free(void *p, size_t n);
 
 /* Read a whole (small) file into a malloc'd NUL-terminated buffer; refuses files over max bytes. */
