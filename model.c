@@ -75,8 +75,8 @@ static void layer_mats(LayerWeights *L, Tensor *out[LAYER_MATS]) {
 }
 
 static void prepack(Model *m, Tensor *t) {
-    const uint64_t bytes = tensor_prepack_bytes(t);
-    if (!tensor_prepack(m->pool, t)) return;
+    const uint64_t bytes = tensor_prepack(m->pool, t);
+    if (!bytes) return;
     m->packed_bytes += bytes;
     map_drop(&m->file.map, t->data, t->rows * dtype_row_bytes(t->dtype, t->cols));
 }

@@ -74,8 +74,8 @@ typedef struct {
 #define TR 8 /* rows per tile group: the lanes of a 256-bit vector, or two NEON vectors (avx512: 16) */
 
 /* A quantized tile group: 8 rows x one block of 32, transposed so that q[s] (32 bytes) holds
- * elements 4s..4s+3 of each of the 8 rows, row-major within the vector. Q8_0 and Q4_0 (and
- * later AWQ or bitsandbytes rows) all unpack to this, so one kernel serves them. */
+ * elements 4s..4s+3 of each of the 8 rows, row-major within the vector. Q8_0 (and later
+ * bitsandbytes int8 rows) unpack to this; Q4_0 keeps its nibbles in TileQ4 below. */
 typedef struct {
     int8_t q[QK / 4][TR][4];
     float d[TR];       /* row scales as f32 (exact f16 -> f32) */
@@ -626,13 +626,8 @@ INLINE_X86 void pack_f_x86(uint32_t dt, const uint8_t *w, uint64_t rb, int nr, u
         for (int i = 0; i < TR; i++) t[k * TR + i] = i < nr ? elem_f(dt, w + i * rb, k) : 0.0f;
 }
 
-/* One Q8_0 / Q4_0 block as 32 int8 values in element order. */
-INLINE_X86 __m256i load_qblock_x86(uint32_t dt, const uint8_t *blk) {
-    if (dt == DT_Q8_0) return _mm256_loadu_si256((const __m256i *)(blk + 2));
-    const __m128i b = _mm_loadu_si128((const __m128i *)(blk + 2)), m = _mm_set1_epi8(0x0F);
-    const __m128i lo = _mm_and_si128(b, m), hi = _mm_and_si128(_mm_srli_epi16(b, 4), m);
-    return _mm256_sub_epi8(_mm256_set_m128i(hi, lo), _mm256_set1_epi8(8));
-}
+/* The 32 int8 values of one Q8_0 block. */
+INLINE_X86 __m256i load_q8_x86(const uint8_t *blk) { return _mm256_loadu_si256((const __m256i *)(blk + 2)); }
 
 INLINE_X86 void pack_q_x86(uint32_t dt, const uint8_t *w, uint64_t rb, int nr, uint64_t cols, TileQ *t) {
     const uint64_t bytes = dtypes[dt].block_bytes;
@@ -644,7 +639,7 @@ INLINE_X86 void pack_q_x86(uint32_t dt, const uint8_t *w, uint64_t rb, int nr, u
             const uint8_t *blk = w + i * rb + b * bytes;
             /* 8 strided row streams defeat the hardware prefetchers: fetch ~1 KiB ahead */
             if (i < nr) _mm_prefetch((const char *)blk + PREFETCH_AHEAD, _MM_HINT_T0);
-            r[i] = i < nr ? load_qblock_x86(dt, blk) : _mm256_setzero_si256();
+            r[i] = i < nr ? load_q8_x86(blk) : _mm256_setzero_si256();
             h[i] = i < nr ? ld_u16(blk) : 0;
         }
         transpose8x32(r);
@@ -703,8 +698,8 @@ AVX512_INLINE void pack_q16_512(uint32_t dt, const uint8_t *w, uint64_t rb, int 
             const uint8_t *lo = ROW16(i) + b * bytes, *hi = ROW16(i + 8) + b * bytes;
             if (i < nr) _mm_prefetch((const char *)lo + PREFETCH_AHEAD, _MM_HINT_T0);
             if (i + 8 < nr) _mm_prefetch((const char *)hi + PREFETCH_AHEAD, _MM_HINT_T0);
-            r[i] = two_rows_512(i < nr ? load_qblock_x86(dt, lo) : _mm256_setzero_si256(),
-                                i + 8 < nr ? load_qblock_x86(dt, hi) : _mm256_setzero_si256());
+            r[i] = two_rows_512(i < nr ? load_q8_x86(lo) : _mm256_setzero_si256(),
+                                i + 8 < nr ? load_q8_x86(hi) : _mm256_setzero_si256());
         }
         transpose16x8_512(r);
         __m512i corr = _mm512_setzero_si512();
@@ -2219,7 +2214,7 @@ uint64_t tensor_prepack_bytes(const Tensor *w) {
     return prepack_layout(atomic_load(&active), w, &groups, &nk, &step);
 }
 
-int tensor_prepack(Pool *p, Tensor *w) {
+uint64_t tensor_prepack(Pool *p, Tensor *w) {
     kernels_init();
     const Kernels *K = atomic_load(&active);
     uint64_t groups, nk;
@@ -2238,7 +2233,7 @@ int tensor_prepack(Pool *p, Tensor *w) {
     PackJob pj = { w, K, pk, rb };
     pool_for(p, (int64_t)groups, job_prepack, &pj);
     w->packed = pk;
-    return 1;
+    return bytes;
 }
 
 void tensor_unpack(Tensor *w) {

@@ -123,11 +123,11 @@ void matmul(Pool *p, float *y, const float *x, const Tensor *w, int64_t T);
  * 64-token prefill and is the T = 1 path's strided reads. Only where the tiles take at most
  * 1.5x the space of the stored rows (f32: 1x; q8_0: 40/34; q4_0, kept as nibbles: 24/18), so
  * memory does not double (bf16/f16 tiles are f32: not prepacked); data stays
- * valid (the fallback, and what embedding lookups read). Returns 1 when packed, 0 when not
- * (other dtype, no tile kernels, out of memory, or already packed). Results are bit-identical
- * either way; a matmul after kernels_force to another set ignores the tiles. Free with
- * tensor_unpack. */
-int tensor_prepack(Pool *p, Tensor *w);
+ * valid (the fallback, and what embedding lookups read). Returns the bytes allocated, 0 when
+ * not packed (other dtype, no tile kernels, out of memory, or already packed). Results are
+ * bit-identical either way; a matmul after kernels_force to another set ignores the tiles.
+ * Free with tensor_unpack. */
+uint64_t tensor_prepack(Pool *p, Tensor *w);
 void tensor_unpack(Tensor *w);
 /* Bytes tensor_prepack would allocate for w with the active kernel set; 0 if it would not pack. */
 uint64_t tensor_prepack_bytes(const Tensor *w);

@@ -24,7 +24,7 @@ static int config_one(const uint8_t *data, size_t size) {
         if (q.method == SRC_AWQ) FUZZ_CHECK(q.group_size >= 1, "AWQ group size 0");
         ok = 1;
     } else {
-        fuzz_check_err_importer(err);
+        fuzz_check_err(err);
     }
     /* without a place for a quantization_config it must be refused, not ignored */
     if (hf_read_config(config_file.path, &c, NULL, err) == 0) FUZZ_CHECK(ok && q.method == 0, "quantization_config ignored");
@@ -33,7 +33,7 @@ static int config_one(const uint8_t *data, size_t size) {
     if (hf_read_chat_template(&s, config_file.path, err) == 0) {
         if (s.chat_template) FUZZ_CHECK(strlen(s.chat_template) <= size, "template longer than its file");
     } else {
-        fuzz_check_err_importer(err);
+        fuzz_check_err(err);
     }
     source_free(&s);
     return ok;

@@ -15,7 +15,7 @@ static int gguf_one(const uint8_t *data, size_t size) {
     Source s;
     char err[ERRLEN];
     if (gguf_open(&s, gguf_file_.path, err)) {
-        fuzz_check_err_importer(err);
+        fuzz_check_err(err);
         FUZZ_CHECK(s.n == 0 && s.n_maps == 0 && s.tok == NULL, "source not freed on error");
         return 0;
     }
@@ -29,17 +29,7 @@ static int gguf_one(const uint8_t *data, size_t size) {
         FUZZ_CHECK(source_find(&s, t->name) == t, "duplicate name %s", t->name);
         FUZZ_CHECK(t->data >= s.maps[0].data && t->bytes <= s.maps[0].size &&
                        t->data <= s.maps[0].data + s.maps[0].size - t->bytes, "tensor %s outside the file", t->name);
-        uint64_t rows = src_rows(t), c1 = src_cols(t) + 1;
-        if (rows == 0 || c1 > budget || rows > budget / c1) continue;
-        budget -= rows * c1;
-        float *row = malloc((size_t)c1 * sizeof *row);
-        FUZZ_CHECK(row, "oom");
-        for (uint64_t r = 0; r < rows; r++)
-            if (src_row_f32(t, r, row, err)) {
-                fuzz_check_err_importer(err);
-                break;
-            }
-        free(row);
+        fuzz_decode_rows(t, &budget);
     }
     source_free(&s);
     return 1;

@@ -61,7 +61,6 @@ static int st_init(void) {
 }
 
 static void st_check(const Source *s) {
-    char err[ERRLEN];
     uint64_t budget = 1u << 18; /* floats decoded per input */
     for (int i = 0; i < s->n; i++) {
         const SrcTensor *t = &s->t[i];
@@ -74,60 +73,13 @@ static void st_check(const Source *s) {
         FUZZ_CHECK(inside || t->bytes == 0, "tensor %s points outside every mapping", t->name);
         FUZZ_CHECK(t->ndim <= 4, "ndim %u", t->ndim);
         if (t->type == ST_I32 || t->type == ST_I8 || t->type == ST_U8) continue; /* parts only */
-        /* KNOWN BUG (reported): import/hfquant.c assemble_awq() accepts in_features == 0, and
-         * hfq_row_awq() then divides by zero groups. */
-        if (fuzz_skip_known_bugs && t->type == ST_AWQ && t->shape[1] == 0) continue;
-        uint64_t rows = src_rows(t), cols = src_cols(t);
-        uint64_t c1 = cols + 1; /* zero columns still decode (a row of nothing) */
-        if (rows == 0 || c1 > budget || rows > budget / c1) continue;
-        budget -= rows * c1;
-        float *row = malloc((size_t)c1 * sizeof *row);
-        FUZZ_CHECK(row, "oom");
-        for (uint64_t r = 0; r < rows; r++)
-            if (src_row_f32(t, r, row, err)) {
-                fuzz_check_err_importer(err);
-                break;
-            }
-        free(row);
+        fuzz_decode_rows(t, &budget);
     }
-}
-
-/* KNOWN BUG (reported): import/hf.c read_weights() iterates json_get(root, "weight_map") without a
- * NULL check, so a model.safetensors.index.json that is valid JSON without a "weight_map" member
- * (or that is not an object) dereferences NULL. Skips every input whose index is read and is not
- * an object with "weight_map". */
-static int st_known_bug(const FuzzPart *part, int np) {
-    if (!fuzz_skip_known_bugs || np < 5 || part[0].n != 0 || part[4].n == 0) return 0;
-    Json j;
-    char err[ERRLEN];
-    if (json_parse(&j, (const char *)part[4].p, part[4].n, err)) return 1; /* may be a "symlink" to another file */
-    int bad = json_get(&j, json_root(&j), "weight_map") == NULL;
-    json_free(&j);
-    return bad;
-}
-
-/* KNOWN BUG (reported, undefined behaviour only a sanitizer sees): import/hf.c read_safetensors()
- * computes src->t + first with src->t == NULL when the first file read holds no tensors (a
- * header of only "__metadata__" or "{}"). Skips inputs where any safetensors part is like that. */
-static int st_empty_header(const FuzzPart *p) {
-    if (p->n < 8) return 0;
-    uint64_t hl = ld_u64(p->p);
-    if (hl > p->n - 8) return 0;
-    Json j;
-    char err[ERRLEN];
-    if (json_parse(&j, (const char *)p->p + 8, (size_t)hl, err)) return 0;
-    int tensors = 0;
-    if (json_root(&j)->type == JSON_OBJECT) JSON_FOR(&j, json_root(&j), e) tensors += strcmp(e->key, "__metadata__") != 0;
-    json_free(&j);
-    return tensors == 0;
 }
 
 static int st_one(const uint8_t *data, size_t size) {
     FuzzPart part[7];
     int np = fuzz_split(data, size, part, 7);
-    if (st_known_bug(part, np)) return 0;
-    for (int k = 0; fuzz_skip_known_bugs && k < np; k += k == 0 ? 5 : 1)
-        if (st_empty_header(&part[k])) return 0;
     const char *dir = fuzz_dir();
     for (int k = 0; k < 7; k++) {
         const void *p = NULL;
@@ -139,7 +91,7 @@ static int st_one(const uint8_t *data, size_t size) {
     Source s;
     char err[ERRLEN];
     if (hf_open(&s, dir, err)) {
-        fuzz_check_err_importer(err);
+        fuzz_check_err(err);
         FUZZ_CHECK(s.n == 0 && s.n_maps == 0 && s.tok == NULL, "source not freed on error");
         return 0;
     }

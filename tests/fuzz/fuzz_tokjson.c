@@ -47,7 +47,7 @@ static int tokjson_one(const uint8_t *data, size_t size) {
     Tokenizer *t = NULL;
     char err[ERRLEN];
     if (tok_from_hf(&t, tokjson_json.path, np > 1 ? tokjson_cfg.path : NULL, err)) {
-        fuzz_check_err_importer(err);
+        fuzz_check_err(err);
         FUZZ_CHECK(t == NULL, "tokenizer left after an error");
         return 0;
     }
