@@ -298,19 +298,16 @@ static void attention_chunk(Pool *pool, AttnJob *j) {
     pool_for(pool, j->n_tblocks * j->c->n_kv_heads * j->hslices, attention_rows, j);
 }
 
-/* LlamaMLP: down(silu(gate(x)) * up(x)); hb = silu(hb) * hb2 in place. One expf per hidden
- * unit and token is a tenth of a short prefill, so the pool shares it out in slices of
- * SWIGLU_SLICE elements (elementwise: the same bits for any split). */
+/* LlamaMLP: down(silu(gate(x)) * up(x)); hb = silu(hb) * hb2 in place (quant.h silu_mul).
+ * The pool shares it out in slices of SWIGLU_SLICE elements (elementwise: the same bits for
+ * any split). */
 #define SWIGLU_SLICE 4096
 typedef struct { float *hb; const float *hb2; int64_t count; } SwigluJob;
 
 static void swiglu_slices(void *ctx, int64_t begin, int64_t end) {
     const SwigluJob *j = ctx;
-    const int64_t i1 = end * SWIGLU_SLICE < j->count ? end * SWIGLU_SLICE : j->count;
-    for (int64_t i = begin * SWIGLU_SLICE; i < i1; i++) {
-        float g = j->hb[i];
-        j->hb[i] = g / (1.0f + expf(-g)) * j->hb2[i];
-    }
+    const int64_t i0 = begin * SWIGLU_SLICE, i1 = end * SWIGLU_SLICE < j->count ? end * SWIGLU_SLICE : j->count;
+    silu_mul(j->hb + i0, j->hb2 + i0, i1 - i0);
 }
 
 static void swiglu(Pool *pool, float *hb, const float *hb2, int64_t count) {
@@ -324,45 +321,56 @@ static void add_inplace(float *x, const float *y, int64_t count) {
 
 /* ==== forward ==== */
 
-static void forward_chunk(const Model *m, RunState *s, const int32_t *tokens, int64_t n, int write_l0) {
+/* keep: how many of the chunk's last rows need the final layer's output (the logits row: 1,
+ * or 0). The other rows need only that layer's K and V, for the positions after them; their
+ * attention, o_proj and MLP outputs would feed nothing (as llama.cpp's inp_out_ids). Every row
+ * is computed on its own in every step, so the kept rows get the same bits either way. */
+static void forward_chunk(const Model *m, RunState *s, const int32_t *tokens, int64_t n, int64_t keep) {
     const Config *c = &m->cfg;
     const Weights *w = &m->w;
     Pool *pool = m->pool;
     int64_t dim = c->dim, hd = c->head_dim, kv_dim = (int64_t)c->n_kv_heads * hd, pos0 = s->n_cached;
+    int64_t q_dim = (int64_t)c->n_heads * hd, hidden = c->hidden_dim;
 
     for (int64_t t = 0; t < n; t++) dequant_row(&w->embed, (uint64_t)tokens[t], s->x + t * dim);
 
     for (uint32_t l = 0; l < c->n_layers; l++) {
         const LayerWeights *L = &w->layers[l];
         float *kc = s->key_cache + (int64_t)l * s->cap * kv_dim, *vc = s->value_cache + (int64_t)l * s->cap * kv_dim;
+        /* rows [r, n) carry on past K/V: all of them, except in the last layer (the test hook
+         * wants every row of layer 0, which is the last in one-layer models) */
+        const int hook = l == 0 && s->debug_hidden_l0;
+        const int64_t r = l + 1 == c->n_layers && !hook ? n - keep : 0, nr = n - r;
 
         /* hidden = input_layernorm(x); q, k, v = projections; RoPE on q and k */
         rmsnorm(s->xb, s->x, L->attn_norm, n, dim, c->norm_eps);
-        matmul(pool, s->q, s->xb, &L->wq, n);
         matmul(pool, s->k, s->xb, &L->wk, n);
         matmul(pool, s->v, s->xb, &L->wv, n);
-        rope(s->q, n, c->n_heads, hd, pos0, m->inv_freq);
         rope(s->k, n, c->n_kv_heads, hd, pos0, m->inv_freq);
         memcpy(kc + pos0 * kv_dim, s->k, (size_t)(n * kv_dim) * sizeof(float));
         memcpy(vc + pos0 * kv_dim, s->v, (size_t)(n * kv_dim) * sizeof(float));
         if (l == 0) memcpy(s->ids + pos0, tokens, (size_t)n * sizeof *tokens);
+        if (nr == 0) continue;
+        float *q = s->q + r * q_dim, *x = s->x + r * dim, *xb = s->xb + r * dim, *att = s->xb + r * q_dim, *xb2 = s->xb2 + r * dim;
+        float *hb = s->hb + r * hidden, *hb2 = s->hb2 + r * hidden;
+        matmul(pool, q, xb, &L->wq, nr);
+        rope(q, nr, c->n_heads, hd, pos0 + r, m->inv_freq);
 
         /* x = x + o_proj(softmax(q k^T / sqrt(d) + causal mask) v) */
-        AttnJob job = { c, s->q, kc, vc, s->xb, n, pos0, 0, 0, 0, 0 };
+        AttnJob job = { c, q, kc, vc, att, nr, pos0 + r, 0, 0, 0, 0 };
         attention_chunk(pool, &job);
-        matmul(pool, s->xb2, s->xb, &L->wo, n);
-        add_inplace(s->x, s->xb2, n * dim);
+        matmul(pool, xb2, att, &L->wo, nr);
+        add_inplace(x, xb2, nr * dim);
 
         /* x = x + down(silu(gate(h)) * up(h)), h = post_attention_layernorm(x) */
-        rmsnorm(s->xb, s->x, L->ffn_norm, n, dim, c->norm_eps);
-        matmul(pool, s->hb, s->xb, &L->w_gate, n);
-        matmul(pool, s->hb2, s->xb, &L->w_up, n);
-        swiglu(pool, s->hb, s->hb2, n * c->hidden_dim);
-        matmul(pool, s->xb2, s->hb, &L->w_down, n);
-        add_inplace(s->x, s->xb2, n * dim);
+        rmsnorm(xb, x, L->ffn_norm, nr, dim, c->norm_eps);
+        matmul(pool, hb, xb, &L->w_gate, nr);
+        matmul(pool, hb2, xb, &L->w_up, nr);
+        swiglu(pool, hb, hb2, nr * hidden);
+        matmul(pool, xb2, hb, &L->w_down, nr);
+        add_inplace(x, xb2, nr * dim);
 
-        if (l == 0 && write_l0 && s->debug_hidden_l0)
-            memcpy(s->debug_hidden_l0 + pos0 * dim, s->x, (size_t)(n * dim) * sizeof(float));
+        if (hook) memcpy(s->debug_hidden_l0 + pos0 * dim, s->x, (size_t)(n * dim) * sizeof(float));
     }
     s->n_cached += n;
 }
@@ -377,7 +385,7 @@ int model_forward(const Model *m, RunState *s, const int32_t *tokens, int64_t n,
     /* debug_hidden_l0 is indexed by absolute position, so it holds the whole prompt */
     for (int64_t done = 0; done < n; done += s->chunk) {
         int64_t k = n - done < s->chunk ? n - done : s->chunk;
-        forward_chunk(m, s, tokens + done, k, 1);
+        forward_chunk(m, s, tokens + done, k, logits && done + k == n);
     }
     if (logits) {
         int64_t last = (n - 1) % s->chunk; /* row of the last token in the last chunk */

@@ -390,6 +390,14 @@ static float exp_ref(float x) {
     return y;
 }
 
+/* SwiGLU's gate (quant.h silu_mul): -g is a sign flip, then one IEEE operation per step. */
+static void silu_mul_ref(float *h, const float *u, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        const float g = h[i], d = 1.0f + exp_ref(-g);
+        h[i] = g / d * u[i];
+    }
+}
+
 static float dot_f32_ref(const float *a, const float *b, int64_t n) {
     float acc[8] = { 0 };
     int64_t i = 0;
@@ -484,6 +492,7 @@ typedef struct {
     void (*act_gemv)(const float *x, ActQ8 *a, uint64_t nb);
     float (*dot)(const float *a, const float *b, int64_t n); /* dot_f32 */
     void (*attn)(const AttnBlock *b);                          /* attention */
+    void (*silu_mul)(float *h, const float *u, int64_t n);     /* silu_mul */
 } Kernels;
 
 #define RN_MAX 12
@@ -1073,6 +1082,17 @@ INLINE_X86 __m256 exp8_x86(__m256 x) {
     return _mm256_blendv_ps(y, _mm256_set1_ps(INFINITY), _mm256_cmp_ps(x, hi, _CMP_GT_OQ));
 }
 
+/* silu_mul, 8 lanes at a time (the avx512 set uses it too: exp is not where its time goes) */
+__attribute__((target(X86_BASE))) static void silu_mul_avx2(float *h, const float *u, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 g = _mm256_loadu_ps(h + i);
+        const __m256 d = _mm256_add_ps(_mm256_set1_ps(1.0f), exp8_x86(_mm256_xor_ps(g, _mm256_set1_ps(-0.0f))));
+        _mm256_storeu_ps(h + i, _mm256_mul_ps(_mm256_div_ps(g, d), _mm256_loadu_ps(u + i)));
+    }
+    silu_mul_ref(h + i, u + i, n - i);
+}
+
 /* Lane m = dot_f32's combination ((l0+l4) + (l1+l5)) + ((l2+l6) + (l3+l7)) of a_m. Eight
  * separate arguments (not an array) keep everything in registers. */
 INLINE_X86 __m256 dot8_pair_x86(__m256 a, __m256 b) { /* [b(a) | b(b)], b(x)[l] = x[l] + x[l+4] */
@@ -1491,6 +1511,16 @@ static inline float32x4_t exp4_neon(float32x4_t x) {
     return vbslq_f32(vcgtq_f32(x, hi), vdupq_n_f32(INFINITY), y);
 }
 
+static void silu_mul_neon(float *h, const float *u, int64_t n) {
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const float32x4_t g = vld1q_f32(h + i);
+        const float32x4_t d = vaddq_f32(vdupq_n_f32(1.0f), exp4_neon(vnegq_f32(g)));
+        vst1q_f32(h + i, vmulq_f32(vdivq_f32(g, d), vld1q_f32(u + i)));
+    }
+    silu_mul_ref(h + i, u + i, n - i);
+}
+
 /* 8 elements from p with lanes [n, 8) zero: the dot_f32 tail. */
 static inline void load8_tail_neon(const float *p, int64_t n, float32x4_t v[2]) {
     float buf[8] = { 0 };
@@ -1781,17 +1811,17 @@ DEF_PACK_C(pack_q8_c, pack_q_c, DT_Q8_0, TileQ)
 /* ==== Kernel selection: the only place that looks at the CPU ==== */
 
 static const Kernels kernel_sets[] = {
-    { "scalar", "scalar reference", always, TR, 0, 0, 0, 0, act_row_ref, { 0 }, NULL, NULL, NULL, { 0 }, act_row_ref, dot_f32_ref, attn_ref },
+    { "scalar", "scalar reference", always, TR, 0, 0, 0, 0, act_row_ref, { 0 }, NULL, NULL, NULL, { 0 }, act_row_ref, dot_f32_ref, attn_ref, silu_mul_ref },
 #if defined(QUANT_X86)
     { "avx2", "avx2 (AVX2+FMA+F16C; ymm tiles: f32 16x6, int8 8x4)", have_avx2,
-      TR, AVX2_RV_F, AVX2_RN_F, AVX2_RV_Q, AVX2_RN_Q, act_avx2, PACKS_X86, gemm_f_avx2, gemm_q_avx2, gemm_q4_avx2, GEMVS_AVX2, act_avx2, dot_f32_avx2, attn_avx2 },
+      TR, AVX2_RV_F, AVX2_RN_F, AVX2_RV_Q, AVX2_RN_Q, act_avx2, PACKS_X86, gemm_f_avx2, gemm_q_avx2, gemm_q4_avx2, GEMVS_AVX2, act_avx2, dot_f32_avx2, attn_avx2, silu_mul_avx2 },
     { "avx512", "avx512 (AVX512VL+VNNI; zmm tiles: f32 32x12, int8 32x4)", have_avx512,
-      16, V512_RV_F, V512_RN_F, V512_RV_Q, V512_RN_Q, act_vnni, PACKS_512, gemm_f_512, gemm_q_512, gemm_q4_512, GEMVS_VNNI, act_avx2, dot_f32_avx2, attn_512 },
+      16, V512_RV_F, V512_RN_F, V512_RV_Q, V512_RN_Q, act_vnni, PACKS_512, gemm_f_512, gemm_q_512, gemm_q4_512, GEMVS_VNNI, act_avx2, dot_f32_avx2, attn_512, silu_mul_avx2 },
 #elif defined(QUANT_NEON)
     { "neon", "neon (f32 tile 16x4, int8 tile 8x4)", always,
-      TR, NEON_RV_F, NEON_RN_F, NEON_RV_Q, NEON_RN_Q, act_neon, PACKS_C, gemm_f_neon, gemm_q_neon, gemm_q4_neon, GEMVS_NEON, act_neon, dot_f32_neon, attn_neon },
+      TR, NEON_RV_F, NEON_RN_F, NEON_RV_Q, NEON_RN_Q, act_neon, PACKS_C, gemm_f_neon, gemm_q_neon, gemm_q4_neon, GEMVS_NEON, act_neon, dot_f32_neon, attn_neon, silu_mul_neon },
     { "neon-dotprod", "neon-dotprod (SDOT int8 dot; f32 tile 16x4, int8 tile 8x4)", have_dotprod,
-      TR, NEON_RV_F, NEON_RN_F, NEON_RV_Q, NEON_RN_Q, act_neon, PACKS_C, gemm_f_neon, gemm_q_sdot, gemm_q4_sdot, GEMVS_SDOT, act_neon, dot_f32_neon, attn_neon },
+      TR, NEON_RV_F, NEON_RN_F, NEON_RV_Q, NEON_RN_Q, act_neon, PACKS_C, gemm_f_neon, gemm_q_sdot, gemm_q4_sdot, GEMVS_SDOT, act_neon, dot_f32_neon, attn_neon, silu_mul_neon },
 #endif
 };
 #define N_SETS (sizeof kernel_sets / sizeof kernel_sets[0])
@@ -1849,6 +1879,11 @@ float dot_f32(const float *a, const float *b, int64_t n) {
 }
 
 float exp_f32(float x) { return exp_ref(x); }
+
+void silu_mul(float *h, const float *u, int64_t n) {
+    kernels_init();
+    atomic_load(&active)->silu_mul(h, u, n);
+}
 
 void attention(const AttnBlock *b) {
     kernels_init();

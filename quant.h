@@ -170,6 +170,14 @@ typedef struct {
  * recomputes scores instead, with the same result. */
 void attention(const AttnBlock *b);
 
+/* ---- SwiGLU ---- */
+
+/* LlamaMLP's silu(gate) * up, in place over n elements, one IEEE f32 operation per step:
+ *   h[i] = h[i] / (1 + exp_f32(-h[i])) * u[i]        (-h[i]: a sign flip)
+ * Every kernel set reproduces it bit for bit; with exp_f32 instead of libm's expf (whose glibc
+ * variant is chosen per CPU) the result does not depend on the machine either. */
+void silu_mul(float *h, const float *u, int64_t n);
+
 /* Choose SIMD kernels for this CPU (idempotent); returns a short description for -v. */
 const char *kernels_init(void);
 /* Switch to the named kernel set ("scalar", "avx2", ...; see above) for tests and benchmarks.

@@ -584,6 +584,48 @@ static void test_dot_f32_kernels(void **state) {
     kernels_force(best_kernels());
 }
 
+/* silu_mul: every kernel set against the scalar reference bit for bit, at every length up to
+ * 40 (vector tails) and a long row, over values that reach both exp clamps and the specials;
+ * the scalar reference within 3 ulp of g / (1 + exp(-g)) * u computed in long double. */
+static void test_silu_mul_kernels(void **state) {
+    (void)state;
+    enum { N = 4099 };
+    static float g[N], u[N], ref[N], got[N];
+    const float special[] = { 0.0f, -0.0f, 1e-30f, -1e-30f, 87.0f, -87.0f, 88.5f, -88.5f, 100.0f, -100.0f, INFINITY, -INFINITY, NAN };
+    for (int i = 0; i < N; i++) {
+        g[i] = i < 13 ? special[i] : grand() * (i % 5 == 0 ? 40.0f : 4.0f);
+        u[i] = grand();
+    }
+    const char *const *av = kernels_available();
+    double worst = 0;
+    for (int n = 0; n <= N; n += n < 40 ? 1 : N - 40) {
+        assert_non_null(kernels_force("scalar"));
+        memcpy(ref, g, sizeof g);
+        silu_mul(ref, u, n);
+        for (int i = 13; i < n; i++) {
+            const long double e = (long double)g[i] / (1.0L + expl(-(long double)g[i])) * (long double)u[i];
+            /* below g = -87.3 exp_f32 saturates (inf past 88, where libm's expf lasts to 88.7), so
+             * silu gives -0 there instead of a value under 1e-36; no ulp to speak of */
+            if (g[i] < -87.3f || fabsl(e) < FLT_MIN || !isfinite((double)e)) continue;
+            const double err = (double)fabsl((long double)ref[i] - e) / ldexp(1.0, ilogbl(e) - 23);
+            if (err > worst) worst = err;
+        }
+        for (int k = 1; av[k]; k++) {
+            assert_non_null(kernels_force(av[k]));
+            memcpy(got, g, sizeof g);
+            silu_mul(got, u, n);
+            for (int i = 0; i < n; i++)
+                if (!same_or_both_nan(got[i], ref[i])) fail_msg("%s silu_mul n %d [%d] g=%g: %.9g vs %.9g", av[k], n, i, g[i], got[i], ref[i]);
+            for (int i = n; i < N; i++) assert_true(same_or_both_nan(got[i], g[i])); /* nothing past n */
+        }
+    }
+    printf("    silu_mul max error %.3f ulp\n", worst);
+    assert_true(worst < 3.0);
+    assert_true(isnan(ref[12]));                     /* NaN stays NaN */
+    assert_true(ref[10] == INFINITY * u[10] || isnan(ref[10]));
+    kernels_force(best_kernels());
+}
+
 /* One attention block per (head_dim, queries, lengths) case, every kernel set against the
  * scalar reference bit for bit, outputs pre-filled with NaN. The KV rows are strided (as in
  * the cache: kv_stride > head_dim) and lengths differ within a block the way consecutive
@@ -735,6 +777,7 @@ int main(void) {
         cmocka_unit_test(test_threads_bit_identical),
         cmocka_unit_test(test_exp_f32),
         cmocka_unit_test(test_dot_f32_kernels),
+        cmocka_unit_test(test_silu_mul_kernels),
         cmocka_unit_test(test_attention_kernels_match_scalar),
         cmocka_unit_test(test_attention_accuracy),
         cmocka_unit_test(test_pool_for_covers_once),
