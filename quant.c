@@ -1,9 +1,10 @@
 /* quant.c: weight dtypes, conversion, the matmul and attention kernels, and the thread pool.
  *
  * What it does: converts rows between f32 and the storage dtypes (f32, bf16, f16, Q8_0, Q4_0),
- * computes y[T, rows] = x[T, cols] @ W^T for every dtype, and computes causal attention for
- * blocks of queries that share a kv head. Each has one scalar reference (the spec, see quant.h
- * "The matmul contract" and "The attention contract") plus SIMD kernels that reproduce it bit
+ * computes y[T, rows] = x[T, cols] @ W^T for every dtype, causal attention for blocks of
+ * queries that share a kv head, and SwiGLU's silu(gate) * up. Each has one scalar reference
+ * (the spec, see quant.h "The matmul contract", "The attention contract" and silu_mul) plus
+ * SIMD kernels that reproduce it bit
  * for bit: AVX2/FMA/F16C and AVX512-VNNI on x86-64, NEON (optionally dotprod) on aarch64.
  *
  * What it mirrors: the block formats are ggml's block_q8_0 / block_q4_0 and the quantizers are
@@ -2107,7 +2108,9 @@ typedef struct {
     const uint8_t *base;      /* group 0's first byte of the next chunk; NULL: nothing ahead */
     uint64_t group_bytes;     /* bytes of the chunk in one tile group */
     uint64_t group_stride;    /* bytes from one group's steps to the next group's */
-    uint64_t total, done, per_call; /* bytes over all groups; requested so far; per token group */
+    uint64_t per_call;        /* bytes to request before each token group */
+    int groups, g;            /* tile groups; the one being requested */
+    uint64_t off;             /* next byte of group g to request */
 } Ahead;
 
 static Ahead ahead_init(const Job *j, int rv, size_t step_bytes, uint64_t i, uint64_t k0, uint64_t kchunk, uint64_t i1, int rn) {
@@ -2119,14 +2122,16 @@ static Ahead ahead_init(const Job *j, int rv, size_t step_bytes, uint64_t i, uin
     a.base = j->pk->tiles + (ni * (uint64_t)rv * j->pk->nk + nk0) * step_bytes;
     a.group_bytes = nkn * step_bytes;
     a.group_stride = j->pk->nk * step_bytes;
-    a.total = a.group_bytes * (uint64_t)rv;
-    a.per_call = (a.total + 64 * calls - 1) / (64 * calls) * 64;
+    a.per_call = (a.group_bytes * (uint64_t)rv + 64 * calls - 1) / (64 * calls) * 64;
+    a.groups = rv;
     return a;
 }
 
 static inline void ahead_step(Ahead *a) {
-    for (uint64_t end = a->done + a->per_call; a->base && a->done < a->total && a->done < end; a->done += 64)
-        __builtin_prefetch(a->base + a->done / a->group_bytes * a->group_stride + a->done % a->group_bytes, 0, 2);
+    for (uint64_t k = 0; k < a->per_call && a->g < a->groups; k += 64) {
+        __builtin_prefetch(a->base + (uint64_t)a->g * a->group_stride + a->off, 0, 2);
+        if ((a->off += 64) >= a->group_bytes) a->off = 0, a->g++;
+    }
 }
 
 /* The SIMD path: tile i covers rows [i*rv*tr, ...). For each k-chunk, pack the tile chunk once
