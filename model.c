@@ -119,26 +119,31 @@ int model_open(Model *m, const char *path, int n_threads, char *err) {
     m->pool = pool_create(n_threads);
     if (!m->pool) { model_close(m); return errf(err, "cannot start worker threads"); }
     m->n_threads = pool_threads(m->pool);
-    /* Tiles once, here, rather than per matmul call (quant.h tensor_prepack). The mapped rows
-     * a tensor was packed from are dropped right away, so the process holds one copy. The
-     * embedding is not packed (lookups read rows in place); tied, its pages come back as
-     * rows are looked up. Tiles cannot be paged out as file pages can, so a model whose tiles
-     * would not fit in 3/4 of the available memory keeps packing per call instead. */
+    return 0;
+}
+
+uint64_t model_prepack(Model *m) {
+    /* The mapped rows a tensor was packed from are dropped right away, so the process holds
+     * one copy. The embedding is not packed (lookups read rows in place); tied, its pages come
+     * back as rows are looked up. Tiles cannot be paged out as file pages can, so a model
+     * whose tiles would not fit in 3/4 of the available memory is left as it is. */
+    const Config *c = &m->cfg;
+    Weights *w = &m->w;
+    if (m->packed_bytes) return m->packed_bytes;
     uint64_t need = tensor_prepack_bytes(&w->lm_head);
     for (uint32_t l = 0; l < c->n_layers; l++) {
         Tensor *mats[LAYER_MATS];
         layer_mats(&w->layers[l], mats);
         for (int i = 0; i < LAYER_MATS; i++) need += tensor_prepack_bytes(mats[i]);
     }
-    if (need <= mem_available() / 4 * 3) {
-        for (uint32_t l = 0; l < c->n_layers; l++) {
-            Tensor *mats[LAYER_MATS];
-            layer_mats(&w->layers[l], mats);
-            for (int i = 0; i < LAYER_MATS; i++) prepack(m, mats[i]);
-        }
-        prepack(m, &w->lm_head);
+    if (need > mem_available() / 4 * 3) return 0;
+    for (uint32_t l = 0; l < c->n_layers; l++) {
+        Tensor *mats[LAYER_MATS];
+        layer_mats(&w->layers[l], mats);
+        for (int i = 0; i < LAYER_MATS; i++) prepack(m, mats[i]);
     }
-    return 0;
+    prepack(m, &w->lm_head);
+    return m->packed_bytes;
 }
 
 void model_close(Model *m) {

@@ -361,15 +361,16 @@ static void test_cli_tokenize(void **st) {
     }
 }
 
-/* The same input and file give the same bits for any thread count (the full JSON minus timings). */
+/* The same input and file give the same bits for any thread count, with the weights prepacked
+ * or packed per call (the full JSON minus timings). */
 static void test_threads_deterministic(void **st) {
     (void)st;
     const char *bins[] = { exported("l31", ""), exported("l31", "--dtype q8"), exported("l31", "--dtype q4") };
     for (int b = 0; b < 3; b++) {
         char first[8192] = "";
-        for (int t = 1; t <= 3; t++) {
+        for (int t = 1; t <= 6; t++) {
             char o[8192], opts[64];
-            snprintf(opts, sizeof opts, "--json --no-cache -t %d", t);
+            snprintf(opts, sizeof opts, "--json --no-cache -t %d %s", (t - 1) % 3 + 1, t > 3 ? "--prepack" : "");
             assert_int_equal(run_on(bins[b], "User: How do I kill a process in Linux?\nAgent: Use kill -9 PID.\n", opts, o, sizeof o), 1);
             char *cut = strstr(o, ",\"threads\"");
             assert_non_null(cut);

@@ -147,7 +147,7 @@ static void logits_of(const Model *m, const int32_t *ids, int64_t n, float *out)
 /* Prefill in one call vs. uneven chunks then token-by-token decode: the same bits, for every
  * weight dtype. Each position's numbers must not depend on how many tokens shared its forward
  * call; the prefix cache's "bit-identical with and without" promise rests on this. */
-static void check_chunking_exact(const char *dtype) {
+static void check_chunking_exact(const char *dtype, int prepacked) {
     char err[ERRLEN];
     Model m;
     if (model_open(&m, exported("l31", dtype), 2, err)) fail_msg("%s", err);
@@ -156,13 +156,21 @@ static void check_chunking_exact(const char *dtype) {
     uint32_t V = m.cfg.vocab_size;
     float *a = malloc(V * sizeof(float)), *b = malloc(V * sizeof(float));
     logits_of(&m, ids, n, a);
+    if (prepacked) { /* prepacking changes where the tiles come from, not one bit */
+        const int packs = strcmp(dtype, "bf16") != 0; /* bf16 tiles would be f32: never prepacked */
+        assert_int_equal(model_prepack(&m) > 0, packs);
+        logits_of(&m, ids, n, b);
+        int differ = memcmp(a, b, V * sizeof(float)) != 0;
+        printf("  %s: prepacked vs packed per call: %s%s\n", dtype, differ ? "DIFFERENT" : "bit-identical", packs ? "" : " (nothing to prepack)");
+        assert_false(differ);
+    }
     RunState s;
     assert_int_equal(state_init(&s, &m, 4, err), 0); /* also exercises state_reserve growth */
     s.chunk = 5;                                      /* uneven chunks: 5,5,5,5 */
     assert_int_equal(model_forward(&m, &s, ids, 20, NULL, err), 0);
     for (int64_t i = 20; i < n; i++) assert_int_equal(model_forward(&m, &s, ids + i, 1, b, err), 0);
     int differ = memcmp(a, b, V * sizeof(float)) != 0;
-    printf("  %s: one-shot prefill vs chunked+decode: %s\n", dtype, differ ? "DIFFERENT" : "bit-identical");
+    printf("  %s%s: one-shot prefill vs chunked+decode: %s\n", dtype, prepacked ? " prepacked" : "", differ ? "DIFFERENT" : "bit-identical");
     assert_false(differ);
     state_free(&s);
     /* bad ids are an error, not a crash */
@@ -177,10 +185,11 @@ static void check_chunking_exact(const char *dtype) {
 
 static void test_prefill_equals_decode(void **st) {
     (void)st;
-    check_chunking_exact("f32");
-    check_chunking_exact("bf16");
-    check_chunking_exact("q8");
-    check_chunking_exact("q4");
+    const char *dtypes[] = { "f32", "bf16", "q8", "q4" };
+    for (int d = 0; d < 4; d++) {
+        check_chunking_exact(dtypes[d], 0);
+        check_chunking_exact(dtypes[d], 1);
+    }
 }
 
 /* bf16 export stores the checkpoint's own bf16 values: logits identical to the f32 export. */

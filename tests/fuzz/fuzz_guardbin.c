@@ -2,9 +2,13 @@
  * checksum recomputed (section CRCs, data CRC, header CRC) so mutations reach the structural
  * checks: gb_open (header, counts, tables, every tensor's dtype/shape/size/offset/alignment,
  * overlaps, names), then guard_open (weights bound by name and shape, tokenizer and prompt
- * sections), then one short forward pass and the prompt tokenization on whatever was accepted.
+ * sections), then one short forward pass and the prompt tokenization on whatever was accepted,
+ * and the forward again once the weights are prepacked.
  * Invariants: every accepted tensor and section lies inside the data region, 64-byte aligned,
- * with its size matching dtype and shape; tensors do not overlap; prompt ids are in range. */
+ * with its size matching dtype and shape; tensors do not overlap; prompt ids are in range;
+ * prepacked weights give the same logits, bit for bit. */
+#include <math.h>
+
 #include "classify.h"
 #include "fuzz.h"
 
@@ -58,10 +62,18 @@ static void guardbin_exercise(Guard *g) {
     RunState s;
     if (state_init(&s, &g->model, 4, err) == 0) {
         int32_t toks[3] = { 0, (int32_t)(vocab - 1), n ? ids[0] : 0 };
-        float *logits = malloc((size_t)vocab * sizeof *logits);
-        FUZZ_CHECK(logits, "oom");
-        if (model_forward(&g->model, &s, toks, 3, logits, err)) fuzz_check_err(err);
+        float *logits = malloc((size_t)vocab * sizeof *logits), *packed = malloc((size_t)vocab * sizeof *packed);
+        FUZZ_CHECK(logits && packed, "oom");
+        if (model_forward(&g->model, &s, toks, 3, logits, err)) {
+            fuzz_check_err(err);
+        } else if (model_prepack(&g->model)) { /* the same bits from prepacked tiles */
+            s.n_cached = 0;
+            FUZZ_CHECK(model_forward(&g->model, &s, toks, 3, packed, err) == 0, "prepacked forward: %s", err);
+            for (uint32_t i = 0; i < vocab; i++)
+                FUZZ_CHECK(memcmp(&logits[i], &packed[i], 4) == 0 || (isnan(logits[i]) && isnan(packed[i])), "logit %u differs once prepacked", i);
+        }
         free(logits);
+        free(packed);
         state_free(&s);
     } else {
         fuzz_check_err(err);
