@@ -2094,9 +2094,12 @@ static size_t tile_step(const Kernels *K, uint32_t dtype) {
 }
 
 /* k-chunk of a packed tile: small enough that the tile chunk stays in L1 while every token
- * streams past it (float: columns; quantized: blocks of 32). */
+ * streams past it (float: columns; quantized: blocks of 32). A quantized tile packed per call
+ * takes longer chunks (80 KiB of tile at 32 rows, in L2): its packer then reads each row in
+ * runs of 2 KiB rather than 0.5 KiB, a few percent faster overall. */
 #define KC_F 256
 #define KC_Q 16
+#define KC_Q_CALL 64
 
 /* Prefetching the next prepacked chunk. A chunk comes from memory once and is then swept by
  * every token group from L1. The hardware prefetcher runs only a little ahead of that burst,
@@ -2141,7 +2144,7 @@ static void job_tiles(void *ctx, int64_t i0, int64_t i1) {
     Job *j = ctx;
     const Kernels *K = j->K;
     const int q = j->dt->quantized, rv = q ? K->rv_q : K->rv_f, rn = q ? K->rn_q : K->rn_f, tr = K->tr;
-    const uint64_t tile_rows = (uint64_t)rv * tr, kchunk = q ? KC_Q : KC_F, kn_all = q ? j->nb : j->cols;
+    const uint64_t tile_rows = (uint64_t)rv * tr, kchunk = !q ? KC_F : j->pk ? KC_Q : KC_Q_CALL, kn_all = q ? j->nb : j->cols;
     const uint64_t kstep_bytes = q ? j->dt->block_bytes : dtype_row_bytes(j->dtype, 1);
     const size_t step_bytes = tile_step(K, j->dtype); /* one k (block) of a group */
     void (*gemm)(int, const TileCall *) = !q ? K->gemm_f : j->dtype == DT_Q4_0 ? K->gemm_q4 : K->gemm_q;

@@ -357,7 +357,12 @@ int tok_load(Tokenizer **out, const uint8_t *blob, uint64_t len, char *err) {
     char *cat = malloc(2 * (size_t)max_len);
     if (!cat) return load_fail(t, errf(err, "tokenizer: out of memory"));
     uint32_t prev_rank = 0;
+    enum { AHEAD = 16 }; /* the table's slots are random DRAM reads: request them early */
     for (uint32_t i = 0; i < n_merges; i++) {
+        if (i + AHEAD < n_merges) {
+            const uint8_t *q = mrec + 12ull * (i + AHEAD);
+            __builtin_prefetch(&t->mt.slot[pair_hash(&t->mt, pair_key((int32_t)ld_u32(q), (int32_t)ld_u32(q + 4)))], 1);
+        }
         const uint8_t *p = mrec + 12ull * i;
         uint32_t l = ld_u32(p), r = ld_u32(p + 4), rank = ld_u32(p + 8);
         const char *why = NULL;
