@@ -4,7 +4,8 @@
  *
  * One forward() serves prefill and decode: it takes a chunk of tokens, runs every projection
  * as a matrix-matrix product over the chunk (quant.c), appends K/V to the cache, and computes
- * logits only for the last position (the classifier reads one position at a time).
+ * logits only for the last position (the classifier reads one position at a time), so the
+ * last layer runs past its K/V projections for that position alone.
  * Activations, the KV cache and all arithmetic outside the matmul kernels are f32.
  * Non-goals: sampling, batching several conversations in one call, GPU.
  */
