@@ -8,7 +8,7 @@
  *            last token only), as llama-bench's "pp N" (best of two runs);
  *   tg       decode tokens/s: 16 single-token steps after a 64-token prompt;
  *   verdict  time to verdict for a ~210-token single-turn prompt, cold (empty prefix store) and
- *            warm (the policy prefix reused), best of three each, with --threshold 1 so no
+ *            warm (the policy prefix reused), alternating, best of five each, with --threshold 1 so no
  *            category decoding is timed;
  *   batch    100 different conversations through one Guard (conversations/s);
  *   one-shot what ./run with one conversation costs from opening the file to the verdict
@@ -214,9 +214,11 @@ static int measure(const char *path, const char *shape, const char *dtype, int t
     double dec = decode_rate(&g.model, err);
     printf("| %-2s | %-4s | %7.1f | %7.1f | %7.1f | %6.2f |", shape, dtype, p64, p256, p512, dec);
     if (!quick) {
-        /* warm the page cache with a run that records nothing; then, best of three each over
-         * the same three conversations: cold = an empty prefix store, warm = the store holding
-         * the policy prefix; each in a new RunState (as a new ./run process with a cache file) */
+        /* warm the page cache with a run that records nothing; then five rounds, each a cold
+         * verdict (empty prefix store; it leaves the policy prefix there, and only that) followed
+         * by a warm one on the same conversation, so the two columns see the same machine load
+         * and prompt; best of five each, each in a new RunState (as a new ./run process with a
+         * cache file) */
         RunState s;
         int64_t ntok = 0, reused = 0;
         state_init(&s, &g.model, 0, err);
@@ -225,18 +227,15 @@ static int measure(const char *path, const char *shape, const char *dtype, int t
         state_free(&s);
         g.no_prefix_store = 0;
         double cold = 1e30, warm = 1e30;
-        for (int rep = 0; rep < 3; rep++) {
+        for (int rep = 0; rep < 5; rep++) {
             guard_forget_prefixes(&g);
-            state_init(&s, &g.model, 0, err);
-            double dt = classify_once(&g, &s, texts[rep], &ntok, NULL, err);
-            state_free(&s);
-            if (dt >= 0 && dt < cold) cold = dt;
-        }
-        for (int rep = 0; rep < 3; rep++) {
-            state_init(&s, &g.model, 0, err);
-            double dt = classify_once(&g, &s, texts[rep], NULL, &reused, err);
-            state_free(&s);
-            if (dt >= 0 && dt < warm) warm = dt;
+            for (int is_warm = 0; is_warm < 2; is_warm++) {
+                state_init(&s, &g.model, 0, err);
+                double dt = classify_once(&g, &s, texts[rep], is_warm ? NULL : &ntok, is_warm ? &reused : NULL, err);
+                state_free(&s);
+                double *best = is_warm ? &warm : &cold;
+                if (dt >= 0 && dt < *best) *best = dt;
+            }
         }
         state_init(&s, &g.model, 0, err);
         double t0 = now_sec();
