@@ -8,8 +8,8 @@
  *            last token only), as llama-bench's "pp N" (best of two runs);
  *   tg       decode tokens/s: 16 single-token steps after a 64-token prompt;
  *   verdict  time to verdict for a ~210-token single-turn prompt, cold (empty prefix store) and
- *            warm (the policy prefix reused), alternating, best of five each, with --threshold 1 so no
- *            category decoding is timed;
+ *            warm (the policy prefix reused), alternating, best of five each, with --threshold 1
+ *            so no category decoding is timed;
  *   batch    100 different conversations through one Guard (conversations/s);
  *   one-shot what ./run with one conversation costs from opening the file to the verdict
  *            (weights not prepacked, as ./run does then), cold (no cache file; saving the one
@@ -214,11 +214,10 @@ static int measure(const char *path, const char *shape, const char *dtype, int t
     double dec = decode_rate(&g.model, err);
     printf("| %-2s | %-4s | %7.1f | %7.1f | %7.1f | %6.2f |", shape, dtype, p64, p256, p512, dec);
     if (!quick) {
-        /* warm the page cache with a run that records nothing; then five rounds, each a cold
-         * verdict (empty prefix store; it leaves the policy prefix there, and only that) followed
-         * by a warm one on the same conversation, so the two columns see the same machine load
-         * and prompt; best of five each, each in a new RunState (as a new ./run process with a
-         * cache file) */
+        /* warm the page cache with a run that records nothing; then five rounds of a cold
+         * verdict (empty store; it leaves only the policy prefix there) and a warm one on the
+         * same conversation, so both columns see the same load and prompt; each in a new
+         * RunState, as a new ./run process with a cache file */
         RunState s;
         int64_t ntok = 0, reused = 0;
         state_init(&s, &g.model, 0, err);
