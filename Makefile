@@ -10,7 +10,7 @@ GUARD_SHARED ?= ../shared
 export GUARD_SHARED
 
 # Runtime library (everything but the two mains). Files are added here as they land.
-LIB_SRC := util.c json.c report.c quant.c guardbin.c model.c classify.c tokenizer.c unicode_tables.c template.c chat.c \
+LIB_SRC := util.c json.c report.c http.c quant.c guardbin.c model.c classify.c tokenizer.c unicode_tables.c template.c chat.c \
            import/import.c import/hf.c import/hfquant.c import/gguf.c import/meta.c
 LIB_SRC := $(wildcard $(LIB_SRC))
 BUILD   ?= build

@@ -16,6 +16,7 @@
 #include "fuzz/fuzz_config.c"
 #include "fuzz/fuzz_encode.c"
 #include "fuzz/fuzz_gguf.c"
+#include "fuzz/fuzz_http.c"
 #include "fuzz/fuzz_guardbin.c"
 #include "fuzz/fuzz_json.c"
 #include "fuzz/fuzz_kvcache.c"
@@ -76,6 +77,7 @@ TARGET(safetensors, st_init, st_one)
 TARGET(guardbin, guardbin_init, guardbin_one)
 TARGET(gguf, gguf_init, gguf_one)
 TARGET(kvcache, kv_init, kv_one)
+TARGET(http, NULL, http_one)
 
 /* ==== Pending: inputs of reported, still open bugs (see fuzz.h) ==== */
 
@@ -303,7 +305,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_json),     cmocka_unit_test(test_chat),        cmocka_unit_test(test_render),
         cmocka_unit_test(test_prompt),   cmocka_unit_test(test_tokload),     cmocka_unit_test(test_tokjson),
-        cmocka_unit_test(test_config),   cmocka_unit_test(test_safetensors), cmocka_unit_test(test_guardbin), cmocka_unit_test(test_gguf), cmocka_unit_test(test_kvcache),
+        cmocka_unit_test(test_config),   cmocka_unit_test(test_safetensors), cmocka_unit_test(test_guardbin), cmocka_unit_test(test_gguf), cmocka_unit_test(test_kvcache), cmocka_unit_test(test_http),
         cmocka_unit_test(test_encode),   cmocka_unit_test(test_prompt_specials), cmocka_unit_test(test_pending),
         cmocka_unit_test(test_guardbin_tables),
     };
