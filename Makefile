@@ -27,7 +27,7 @@ $(BUILD)/%.o: %.c $(wildcard *.h import/*.h) | $(BUILD)
 $(BUILD):
 	mkdir -p $(BUILD)/tests $(BUILD)/bench $(BUILD)/import
 
-run: $(BUILD)/run.o $(LIB_OBJ)
+run: $(BUILD)/run.o $(BUILD)/server.o $(LIB_OBJ)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
 
 export: $(BUILD)/export.o $(LIB_OBJ)
