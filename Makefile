@@ -42,6 +42,10 @@ $(BUILD)/bench/%: bench/%.c $(LIB_OBJ) | $(BUILD)
 test: all $(TESTS)
 	@sh tests/run_all.sh $(TESTS)
 
+# The server under load (tests/load_server.c): bounded in requests and time, loopback only.
+test-load: all $(BUILD)/tests/load_server
+	@sh tests/run_all.sh $(BUILD)/tests/load_server
+
 # Benchmarks print tables; speed targets live here, never in timed tests. bench_model: every
 # dtype at the Llama Guard 3 1B shape, q8 and q4 at the 8B shape (its f32 file alone is 32 GB).
 bench: all $(BENCHES)
@@ -56,4 +60,4 @@ bench: all $(BENCHES)
 clean:
 	rm -rf $(BUILD) run export
 
-.PHONY: all test bench clean
+.PHONY: all test test-load bench clean
