@@ -33,7 +33,7 @@ run: $(BUILD)/run.o $(BUILD)/server.o $(LIB_OBJ)
 export: $(BUILD)/export.o $(LIB_OBJ)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%: tests/%.c tests/testutil.h $(LIB_OBJ) | $(BUILD)
+$(BUILD)/tests/%: tests/%.c $(wildcard tests/*.h) $(LIB_OBJ) | $(BUILD)
 	$(CC) $(ALL_CFLAGS) -I. -o $@ $< $(LIB_OBJ) $(LDLIBS) -lcmocka
 
 $(BUILD)/bench/%: bench/%.c $(LIB_OBJ) | $(BUILD)
@@ -49,15 +49,30 @@ test-load: all $(BUILD)/tests/load_server
 # Benchmarks print tables; speed targets live here, never in timed tests. bench_model: every
 # dtype at the Llama Guard 3 1B shape, q8 and q4 at the 8B shape (its f32 file alone is 32 GB).
 bench: all $(BENCHES)
-	@for b in $(filter-out %/bench_model,$(BENCHES)); do echo "==== $$b"; $$b || exit 1; done
+	@for b in $(filter-out %/bench_model %/bench_server,$(BENCHES)); do echo "==== $$b"; $$b || exit 1; done
 	@echo "==== $(BUILD)/bench/bench_model" && $(BUILD)/bench/bench_model -m 1b && $(BUILD)/bench/bench_model -m 8b -d q8,q4
+	@$(MAKE) --no-print-directory bench-server
+
+# The server row: ./run --serve on the 1B q8 file (bench/bench_server.c).
+bench-server: all $(BUILD)/bench/bench_model $(BUILD)/bench/bench_server
+	@echo "==== $(BUILD)/bench/bench_server (Llama Guard 3 1B shape, q8)"
+	@$(BUILD)/bench/bench_model -m 1b -d q8 -w -o $(BUILD) && $(BUILD)/bench/bench_server $(BUILD)/bench-1b-q8.bin; rc=$$?; rm -f $(BUILD)/bench-1b-q8.bin; exit $$rc
 
 # Extra targets owned by the kernel work (NEON cross-test under qemu).
 -include quant.mk
 # Sanitizer and fuzzing targets (make sanitize, make fuzz; README "Reliability").
 -include hardening.mk
 
+# make install PREFIX=/usr/local: the two programs under names that do not collide with the
+# shell (`export` is a builtin). DESTDIR stages a package.
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+install: all
+	install -d $(DESTDIR)$(BINDIR)
+	install -m 755 run $(DESTDIR)$(BINDIR)/llama-guard
+	install -m 755 export $(DESTDIR)$(BINDIR)/llama-guard-export
+
 clean:
 	rm -rf $(BUILD) run export
 
-.PHONY: all test test-load bench clean
+.PHONY: all test test-load bench bench-server install clean

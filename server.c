@@ -9,13 +9,14 @@
  *   POST /v1/classify          {"messages":[...]} (+ categories, exclude, threshold): ./run --json
  *
  * Threads and ownership:
- *   main        accepts; one connection thread per connection, at most max_conns (more get 503)
+ *   acceptor    accepts; one connection thread per connection, at most max_conns (more get 503)
  *   connection  reads and parses requests (http.c), parses JSON, queues a Job, waits, writes the
  *               answer. Its timeouts bound what a slow or silent client can hold: itself only.
- *   worker      the only thread that touches the Guard (model, tokenizer, prefix store) and its
- *               RunState: it loads and verifies the model, then runs queued Jobs one at a time
- *               (the compute pool parallelizes each forward). The queue is bounded; a full
- *               queue answers 503 at once.
+ *   worker      the process's main thread, the only one that touches the Guard (model,
+ *               tokenizer, prefix store) and its RunState: it loads and verifies the model, then
+ *               runs queued Jobs one at a time (the compute pool parallelizes each forward). The
+ *               queue is bounded; a full queue answers 503 at once. (The main thread, because
+ *               the kernels keep per-thread scratch that lives as long as the thread.)
  * Requests never name files: categories come inline as JSON, and the only files touched are
  * the model and the cache file given on the command line.
  * Shutdown: SIGINT/SIGTERM write to a pipe every thread polls. The listener closes, idle and
@@ -221,15 +222,14 @@ static void run_job(Server *sv, RunState *s, Job *j) {
     }
 }
 
-static void *worker_main(void *arg) {
-    Server *sv = arg;
+static void worker(Server *sv) {
     RunState s;
     char err[ERRLEN];
     if (load_model(sv, err) || state_init(&s, &sv->g.model, 0, err)) {
         snprintf(sv->load_err, sizeof sv->load_err, "%s", err);
         __atomic_store_n(&sv->failed, 1, __ATOMIC_RELEASE);
-        on_signal(0); /* wakes the accept loop */
-        return NULL;
+        on_signal(0); /* stops the acceptor */
+        return;
     }
     __atomic_store_n(&sv->ready, 1, __ATOMIC_RELEASE);
     if (!sv->o->quiet) fprintf(stderr, "serve: %s loaded and verified, ready\n", sv->o->model);
@@ -248,7 +248,6 @@ static void *worker_main(void *arg) {
     }
     pthread_mutex_unlock(&sv->mu);
     state_free(&s);
-    return NULL;
 }
 
 /* Queue j and wait for it; 503 at once when the queue is full. */
@@ -648,8 +647,10 @@ static int open_listener(Server *sv, char *err) {
     return 0;
 }
 
-/* Accept until told to stop; at most max_conns connections at a time. */
-static void accept_loop(Server *sv) {
+/* Accept until told to stop; at most max_conns connections at a time. Then wait for the
+ * connections to finish and tell the worker to stop once the queue is empty. */
+static void *accept_main(void *arg) {
+    Server *sv = arg;
     for (;;) {
         struct pollfd p[2] = { { sv->listen_fd, POLLIN, 0 }, { sv->stop_rd, POLLIN, 0 } };
         if (poll(p, 2, -1) < 0 && errno != EINTR) break;
@@ -684,6 +685,14 @@ static void accept_loop(Server *sv) {
         }
         pthread_attr_destroy(&at);
     }
+    close(sv->listen_fd);
+    if (!sv->o->quiet && !sv->failed) fprintf(stderr, "serve: stopping: finishing the requests in flight\n");
+    pthread_mutex_lock(&sv->mu);
+    while (sv->n_conns) pthread_cond_wait(&sv->conns_cv, &sv->mu);
+    sv->quit = 1;
+    pthread_cond_signal(&sv->work);
+    pthread_mutex_unlock(&sv->mu);
+    return NULL;
 }
 
 int serve(const ServeOptions *o, char *err) {
@@ -719,22 +728,16 @@ int serve(const ServeOptions *o, char *err) {
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
-    pthread_t worker;
+    pthread_t acceptor;
     int rc = open_listener(sv, err);
-    if (rc == 0 && pthread_create(&worker, NULL, worker_main, sv)) rc = errf(err, "cannot start the worker thread");
+    if (rc == 0 && pthread_create(&acceptor, NULL, accept_main, sv)) {
+        close(sv->listen_fd);
+        rc = errf(err, "cannot start the accept thread");
+    }
     if (rc == 0) {
-        accept_loop(sv);
-        close(sv->listen_fd);
-        if (!o->quiet && !sv->failed) fprintf(stderr, "serve: stopping: finishing the requests in flight\n");
-        pthread_mutex_lock(&sv->mu);
-        while (sv->n_conns) pthread_cond_wait(&sv->conns_cv, &sv->mu);
-        sv->quit = 1;
-        pthread_cond_signal(&sv->work);
-        pthread_mutex_unlock(&sv->mu);
-        pthread_join(worker, NULL);
+        worker(sv);
+        pthread_join(acceptor, NULL);
         if (sv->failed) rc = errf(err, "%s", sv->load_err);
-    } else if (sv->listen_fd >= 0) {
-        close(sv->listen_fd);
     }
     if (rc == 0 && sv->g.prefixes.dirty && !o->no_cache) {
         /* the cache file holds policy prefixes only (classify.h PrefixStore): no request's text */
