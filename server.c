@@ -49,6 +49,11 @@
 
 #define MAX_BODY ((uint64_t)CHAT_MAX_BYTES + (64u << 10)) /* a maximal conversation plus JSON overhead */
 #define MAX_INPUTS 64 /* moderation inputs per request */
+#ifdef GUARD_VERSION
+#define SERVER_NAME "llama-guard.c/" GUARD_VERSION
+#else
+#define SERVER_NAME "llama-guard.c"
+#endif
 
 enum { JOB_MODERATION, JOB_CHAT, JOB_CLASSIFY };
 
@@ -134,8 +139,8 @@ static int send_all(int fd, const char *p, size_t n) {
 static int send_response(int fd, int status, const char *body, size_t len, int keep_alive, const char *extra) {
     char head[512];
     int n = snprintf(head, sizeof head,
-                     "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\nConnection: %s\r\n%s\r\n", status,
-                     http_reason(status), len, keep_alive ? "keep-alive" : "close", extra ? extra : "");
+                     "HTTP/1.1 %d %s\r\nServer: " SERVER_NAME "\r\nContent-Type: application/json\r\nContent-Length: %zu\r\nConnection: %s\r\n%s\r\n",
+                     status, http_reason(status), len, keep_alive ? "keep-alive" : "close", extra ? extra : "");
     return send_all(fd, head, (size_t)n) || send_all(fd, body, len) ? -1 : 0;
 }
 
