@@ -76,6 +76,7 @@ typedef struct {
 
 typedef struct {
     const ServeOptions *o;
+    const char *api_key;       /* --api-key, else $LLAMA_GUARD_API_KEY (kept off the command line), or NULL */
     long max_conns, queue_cap, read_ms, idle_ms;
     uint64_t prefix_bytes;
     int listen_fd;
@@ -461,7 +462,7 @@ static int path_is(const HttpRequest *r, const char *p) { return r->path_len == 
 
 /* Constant-time "Bearer KEY" check. */
 static int authorized(const Server *sv, const HttpRequest *r) {
-    const char *key = sv->o->api_key;
+    const char *key = sv->api_key;
     if (!key) return 1;
     const HttpHeader *h = http_header(r, "authorization");
     size_t kl = strlen(key);
@@ -705,6 +706,8 @@ int serve(const ServeOptions *o, char *err) {
     if (!sv) return errf(err, "out of memory");
     sv->o = o;
     sv->listen_fd = -1;
+    sv->api_key = o->api_key ? o->api_key : getenv("LLAMA_GUARD_API_KEY");
+    if (sv->api_key && !*sv->api_key) sv->api_key = NULL;
     long mib;
     if (opt_num(o->max_conns, "--max-connections", 1, 4096, 64, &sv->max_conns, err) ||
         opt_num(o->queue, "--queue", 1, 4096, 16, &sv->queue_cap, err) ||

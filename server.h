@@ -10,7 +10,8 @@ typedef struct {
     const char *model;
     const char *host;          /* default 127.0.0.1 (loopback only) */
     const char *port;          /* default 8080; 0 picks a free port (printed on stderr) */
-    const char *api_key;       /* required as "Authorization: Bearer KEY" on /v1/... when set */
+    const char *api_key;       /* required as "Authorization: Bearer KEY" on /v1/... when set; NULL:
+                                * $LLAMA_GUARD_API_KEY if set (not visible in the process list) */
     const char *max_conns;     /* open connections (default 64); more are answered 503 and closed */
     const char *queue;         /* requests waiting for the model (default 16); a full queue answers 503 */
     const char *read_timeout;  /* seconds from a request's first byte to its last (default 10): 408 */

@@ -79,7 +79,7 @@ static int good_request(Client *c, int k) {
         int st = ts_request(srv.port, chat ? "/v1/chat/completions" : "/v1/moderations", body, NULL, out, sizeof out);
         if (st == 503) {
             c->retried503++;
-            usleep(10000);
+            usleep(30000);
             continue;
         }
         if (st != 200) return snprintf(c->why, sizeof c->why, "good request %d: status %d: %.200s", k, st, out), -1;

@@ -295,8 +295,8 @@ static void test_error_statuses(void **st) {
     assert_int_equal(ts_request(srv.port, "/health", NULL, NULL, out, sizeof out), 200);
 }
 
-/* --api-key: 401 without or with a wrong key (health stays open); a slow client gets 408 after
- * --read-timeout while others are served. */
+/* --api-key (or $LLAMA_GUARD_API_KEY): 401 without or with a wrong key (health stays open); a
+ * slow client gets 408 after --read-timeout; a silent one is closed after --idle-timeout. */
 static void test_auth_and_timeouts(void **st) {
     (void)st;
     TestServer s;
@@ -321,6 +321,13 @@ static void test_auth_and_timeouts(void **st) {
     t0 = ts_now();
     assert_int_equal(ts_raw(s.port, "", 0, NULL, 0, 10000), -1);
     assert_true(ts_now() - t0 < 5);
+    assert_int_equal(ts_stop(&s), 0);
+    /* the key from the environment (kept out of the process list) */
+    setenv("LLAMA_GUARD_API_KEY", "from-env", 1);
+    ts_start(&s, ts_model(), "-t 1");
+    unsetenv("LLAMA_GUARD_API_KEY");
+    assert_int_equal(ts_request(s.port, "/v1/models", NULL, NULL, out, sizeof out), 401);
+    assert_int_equal(ts_request(s.port, "/v1/models", NULL, "from-env", out, sizeof out), 200);
     assert_int_equal(ts_stop(&s), 0);
 }
 
