@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "classify.h"
+#include "import/build.h"
 
 typedef struct {
     const char *name;
