@@ -49,6 +49,9 @@
 
 #define MAX_BODY ((uint64_t)CHAT_MAX_BYTES + (64u << 10)) /* a maximal conversation plus JSON overhead */
 #define MAX_INPUTS 64 /* moderation inputs per request */
+/* After a request longer than this many positions the worker's KV cache is released rather than
+ * kept at that size (a 100k-token request must not pin gigabytes; --ctx bounds a request). */
+#define KEEP_POSITIONS 4096
 #ifdef GUARD_VERSION
 #define SERVER_NAME "llama-guard.c/" GUARD_VERSION
 #else
@@ -248,6 +251,11 @@ static void worker(Server *sv) {
         sv->q_len--;
         pthread_mutex_unlock(&sv->mu);
         run_job(sv, &s, j);
+        RunState fresh; /* swapped in only once allocated: on failure the big one stays */
+        if (s.cap > KEEP_POSITIONS && state_init(&fresh, &sv->g.model, 0, err) == 0) {
+            state_free(&s);
+            s = fresh;
+        }
         pthread_mutex_lock(&sv->mu);
         j->done = 1;
         pthread_cond_signal(&j->cv);

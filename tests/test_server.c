@@ -368,6 +368,27 @@ static void test_multiturn_incremental(void **st) {
     assert_int_equal(ts_stop(&cold), 0);
 }
 
+/* A request longer than the worker keeps a KV cache for (KEEP_POSITIONS in server.c), then a
+ * short one: both as ./run says. */
+static void test_long_then_short(void **st) {
+    (void)st;
+    static char text[40000], body[50000], out[1 << 16];
+    size_t k = 0;
+    for (int i = 0; k + 16 < sizeof text - 8000; i++) k += (size_t)snprintf(text + k, sizeof text - k, "word%d ", i % 97);
+    snprintf(body, sizeof body, "{\"input\":\"%s\"}", text);
+    assert_int_equal(curl_post(srv.port, "/v1/moderations", body, NULL, out, sizeof out), 200);
+    Json j;
+    char err[ERRLEN];
+    assert_int_equal(json_parse(&j, out, strlen(out), err), 0);
+    check_result_matches_run(&j, json_first(&j, need(&j, json_root(&j), "results")), text);
+    json_free(&j);
+    snprintf(body, sizeof body, "{\"input\":\"%s\"}", inputs[2]);
+    assert_int_equal(curl_post(srv.port, "/v1/moderations", body, NULL, out, sizeof out), 200);
+    assert_int_equal(json_parse(&j, out, strlen(out), err), 0);
+    check_result_matches_run(&j, json_first(&j, need(&j, json_root(&j), "results")), inputs[2]);
+    json_free(&j);
+}
+
 /* The official openai package (npm) against the server: moderations.create and
  * chat.completions.create give ./run's numbers. */
 static void test_openai_node(void **st) {
@@ -480,7 +501,7 @@ int main(void) {
         cmocka_unit_test(test_curl_moderations),   cmocka_unit_test(test_category_scores_reference),
         cmocka_unit_test(test_curl_classify),      cmocka_unit_test(test_curl_chat),
         cmocka_unit_test(test_error_statuses),     cmocka_unit_test(test_auth_and_timeouts),
-        cmocka_unit_test(test_multiturn_incremental), cmocka_unit_test(test_openai_node),
+        cmocka_unit_test(test_multiturn_incremental), cmocka_unit_test(test_long_then_short), cmocka_unit_test(test_openai_node),
         cmocka_unit_test(test_shutdown_finishes_in_flight), cmocka_unit_test(test_gnu_parallel_batch),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
