@@ -10,6 +10,10 @@
  *   2. a 10-turn conversation checked after every turn, as a chat application does, on a
  *      server that keeps recent prompts (the default) and on one that keeps only the policy
  *      prefix (--prefix-mem 0): total time, and the prompt tokens computed.
+ *   3. what batching concurrent requests into one forward could gain (the server runs them one
+ *      at a time): in this process, one forward of R rows after a 200-token context, R = 1, 4,
+ *      16, 64 (best of three). R single-token steps of R requests (category scores, decoding)
+ *      cost R one-row forwards today; a batched forward would cost about one R-row forward.
  * Clients connect to 127.0.0.1 only, one connection per request (as most HTTP clients without
  * pooling); every request is bounded by a timeout.
  */
@@ -17,6 +21,7 @@
 #include <stdint.h>
 
 #include "../tests/httpclient.h"
+#include "classify.h"
 
 static int port;
 static int next_req; /* request counter shared by the clients (atomic) */
@@ -108,6 +113,36 @@ static double ten_turns(int p, const char *tag, long *computed, long *prompt) {
     return ts_now() - t0;
 }
 
+/* Table 3: the cost of R rows in one forward. */
+static int rows_table(const char *path, int threads) {
+    Model m;
+    RunState s;
+    char err[ERRLEN];
+    if (model_open(&m, path, threads, err)) { fprintf(stderr, "bench_server: %s\n", err); return 1; }
+    model_prepack(&m);
+    float *logits = malloc(m.cfg.vocab_size * sizeof(float));
+    int32_t toks[264];
+    for (int i = 0; i < 264; i++) toks[i] = 1000 + 37 * i;
+    int rc = !logits || state_init(&s, &m, 264, err) || model_forward(&m, &s, toks, 200, logits, err);
+    printf("\n| rows in one forward (after 200 tokens) | time | per row |\n|---|---|---|\n");
+    const int rows[] = { 1, 4, 16, 64 };
+    for (int r = 0; r < 4 && !rc; r++) {
+        double best = 1e9;
+        for (int k = 0; k < 3 && !rc; k++) {
+            s.n_cached = 200;
+            double t0 = ts_now();
+            rc = model_forward(&m, &s, toks + 200, rows[r], logits, err);
+            if (ts_now() - t0 < best) best = ts_now() - t0;
+        }
+        printf("| %d | %.1f ms | %.1f ms |\n", rows[r], best * 1e3, best * 1e3 / rows[r]);
+    }
+    if (rc) fprintf(stderr, "bench_server: %s\n", err);
+    if (s.x) state_free(&s);
+    free(logits);
+    model_close(&m);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) { fprintf(stderr, "usage: bench_server MODEL.bin [-t THREADS]\n"); return 2; }
     const char *threads = argc > 3 && !strcmp(argv[2], "-t") ? argv[3] : "0";
@@ -141,5 +176,7 @@ int main(int argc, char **argv) {
     printf("\n| 10-turn conversation, a check after every turn | total | per check | prompt tokens | computed |\n|---|---|---|---|---|\n");
     printf("| recent prompts kept (default) | %.0f ms | %.0f ms | %ld | %ld |\n", warm * 1e3, warm * 1e2, prompt_w, comp_w);
     printf("| policy prefix only (--prefix-mem 0) | %.0f ms | %.0f ms | %ld | %ld |\n", policy_only * 1e3, policy_only * 1e2, prompt_c, comp_c);
-    return errors || warm < 0 || policy_only < 0;
+    fflush(stdout);
+    int rc = rows_table(argv[1], atoi(threads));
+    return errors || warm < 0 || policy_only < 0 || rc;
 }
