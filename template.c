@@ -746,8 +746,8 @@ void template_parse_verdict(const PromptFormat *pf, const char *s, size_t n, Ver
 /* ==== Categories from a JSON request (batch lines, the server's /v1/classify) ==== */
 
 int template_from_json(PromptFormat *pf, const Json *j, const JsonNode *root, const PromptFormat *base, int allow_categories, char *err) {
+    pf->version = base->version; /* first: which categories are valid depends on the version */
     if (template_set_categories(pf, base->cats, base->n_cats, err)) return -1;
-    pf->version = base->version;
     const JsonNode *cats = !allow_categories ? NULL : json_get(j, root, "categories"), *ex = json_get(j, root, "exclude");
     if (cats && cats->type != JSON_OBJECT) return errf(err, "\"categories\" must be an object {\"S1\": \"text\", ...}");
     if (cats) {
