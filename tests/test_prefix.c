@@ -5,11 +5,15 @@
  *   - the recent prompts stay within their byte budget (LRU), and a budget of 0 keeps none;
  *   - the policy prefix length is computed once per prompt shape and cached;
  *   - category scores are the same whatever was reused, and sum to at most P(unsafe);
- *   - the cache file holds the policy prefixes only (its size is exactly theirs: no message text).
+ *   - the cache file holds the policy prefixes only (its size is exactly theirs: no message text);
+ *   - category scores for custom codes, one a token prefix of another (S1 / S1A), against a
+ *     code-by-code reference written here (no tree: each code's tokens fed one by one).
  */
 #include "serverutil.h"
 
 #include "classify.h"
+
+#include <math.h>
 
 static Guard cold, warm;
 static RunState sc, sw;
@@ -157,11 +161,69 @@ static void test_policy_shapes_and_file(void **st) {
     unlink(path);
 }
 
+/* Softmax probability of each token in want[] at logits (f64, as SCORING.md's softmax). */
+static void ref_probs(const float *l, uint32_t v, const int32_t *want, int n, double *out) {
+    double mx = l[0], sum = 0;
+    for (uint32_t i = 1; i < v; i++) if (l[i] > mx) mx = l[i];
+    for (uint32_t i = 0; i < v; i++) sum += exp((double)l[i] - mx);
+    for (int k = 0; k < n; k++) out[k] = exp((double)l[want[k]] - mx) / sum;
+}
+
+static void test_custom_code_scores(void **st) {
+    (void)st;
+    char err[ERRLEN];
+    PromptFormat pf = { 0 };
+    Category cats[] = { { "S1", "Cakes." }, { "S1A", "Apple cakes." }, { "S2", "Pies." }, { "Hate", "Hateful pastry." } };
+    pf.version = cold.pf.version;
+    assert_int_equal(template_set_categories(&pf, cats, 4, err), 0);
+    Conversation c;
+    conv_of(&c, 1, "Is this cake recipe safe?");
+    Decision d;
+    assert_int_equal(guard_classify(&cold, &sc, &pf, &c, 0.0f, 0, &d, err), 0);
+    double got[4];
+    assert_int_equal(guard_category_scores(&cold, &sc, &pf, &d, got, err), 0);
+    /* the reference: each code's tokens "unsafe\n" CODE fed one at a time from the prompt */
+    int32_t *seq[4];
+    size_t len[4];
+    for (int k = 0; k < 4; k++) {
+        char text[64];
+        size_t cap = 0;
+        seq[k] = NULL;
+        len[k] = 0;
+        snprintf(text, sizeof text, "unsafe\n%s", cats[k].code);
+        assert_int_equal(tok_encode(cold.tok, text, strlen(text), &seq[k], &len[k], &cap, err), 0);
+    }
+    assert_true(len[1] > len[0] && memcmp(seq[0], seq[1], len[0] * sizeof(int32_t)) == 0); /* S1 is a token prefix of S1A */
+    int64_t base = d.prompt_tokens + cold.n_decision_prefix;
+    float *logits = malloc(cold.model.cfg.vocab_size * sizeof(float));
+    for (int k = 0; k < 4; k++) {
+        double want = d.p_unsafe, p;
+        sc.n_cached = base;
+        for (size_t i = 0; i < len[k]; i++) {
+            assert_int_equal(model_forward(&cold.model, &sc, &seq[k][i], 1, logits, err), 0);
+            if (i + 1 < len[k]) ref_probs(logits, cold.model.cfg.vocab_size, &seq[k][i + 1], 1, &p), want *= p;
+        }
+        /* the logits after the whole code: take out the mass of continuing into a longer listed code */
+        for (int o = 0; o < 4; o++)
+            if (len[o] > len[k] && memcmp(seq[o], seq[k], len[k] * sizeof(int32_t)) == 0) {
+                ref_probs(logits, cold.model.cfg.vocab_size, &seq[o][len[k]], 1, &p);
+                want *= 1.0 - p;
+            }
+        printf("  %s: %.9g (reference %.9g)\n", cats[k].code, got[k], want);
+        if (!(fabs(got[k] - want) <= 1e-12 * want)) fail_msg("%s: %.17g vs reference %.17g", cats[k].code, got[k], want);
+    }
+    for (int k = 0; k < 4; k++) free(seq[k]);
+    free(logits);
+    chat_free(&c);
+    template_free(&pf);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_incremental_bit_identical),
         cmocka_unit_test(test_budget_and_lru),
         cmocka_unit_test(test_policy_shapes_and_file),
+        cmocka_unit_test(test_custom_code_scores),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
