@@ -610,6 +610,9 @@ int guard_category_scores(Guard *g, RunState *s, const PromptFormat *pf, const D
         members[i] = i;
         free(ids);
     }
+    if (rc == 0 && base + maxlen + 1 > (int64_t)m->cfg.max_seq_len)
+        rc = errf(err, "the conversation needs %lld tokens with its category scores but the context limit is %u", (long long)(base + maxlen + 1),
+                  m->cfg.max_seq_len);
     if (rc == 0 && pf->n_cats > 0) {
         s->n_cached = base;
         rc = state_reserve(s, m, base + maxlen + 1 > s->cap ? base + maxlen + 1 : s->cap, err);
