@@ -22,9 +22,6 @@ static int request_init(void) {
 }
 
 static int request_one(const uint8_t *data, size_t size) {
-    static int ready;
-    if (!ready) FUZZ_CHECK(request_init() == 0, "init");
-    ready = 1;
     if (size == 0) return 0;
     const PromptFormat *base = &request_base[data[0] & 3];
     int allow = (data[0] >> 2) & 1;
