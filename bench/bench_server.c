@@ -158,9 +158,9 @@ int main(int argc, char **argv) {
     for (int e = 0; e < 2; e++) {
         endpoint = eps[e];
         client_main(&(Client){ 2, (double[2]){ 0 }, 0 }); /* warm: the policy prefix is computed once */
-        errors += load_row(1, 16);
-        errors += load_row(4, 16);
-        errors += load_row(16, 32);
+        errors += load_row(1, 8); /* few requests: the bench machine is shared (p99 of 8 is their max) */
+        errors += load_row(4, 8);
+        errors += load_row(16, 16);
     }
     /* each server first sees another conversation of the same shapes, so both have every policy
      * prefix and neither has this conversation */
