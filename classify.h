@@ -58,7 +58,7 @@ typedef struct {
     int n_label_ids;
     int32_t stop_ids[4];     /* end of the verdict: <|eot_id|>, <|end_of_text|>, </s> as present */
     int n_stop;
-    PrefixStore prefixes;    /* policy prefixes computed so far (or loaded from a cache file) */
+    PrefixStore prefixes;    /* policy prefixes (computed or loaded from a cache file), recent prompts */
     int no_prefix_store;     /* 1: never reuse or record prefixes (--no-cache) */
 } Guard;
 
