@@ -317,6 +317,30 @@ static void test_auth_and_timeouts(void **st) {
     assert_int_equal(ts_raw(s.port, half, strlen(half), NULL, 0, 10000), 408);
     double dt = ts_now() - t0;
     assert_true(dt >= 0.9 && dt < 5);
+    /* a slowloris client, one byte every 100 ms: cut off with 408 at the read timeout while
+     * another client is answered meanwhile */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)s.port) };
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    const char *slow = "POST /v1/moderations HTTP/1.1\r\nHost: x\r\nContent-Length: 200\r\n\r\n{\"input\":\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    t0 = ts_now();
+    int answered_meanwhile = 0;
+    char reply[4096] = "";
+    for (size_t i = 0; i < strlen(slow); i++) {
+        if (send(fd, slow + i, 1, MSG_NOSIGNAL) != 1) break; /* the server closed it */
+        if (i == 5) answered_meanwhile = ts_request(s.port, "/v1/moderations", body, "sekret", out, sizeof out) == 200;
+        struct pollfd p = { fd, POLLIN, 0 };
+        if (poll(&p, 1, 100) > 0) break; /* the answer came */
+    }
+    ssize_t got = recv(fd, reply, sizeof reply - 1, 0);
+    reply[got > 0 ? got : 0] = 0;
+    close(fd);
+    dt = ts_now() - t0;
+    printf("  slowloris client cut off after %.2f s: %.12s\n", dt, reply);
+    assert_true(answered_meanwhile);
+    assert_true(strncmp(reply, "HTTP/1.1 408", 12) == 0);
+    assert_true(dt < 4);
     /* a silent connection is closed after the idle timeout */
     t0 = ts_now();
     assert_int_equal(ts_raw(s.port, "", 0, NULL, 0, 10000), -1);
