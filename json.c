@@ -285,3 +285,7 @@ int json_int(const JsonNode *n, int64_t lo, int64_t hi, int64_t *out) {
     *out = (int64_t)v;
     return 0;
 }
+
+int json_str_is(const JsonNode *n, const char *s) {
+    return n && n->type == JSON_STRING && n->len == strlen(s) && memcmp(n->str, s, n->len) == 0;
+}

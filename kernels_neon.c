@@ -89,6 +89,10 @@ static inline __attribute__((always_inline)) void gemm_f_neon_t(const int RV, co
     }
 }
 
+/* The neon float tile: 2 groups of 8 rows x up to 4 tokens. */
+enum { NEON_RV_F = 2, NEON_RN_F = 4 };
+DEF_TILE_DISPATCH(gemm_f_neon, , RN_CASES_4, gemm_f_neon_t, NEON_RV_F)
+
 /* int8 tile, stamped for plain NEON and for dotprod; DOT(acc, w, x4) adds, per row lane, the
  * products of 4 weight bytes (4 rows per vector) with the replicated activation bytes.
  * NIB: TileQ4 (Q4_0 nibbles, steps s and s + 4 in one load) instead of TileQ.
@@ -160,6 +164,10 @@ static inline int32x4_t dot4_neon(int32x4_t acc, int8x16_t w, int8x16_t x4) {
 }
 #define DOT_NEON(acc, w, x4) dot4_neon(acc, w, x4)
 DEF_GEMM_Q_NEON(gemm_q_neon_t, , DOT_NEON)
+/* The int8 tiles (both sets): 8 rows x up to 4 tokens. */
+enum { NEON_RV_Q = 1, NEON_RN_Q = 4 };
+DEF_TILE_DISPATCH(gemm_q_neon, , RN_CASES_4, gemm_q_neon_t, NEON_RV_Q, 0)
+DEF_TILE_DISPATCH(gemm_q4_neon, , RN_CASES_4, gemm_q_neon_t, NEON_RV_Q, 1)
 
 /* ---- attention (quant.h "The attention contract"), 4 queries at a time, as on x86: scores
  * at s[p*4 + j], softmax with the queries in the 4 lanes, P.V sharing each value load. The
@@ -443,32 +451,17 @@ DEF_GEMV_NEON(gemv_f16_neon, gemv_f_neon, DT_F16)
 DEF_GEMV_NEON(gemv_q8_neon, gemv_q_neon_t, DT_Q8_0)
 DEF_GEMV_NEON(gemv_q4_neon, gemv_q_neon_t, DT_Q4_0)
 
-/* ---- the neon set: tile shapes (rows = RV x 8, tokens = RN) and the table entry ---- */
-#define NEON_RV_F 2
-#define NEON_RN_F 4
-#define NEON_RV_Q 1
-#define NEON_RN_Q 4
-DEF_TILE_DISPATCH(gemm_f_neon, , RN_CASES_4, gemm_f_neon_t, NEON_RV_F)
-DEF_TILE_DISPATCH(gemm_q_neon, , RN_CASES_4, gemm_q_neon_t, NEON_RV_Q, 0)
-DEF_TILE_DISPATCH(gemm_q4_neon, , RN_CASES_4, gemm_q_neon_t, NEON_RV_Q, 1)
+/* What the neon and neon-dotprod sets share: all but the int8 kernels. */
+#define NEON_SHARED                                                                                                     \
+    .tr = TR, .rv_f = NEON_RV_F, .rn_f = NEON_RN_F, .gemm_f = gemm_f_neon, .rv_q = NEON_RV_Q, .rn_q = NEON_RN_Q,          \
+    .act = act_neon, .act_gemv = act_neon, .dot = dot_f32_neon, .attn = attn_neon, .silu_mul = silu_mul_neon,             \
+    .pack = { [DT_F32] = pack_f32_c, [DT_BF16] = pack_bf16_c, [DT_F16] = pack_f16_c, [DT_Q8_0] = pack_q8_c, [DT_Q4_0] = pack_q4_tr8 }, \
+    .gemv[DT_F32] = gemv_f32_neon, .gemv[DT_BF16] = gemv_bf16_neon, .gemv[DT_F16] = gemv_f16_neon
 
-/* Every ARMv8-A core (Cortex-A53/A72, Graviton 1). */
+/* ---- the neon set (every ARMv8-A core: Cortex-A53/A72, Graviton 1) ---- */
 const Kernels kernels_neon = {
-    .name = "neon",
-    .desc = "neon (f32 tile 16x4, int8 tile 8x4)",
-    .supported = always,
-    .tr = TR,
-    .rv_f = NEON_RV_F, .rn_f = NEON_RN_F, .rv_q = NEON_RV_Q, .rn_q = NEON_RN_Q,
-    .act = act_neon,
-    .pack = { [DT_F32] = pack_f32_c, [DT_BF16] = pack_bf16_c, [DT_F16] = pack_f16_c, [DT_Q8_0] = pack_q8_c,
-              [DT_Q4_0] = pack_q4_tr8 },
-    .gemm_f = gemm_f_neon, .gemm_q = gemm_q_neon, .gemm_q4 = gemm_q4_neon,
-    .gemv = { [DT_F32] = gemv_f32_neon, [DT_BF16] = gemv_bf16_neon, [DT_F16] = gemv_f16_neon, [DT_Q8_0] = gemv_q8_neon,
-              [DT_Q4_0] = gemv_q4_neon },
-    .act_gemv = act_neon,
-    .dot = dot_f32_neon,
-    .attn = attn_neon,
-    .silu_mul = silu_mul_neon,
+    .name = "neon", .desc = "neon (f32 tile 16x4, int8 tile 8x4)", .supported = always, NEON_SHARED,
+    .gemm_q = gemm_q_neon, .gemm_q4 = gemm_q4_neon, .gemv[DT_Q8_0] = gemv_q8_neon, .gemv[DT_Q4_0] = gemv_q4_neon,
 };
 
 /* ================================================================================================
@@ -491,23 +484,11 @@ DEF_GEMV_Q_NEON(gemv_q_sdot_t, TARGET_DOTPROD, qdot_sdot)
 __attribute__((target("arch=armv8.2-a+dotprod"))) DEF_GEMV_NEON(gemv_q8_sdot, gemv_q_sdot_t, DT_Q8_0)
 __attribute__((target("arch=armv8.2-a+dotprod"))) DEF_GEMV_NEON(gemv_q4_sdot, gemv_q_sdot_t, DT_Q4_0)
 
-/* ARMv8.2-A cores with SDOT (Cortex-A55/A76 and later, Graviton 2+, Apple M1+). */
+/* ---- the neon-dotprod set (ARMv8.2-A cores with SDOT: Cortex-A55/A76 and later, Graviton 2+,
+ * Apple M1+) ---- */
 const Kernels kernels_neon_dotprod = {
-    .name = "neon-dotprod",
-    .desc = "neon-dotprod (SDOT int8 dot; f32 tile 16x4, int8 tile 8x4)",
-    .supported = have_dotprod,
-    .tr = TR,
-    .rv_f = NEON_RV_F, .rn_f = NEON_RN_F, .rv_q = NEON_RV_Q, .rn_q = NEON_RN_Q,
-    .act = act_neon,
-    .pack = { [DT_F32] = pack_f32_c, [DT_BF16] = pack_bf16_c, [DT_F16] = pack_f16_c, [DT_Q8_0] = pack_q8_c,
-              [DT_Q4_0] = pack_q4_tr8 },
-    .gemm_f = gemm_f_neon, .gemm_q = gemm_q_sdot, .gemm_q4 = gemm_q4_sdot,
-    .gemv = { [DT_F32] = gemv_f32_neon, [DT_BF16] = gemv_bf16_neon, [DT_F16] = gemv_f16_neon, [DT_Q8_0] = gemv_q8_sdot,
-              [DT_Q4_0] = gemv_q4_sdot },
-    .act_gemv = act_neon,
-    .dot = dot_f32_neon,
-    .attn = attn_neon,
-    .silu_mul = silu_mul_neon,
+    .name = "neon-dotprod", .desc = "neon-dotprod (SDOT int8 dot; f32 tile 16x4, int8 tile 8x4)", .supported = have_dotprod,
+    NEON_SHARED, .gemm_q = gemm_q_sdot, .gemm_q4 = gemm_q4_sdot, .gemv[DT_Q8_0] = gemv_q8_sdot, .gemv[DT_Q4_0] = gemv_q4_sdot,
 };
 
 #endif /* aarch64 */

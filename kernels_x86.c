@@ -182,6 +182,10 @@ INLINE_X86 void gemm_f_x86(const int RV, const int RN, const TileCall *c) {
     UNROLL for (int j = 0; j < RN; j++) UNROLL for (int g = 0; g < RV; g++) _mm256_storeu_ps(out + j * ldo + g * TR, acc[g][j]);
 }
 
+/* The avx2 float tile: 2 groups of 8 rows x up to 6 tokens (12 accumulators of 16 ymm). */
+enum { AVX2_RV_F = 2, AVX2_RN_F = 6 };
+DEF_TILE_DISPATCH(gemm_f_avx2, __attribute__((target(X86_BASE))), RN_CASES_6, gemm_f_x86, AVX2_RV_F)
+
 /* ---- int8 register tile (avx2): RV groups of 8 rows x RN tokens, per block of 32 an exact
  * int32 dot per lane, then one fma of the block scales (the contract's fold). AVX2 has no
  * signed x signed byte product: |w| * (x * sign(w)) with vpmaddubsw (pairs stay below
@@ -231,6 +235,11 @@ INLINE_X86 void gemm_q_avx2_t(const int RV, const int NIB, const int RN, const T
     }
     UNROLL for (int j = 0; j < RN; j++) UNROLL for (int g = 0; g < RV; g++) _mm256_storeu_ps(out + j * ldo + g * TR, acc[g][j]);
 }
+
+/* The avx2 int8 tiles: 8 rows x up to 4 tokens. */
+enum { AVX2_RV_Q = 1, AVX2_RN_Q = 4 };
+DEF_TILE_DISPATCH(gemm_q_avx2, __attribute__((target(X86_BASE))), RN_CASES_4, gemm_q_avx2_t, AVX2_RV_Q, 0)
+DEF_TILE_DISPATCH(gemm_q4_avx2, __attribute__((target(X86_BASE))), RN_CASES_4, gemm_q_avx2_t, AVX2_RV_Q, 1)
 
 /* ---- matrix-vector (T = 1: decode, the logits row): W read in place, no tile ----
  * Eight rows sit in the lanes, as in the tiles, so every output follows the same sequential
@@ -543,32 +552,13 @@ INLINE_X86 void attn_x86(const int KB, const int NV, AttnPvZ pvz, const AttnBloc
 /* 16 ymm registers: 2 keys x 4 queries of scores, 2 vectors x 4 queries of P.V. */
 __attribute__((target(X86_BASE))) static void attn_avx2(const AttnBlock *b, float *s) { attn_x86(2, 2, NULL, b, s); }
 
-/* ---- the avx2 set: tile shapes (rows = RV x 8, tokens = RN) and the table entry ---- */
-#define AVX2_RV_F 2
-#define AVX2_RN_F 6
-#define AVX2_RV_Q 1
-#define AVX2_RN_Q 4
-DEF_TILE_DISPATCH(gemm_f_avx2, __attribute__((target(X86_BASE))), RN_CASES_6, gemm_f_x86, AVX2_RV_F)
-DEF_TILE_DISPATCH(gemm_q_avx2, __attribute__((target(X86_BASE))), RN_CASES_4, gemm_q_avx2_t, AVX2_RV_Q, 0)
-DEF_TILE_DISPATCH(gemm_q4_avx2, __attribute__((target(X86_BASE))), RN_CASES_4, gemm_q_avx2_t, AVX2_RV_Q, 1)
-
-/* Intel Haswell (2013) and later, AMD Zen 1 and later. */
+/* ---- the avx2 set (Intel Haswell, 2013, and later; AMD Zen 1 and later) ---- */
 const Kernels kernels_avx2 = {
-    .name = "avx2",
-    .desc = "avx2 (AVX2+FMA+F16C; ymm tiles: f32 16x6, int8 8x4)",
-    .supported = have_avx2,
-    .tr = TR,
-    .rv_f = AVX2_RV_F, .rn_f = AVX2_RN_F, .rv_q = AVX2_RV_Q, .rn_q = AVX2_RN_Q,
-    .act = act_avx2,
-    .pack = { [DT_F32] = pack_f32_x86, [DT_BF16] = pack_bf16_x86, [DT_F16] = pack_f16_x86, [DT_Q8_0] = pack_q8_x86,
-              [DT_Q4_0] = pack_q4_tr8 },
-    .gemm_f = gemm_f_avx2, .gemm_q = gemm_q_avx2, .gemm_q4 = gemm_q4_avx2,
-    .gemv = { [DT_F32] = gemv_f32_x86, [DT_BF16] = gemv_bf16_x86, [DT_F16] = gemv_f16_x86, [DT_Q8_0] = gemv_q8_avx2,
-              [DT_Q4_0] = gemv_q4_avx2 },
-    .act_gemv = act_avx2,
-    .dot = dot_f32_avx2,
-    .attn = attn_avx2,
-    .silu_mul = silu_mul_avx2,
+    .name = "avx2", .desc = "avx2 (AVX2+FMA+F16C; ymm tiles: f32 16x6, int8 8x4)", .supported = have_avx2, .tr = TR,
+    .rv_f = AVX2_RV_F, .rn_f = AVX2_RN_F, .gemm_f = gemm_f_avx2, .rv_q = AVX2_RV_Q, .rn_q = AVX2_RN_Q, .gemm_q = gemm_q_avx2,
+    .gemm_q4 = gemm_q4_avx2, .act = act_avx2, .act_gemv = act_avx2, .dot = dot_f32_avx2, .attn = attn_avx2, .silu_mul = silu_mul_avx2,
+    .pack = { [DT_F32] = pack_f32_x86, [DT_BF16] = pack_bf16_x86, [DT_F16] = pack_f16_x86, [DT_Q8_0] = pack_q8_x86, [DT_Q4_0] = pack_q4_tr8 },
+    .gemv = { [DT_F32] = gemv_f32_x86, [DT_BF16] = gemv_bf16_x86, [DT_F16] = gemv_f16_x86, [DT_Q8_0] = gemv_q8_avx2, [DT_Q4_0] = gemv_q4_avx2 },
 };
 
 /* ================================================================================================
@@ -686,6 +676,10 @@ AVX512_INLINE void gemm_f_zmm_t(const int RV, const int RN, const TileCall *c) {
     UNROLL for (int j = 0; j < RN; j++) UNROLL for (int g = 0; g < RV; g++) _mm512_storeu_ps(out + j * ldo + g * 16, acc[g][j]);
 }
 
+/* The avx512 float tile: 2 groups of 16 rows x up to 12 tokens. */
+enum { V512_RV_F = 2, V512_RN_F = 12 };
+DEF_TILE_DISPATCH(gemm_f_512, __attribute__((target(X86_512))), RN_CASES_12, gemm_f_zmm_t, V512_RV_F)
+
 /* int8: activations hold q + 128 (act_vnni); each block's sums start from -corr, so they end
  * at the exact isum without a correction step. NIB: TileQ4x16 instead of TileQ16.
  * Twin: dot_q_ref (quant.c). */
@@ -735,6 +729,14 @@ AVX512_INLINE void gemm_q_zmm_t(const int RV, const int NIB, const int RN, const
     UNROLL for (int j = 0; j < RN; j++) UNROLL for (int g = 0; g < RV; g++) _mm512_storeu_ps(out + j * ldo + g * 16, acc[g][j]);
 }
 
+/* The avx512 int8 tiles, 32 rows x 4 tokens with 16-block k-chunks (20 KiB of tile): the best
+ * of 16-48 rows x 2-7 tokens tried on Zen 5 at T = 65 and 205 (bench_kernels, best of 5; the
+ * runners-up were within ~5%); few tokens per tile also waste less on a short last token group. */
+enum { V512_RV_Q = 2, V512_RN_Q = 4 };
+DEF_TILE_DISPATCH(gemm_q_512, __attribute__((target(X86_512))), RN_CASES_4, gemm_q_zmm_t, V512_RV_Q, 0)
+DEF_TILE_DISPATCH(gemm_q4_512, __attribute__((target(X86_512))), RN_CASES_4, gemm_q_zmm_t, V512_RV_Q, 1)
+
+/* The matrix-vector int8 kernels with vpdpbusd (see the AVX2 section's gemv). */
 static inline __attribute__((always_inline, target(X86_512))) __m256i qdot_vnni(uint32_t dt, const uint8_t *blk, __m256i a) {
     const __m256i u = dt == DT_Q4_0 ? q4_unsigned_x86(blk)
                                     : _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(blk + 2)), _mm256_set1_epi8((char)0x80));
@@ -819,36 +821,15 @@ __attribute__((target(X86_512))) static void attn_pv_512(const AttnBlock *b, con
 /* AVX512VL's 32 registers: 4 keys x 4 queries of scores; P.V in zmm, a 64-float row per step. */
 __attribute__((target(X86_512))) static void attn_512(const AttnBlock *b, float *s) { attn_x86(4, 4, attn_pv_512, b, s); }
 
-/* ---- the avx512 set: tile shapes (rows = RV x 16, tokens = RN) and the table entry ----
- * The int8 tile, 32 rows x 4 tokens with 16-block k-chunks (20 KiB of tile), was the best of
- * 16-48 rows x 2-7 tokens tried on Zen 5 at T = 65 and 205 (bench_kernels, best of 5; the
- * runners-up were within ~5%); few tokens per tile also waste less on a short last token group. */
-#define V512_RV_F 2
-#define V512_RN_F 12
-#define V512_RV_Q 2
-#define V512_RN_Q 4
-DEF_TILE_DISPATCH(gemm_f_512, __attribute__((target(X86_512))), RN_CASES_12, gemm_f_zmm_t, V512_RV_F)
-DEF_TILE_DISPATCH(gemm_q_512, __attribute__((target(X86_512))), RN_CASES_4, gemm_q_zmm_t, V512_RV_Q, 0)
-DEF_TILE_DISPATCH(gemm_q4_512, __attribute__((target(X86_512))), RN_CASES_4, gemm_q_zmm_t, V512_RV_Q, 1)
-
-/* Intel Ice Lake / Sapphire Rapids and later, AMD Zen 4 and later: vpdpbusd does 32 int8
- * multiply-adds per instruction, and 32 vector registers allow larger register tiles. */
+/* ---- the avx512 set (Intel Ice Lake / Sapphire Rapids and later, AMD Zen 4 and later:
+ * vpdpbusd does 32 int8 multiply-adds per instruction, and 32 vector registers allow larger
+ * register tiles) ---- */
 const Kernels kernels_avx512 = {
-    .name = "avx512",
-    .desc = "avx512 (AVX512VL+VNNI; zmm tiles: f32 32x12, int8 32x4)",
-    .supported = have_avx512,
-    .tr = 16,
-    .rv_f = V512_RV_F, .rn_f = V512_RN_F, .rv_q = V512_RV_Q, .rn_q = V512_RN_Q,
-    .act = act_vnni,
-    .pack = { [DT_F32] = pack_f32_16, [DT_BF16] = pack_bf16_16, [DT_F16] = pack_f16_16, [DT_Q8_0] = pack_q8_16,
-              [DT_Q4_0] = pack_q4_tr16 },
-    .gemm_f = gemm_f_512, .gemm_q = gemm_q_512, .gemm_q4 = gemm_q4_512,
-    .gemv = { [DT_F32] = gemv_f32_512, [DT_BF16] = gemv_bf16_512, [DT_F16] = gemv_f16_512, [DT_Q8_0] = gemv_q8_vnni,
-              [DT_Q4_0] = gemv_q4_vnni },
-    .act_gemv = act_avx2,
-    .dot = dot_f32_avx2,
-    .attn = attn_512,
-    .silu_mul = silu_mul_avx2,
+    .name = "avx512", .desc = "avx512 (AVX512VL+VNNI; zmm tiles: f32 32x12, int8 32x4)", .supported = have_avx512, .tr = 16,
+    .rv_f = V512_RV_F, .rn_f = V512_RN_F, .gemm_f = gemm_f_512, .rv_q = V512_RV_Q, .rn_q = V512_RN_Q, .gemm_q = gemm_q_512,
+    .gemm_q4 = gemm_q4_512, .act = act_vnni, .act_gemv = act_avx2, .dot = dot_f32_avx2, .attn = attn_512, .silu_mul = silu_mul_avx2,
+    .pack = { [DT_F32] = pack_f32_16, [DT_BF16] = pack_bf16_16, [DT_F16] = pack_f16_16, [DT_Q8_0] = pack_q8_16, [DT_Q4_0] = pack_q4_tr16 },
+    .gemv = { [DT_F32] = gemv_f32_512, [DT_BF16] = gemv_bf16_512, [DT_F16] = gemv_f16_512, [DT_Q8_0] = gemv_q8_vnni, [DT_Q4_0] = gemv_q4_vnni },
 };
 
 #endif /* x86-64 */

@@ -288,7 +288,7 @@ typedef struct {
 /* item = (token block, kv head, head slice); the last tokens see the most positions, so items
  * run from the last token block to the first and the pool ends evenly. */
 static void attention_rows(void *ctx, int64_t begin, int64_t end) {
-    const AttnJob *j = ctx;
+    AttnJob *j = ctx;
     const Config *c = j->c;
     const int64_t hd = c->head_dim, q_dim = (int64_t)c->n_heads * hd, kv_dim = (int64_t)c->n_kv_heads * hd;
     const int64_t group = c->n_heads / c->n_kv_heads;

@@ -15,6 +15,9 @@
 
 /* printf into err (truncating) and return -1, so `return errf(err, "...")` reads naturally. */
 int errf(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Hostile text (argv, JSON, files) shown in a one-line error: s[0..n) as printable ASCII only
+ * (others become '?'), cut to 40 bytes + "..."; written to out, which is returned. */
+const char *shown_text(const char *s, size_t n, char out[48]);
 
 /* ---- checked 64-bit arithmetic: return 0 on overflow, 1 on success ---- */
 static inline int add_u64(uint64_t a, uint64_t b, uint64_t *r) { return !__builtin_add_overflow(a, b, r); }
