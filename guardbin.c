@@ -1,6 +1,6 @@
 /* guardbin.c: reading guard.bin, the one flat file `run` maps (layout in FORMAT.md).
  *
- * The reader treats the file as hostile (style.md lesson 8, SQLite's "corrupt input is an
+ * The reader treats the file as hostile (../shared/style.md lesson 8, SQLite's "corrupt input is an
  * ordinary error"): every count, size and offset is checked in 64-bit arithmetic against the
  * file size before any pointer into the mapping is formed, and the header checksum covers
  * the header and both tables. Loading costs O(tables), never O(weights): the data checksum

@@ -189,7 +189,7 @@ static const GuardVersion versions[] = {
 };
 #define N_VERSIONS COUNT(versions)
 
-/* The common skeleton of every version (PROMPTS.md "Common structure"); "according our" is Meta's. */
+/* The common skeleton of every version (../shared/spec/PROMPTS.md "Common structure"); "according our" is Meta's. */
 #define TASK_HEAD "Task: Check if there is unsafe content in '"
 #define TASK_TAIL                                                                                   \
     "' messages in conversations according our safety policy with the below categories.\n\n"        \

@@ -3,7 +3,7 @@
  * Errors: every fallible function here (and in the library files model.c, tokenizer.c,
  * template.c, quant.c, json.c) returns 0 on success or -1 on failure and writes a one-line
  * message into a caller-owned `char err[ERRLEN]`. Only run.c and export.c print and exit
- * (style.md lesson 9). Sizes and offsets are uint64_t throughout (lesson 8).
+ * (../shared/style.md lesson 9). Sizes and offsets are uint64_t throughout (lesson 8).
  */
 #ifndef GUARD_UTIL_H
 #define GUARD_UTIL_H
