@@ -444,7 +444,7 @@ void eval_metrics(const float *scores, const uint8_t *labels, int64_t n, float t
     m->auprc = NAN;
     Scored *v = malloc((size_t)n * sizeof *v + 1);
     if (!v || pos == 0) { free(v); return; }
-    for (int64_t i = 0; i < n; i++) v[i] = (Scored){ scores[i], labels[i] };
+    for (int64_t i = 0; i < n; i++) v[i] = (Scored){ .score = scores[i], .label = labels[i] };
     qsort(v, (size_t)n, sizeof *v, by_score_desc);
     double ap = 0, prev_recall = 0;
     int64_t tp = 0, fp = 0;

@@ -247,7 +247,7 @@ int json_parse(Json *j, const char *text, size_t len, char *err) {
      * a bare number gains at most one byte, so len + 2 bounds the arena. */
     j->arena = malloc(len + 2);
     if (!j->arena) return errf(err, "out of memory (%zu bytes of JSON)", len);
-    P p = { j, text, len, 0, err, 0 };
+    P p = { .j = j, .s = text, .len = len, .err = err };
     if (len >= 3 && (unsigned char)text[0] == 0xEF && (unsigned char)text[1] == 0xBB && (unsigned char)text[2] == 0xBF)
         p.pos = 3; /* UTF-8 byte-order mark */
     int64_t root = parse_value(&p, 0);

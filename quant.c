@@ -82,7 +82,7 @@ static const DTypeInfo dtypes[DT_COUNT]; /* filled after the reference functions
 const char *dtype_name(uint32_t dt) { return dt < DT_COUNT ? dtypes[dt].name : NULL; }
 
 int dtype_from_name(const char *name) {
-    static const struct { const char *alias; int dt; } aliases[] = { { "q8", DT_Q8_0 }, { "q4", DT_Q4_0 } };
+    static const struct { const char *alias; int dt; } aliases[] = { { .alias = "q8", .dt = DT_Q8_0 }, { .alias = "q4", .dt = DT_Q4_0 } };
     for (size_t i = 0; i < sizeof aliases / sizeof aliases[0]; i++)
         if (strcmp(aliases[i].alias, name) == 0) return aliases[i].dt;
     for (int i = 0; i < DT_COUNT; i++)
@@ -294,11 +294,14 @@ static void quant_q4(const float *x, uint8_t *dst, uint64_t n) {
 }
 
 static const DTypeInfo dtypes[DT_COUNT] = {
-    [DT_F32] = { "f32", 1, 4, 0, dot_f32_scalar, dequant_f32, quant_f32 },
-    [DT_BF16] = { "bf16", 1, 2, 0, dot_bf16_scalar, dequant_bf16, quant_bf16 },
-    [DT_F16] = { "f16", 1, 2, 0, dot_f16_scalar, dequant_f16, quant_f16 },
-    [DT_Q8_0] = { "q8_0", QK, sizeof(BlockQ8_0), 1, dot_q8_scalar, dequant_q8, quant_q8 },
-    [DT_Q4_0] = { "q4_0", QK, sizeof(BlockQ4_0), 1, dot_q4_scalar, dequant_q4, quant_q4 },
+    [DT_F32] = { .name = "f32", .block = 1, .block_bytes = 4, .dot_ref = dot_f32_scalar, .dequant = dequant_f32, .quant = quant_f32 },
+    [DT_BF16] = { .name = "bf16", .block = 1, .block_bytes = 2, .dot_ref = dot_bf16_scalar, .dequant = dequant_bf16,
+                  .quant = quant_bf16 },
+    [DT_F16] = { .name = "f16", .block = 1, .block_bytes = 2, .dot_ref = dot_f16_scalar, .dequant = dequant_f16, .quant = quant_f16 },
+    [DT_Q8_0] = { .name = "q8_0", .block = QK, .block_bytes = sizeof(BlockQ8_0), .quantized = 1, .dot_ref = dot_q8_scalar,
+                  .dequant = dequant_q8, .quant = quant_q8 },
+    [DT_Q4_0] = { .name = "q4_0", .block = QK, .block_bytes = sizeof(BlockQ4_0), .quantized = 1, .dot_ref = dot_q4_scalar,
+                  .dequant = dequant_q4, .quant = quant_q4 },
 };
 
 void dequant_row(const Tensor *w, uint64_t row, float *out) {
