@@ -41,31 +41,6 @@
 #include "kernels.h"
 #include "util.h"
 
-/* ==== Per-thread scratch ====
- * Grown on demand and kept: tiles live on the worker that packs them, activation blocks on the
- * thread that calls matmul, attention scores on the thread that runs the block. The driver gets
- * it before any kernel runs; when it cannot, matmul and attention return -1 (no kernel
- * allocates, and none has a fallback path). Workers free theirs when the pool shuts down. */
-typedef struct { void *p; size_t cap; } Scratch;
-static _Thread_local Scratch tls_tile, tls_act, tls_att;
-
-static void *scratch(Scratch *s, size_t bytes) {
-    if (bytes > s->cap) {
-        free(s->p);
-        s->cap = (bytes + 63) / 64 * 64;
-        s->p = aligned_alloc(64, s->cap);
-        if (!s->p) s->cap = 0;
-    }
-    return s->p;
-}
-
-void kernels_thread_exit(void) {
-    free(tls_tile.p);
-    free(tls_act.p);
-    free(tls_att.p);
-    tls_tile = tls_act = tls_att = (Scratch){ 0 };
-}
-
 /* ==== DType table ==== */
 
 typedef struct {
@@ -205,7 +180,7 @@ DEF_PACK_C(pack_q8_c, DT_Q8_0, TR)
 DEF_PACK_C(pack_q4_tr8, DT_Q4_0, TR)
 DEF_PACK_C(pack_q4_tr16, DT_Q4_0, 16)
 
-/* ==== The matmul reference: one output at a time (quant.h "The matmul contract") ==== */
+/* ==== The matmul reference, one output at a time (quant.h "The matmul contract"), and row conversions ==== */
 
 /* acc += (d_w * d_a) * isum, as one fused step: the per-block rule every kernel follows. */
 static inline float fold_block(float acc, float dw, float da, int32_t isum) {
@@ -223,7 +198,7 @@ static float dot_bf16_scalar(const uint8_t *w, const void *x, uint64_t n) { retu
 static float dot_f16_scalar(const uint8_t *w, const void *x, uint64_t n) { return dot_f_ref(DT_F16, w, x, n); }
 
 static float dot_q_ref(uint32_t dt, const uint8_t *w, const ActQ8 *a, uint64_t cols) {
-    const uint64_t bytes = dt == DT_Q8_0 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0);
+    const uint64_t bytes = q_block_bytes(dt);
     float acc = 0.0f;
     for (uint64_t b = 0; b < cols / QK; b++) {
         int8_t v[QK];
@@ -386,6 +361,31 @@ static void attn_ref(const AttnBlock *b, float *s) {
             for (int64_t i = 0; i < hd; i++) o[i] += a * v[i];
         }
     }
+}
+
+/* ==== Per-thread scratch ====
+ * Grown on demand and kept: tiles live on the worker that packs them, activation blocks on the
+ * thread that calls matmul, attention scores on the thread that runs the block. The driver gets
+ * it before any kernel runs; when it cannot, matmul and attention return -1 (no kernel
+ * allocates, and none has a fallback path). Workers free theirs when the pool shuts down. */
+typedef struct { void *p; size_t cap; } Scratch;
+static _Thread_local Scratch tls_tile, tls_act, tls_att;
+
+static void *scratch(Scratch *s, size_t bytes) {
+    if (bytes > s->cap) {
+        free(s->p);
+        s->cap = (bytes + 63) / 64 * 64;
+        s->p = aligned_alloc(64, s->cap);
+        if (!s->p) s->cap = 0;
+    }
+    return s->p;
+}
+
+void kernels_thread_exit(void) {
+    free(tls_tile.p);
+    free(tls_act.p);
+    free(tls_att.p);
+    tls_tile = tls_act = tls_att = (Scratch){ 0 };
 }
 
 /* ==== Kernel selection: the only place that chooses an ISA ==== */
