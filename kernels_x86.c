@@ -570,7 +570,7 @@ static int have_avx512(void) {
            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
 }
 
-/* Activation blocks as q + 128 (vpdpbusd multiplies unsigned by signed bytes). */
+/* Activation blocks as q + 128 (vpdpbusd multiplies unsigned by signed bytes). Twin: act_row_ref. */
 __attribute__((target(X86_BASE))) static void act_vnni(const float *x, ActQ8 *a, uint64_t nb) { act_row_x86(x, a, nb, 1); }
 
 /* The avx512 version: 16 rows x 8 columns, rows i and i+8 sharing a zmm (two halves), so one
@@ -736,7 +736,7 @@ enum { V512_RV_Q = 2, V512_RN_Q = 4 };
 DEF_TILE_DISPATCH(gemm_q_512, __attribute__((target(X86_512))), RN_CASES_4, gemm_q_zmm_t, V512_RV_Q, 0)
 DEF_TILE_DISPATCH(gemm_q4_512, __attribute__((target(X86_512))), RN_CASES_4, gemm_q_zmm_t, V512_RV_Q, 1)
 
-/* The matrix-vector int8 kernels with vpdpbusd (see the AVX2 section's gemv). */
+/* The matrix-vector int8 kernels with vpdpbusd (see the AVX2 section's gemv). Twin: dot_q_ref. */
 static inline __attribute__((always_inline, target(X86_512))) __m256i qdot_vnni(uint32_t dt, const uint8_t *blk, __m256i a) {
     const __m256i u = dt == DT_Q4_0 ? q4_unsigned_x86(blk)
                                     : _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(blk + 2)), _mm256_set1_epi8((char)0x80));
@@ -748,7 +748,7 @@ DEF_GEMV_Q_X86(gemv_q_vnni_t, X86_512, qdot_vnni, QOFF_VNNI)
 /* One whole 64-byte line of each row is loaded at once (16 f32 or 32 bf16/f16 columns), so
  * every line is used up in registers the moment it arrives; 8 rows per group as in
  * gemv_f_x86, two groups per step for two independent fma chains. Whole 16-row blocks only:
- * the rows left over go through gemv_f_x86. */
+ * the rows left over go through gemv_f_x86. Twin: dot_f_ref, per output row. */
 AVX512_INLINE void gemv_f_512_line(uint32_t dt, const uint8_t *wg, uint64_t rb, const float *x, __m256 *acc) {
     __m512i line[8];
     UNROLL for (int i = 0; i < TR; i++) line[i] = _mm512_loadu_si512(wg + (uint64_t)i * rb);
@@ -796,7 +796,8 @@ DEF_GEMV_X86(gemv_f16_512, X86_512, gemv_f_512, DT_F16)
 DEF_GEMV_X86(gemv_q8_vnni, X86_512, gemv_q_vnni_t, DT_Q8_0)
 DEF_GEMV_X86(gemv_q4_vnni, X86_512, gemv_q_vnni_t, DT_Q4_0)
 
-/* The same 64 floats at a time in zmm registers (avx512 set; whole 16-float chunks). */
+/* attn_pv_x86's P.V, 64 floats at a time in zmm registers (avx512 set; whole 16-float chunks);
+ * part of attn_512, whose twin is attn_ref. */
 __attribute__((target(X86_512))) static void attn_pv_512(const AttnBlock *b, const float *s, float *const o[4], const int64_t len[4],
                                                           int64_t minlen, int64_t maxlen, int64_t i0) {
     enum { NV = 4 };
