@@ -530,13 +530,16 @@ typedef struct {
     int64_t forwards;
 } CodeTree;
 
-/* Softmax probability of each token in want[0..n) at these logits (f64 sum of f32 exps, as score()). */
-static void probs_of(const float *logits, uint32_t vocab, const int32_t *want, int n, double *out) {
+/* Softmax probability of each token in want[0..n) at these logits (f64 sum of f32 exps, as
+ * score()). -1 when the logits are not all finite: a score must never be NaN. */
+static int probs_of(const float *logits, uint32_t vocab, const int32_t *want, int n, double *out) {
     float mx = logits[0];
     for (uint32_t i = 1; i < vocab; i++) if (logits[i] > mx) mx = logits[i];
     double sum = 0;
     for (uint32_t i = 0; i < vocab; i++) sum += exp((double)logits[i] - (double)mx);
+    if (!isfinite(mx) || !isfinite(sum)) return -1; /* any NaN or infinity reaches one of these */
     for (int i = 0; i < n; i++) out[i] = exp((double)logits[want[i]] - (double)mx) / sum;
+    return 0;
 }
 
 /* members[0..n) share their first `depth` tokens, whose K/V end at s->n_cached == pos, and t->logits
@@ -553,7 +556,7 @@ static int score_node(Guard *g, RunState *s, CodeTree *t, const int *members, in
         if (!seen) next[n_next++] = tok;
     }
     double p[TEMPLATE_MAX_CATS], cont = 0;
-    probs_of(t->logits, m->cfg.vocab_size, next, n_next, p);
+    if (probs_of(t->logits, m->cfg.vocab_size, next, n_next, p)) return errf(err, "non-finite logits while scoring the categories");
     for (int k = 0; k < n_next; k++) cont += p[k];
     for (int i = 0; i < n; i++)
         if (t->len[members[i]] == depth) t->scores[members[i]] = mass * (1.0 - cont > 0 ? 1.0 - cont : 0.0);
