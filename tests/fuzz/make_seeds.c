@@ -120,31 +120,33 @@ static void add(GbWriter *w, const char *name, uint32_t dt, uint64_t rows, uint6
     if (rc) die(name, err);
 }
 
-/* A prefix KV cache file (classify.c layout) for the model just written: two entries of a few
- * positions, identity read back from the file itself. */
-static void kvcache_seed(const char *model_path, const Config *c) {
-    char err[ERRLEN];
-    GuardFile g;
-    if (gb_open(&g, model_path, err)) die("kv seed", err);
-    uint32_t kv_dim = c->n_kv_heads * c->head_dim;
-    Buf b = { 0 };
-    buf_put(&b, "GUARDKV1", 8);
-    buf_u32(&b, 1);
-    buf_u32(&b, 2);
-    buf_u64(&b, g.map.size);
-    buf_u32(&b, g.data_crc);
-    buf_u32(&b, c->n_layers);
-    buf_u32(&b, kv_dim);
-    buf_u32(&b, c->vocab_size);
-    for (uint32_t n = 3; n <= 4; n++) {
-        buf_u32(&b, n);
-        for (uint32_t k = 0; k < n; k++) buf_u32(&b, 256 + k);
-        for (uint64_t k = 0; k < 2ull * n * kv_dim * c->n_layers; k++) buf_f32(&b, frand());
+/* A prefix KV cache file for the model just written, by guard_cache_save itself: two entries of
+ * a few positions with random K/V. */
+static void kvcache_seed(const char *model_path) {
+    char err[ERRLEN], kv[64];
+    Guard g;
+    if (guard_open(&g, model_path, 1, err)) die("kv seed", err);
+    const Config *c = &g.model.cfg;
+    uint64_t floats = (uint64_t)c->n_kv_heads * c->head_dim * c->n_layers;
+    for (int i = 0; i < 2; i++) {
+        PrefixEntry *e = &g.prefixes.e[i];
+        e->n = 3 + i;
+        e->ids = malloc((size_t)e->n * sizeof *e->ids);
+        e->k = malloc((size_t)(e->n * floats) * sizeof(float));
+        e->v = malloc((size_t)(e->n * floats) * sizeof(float));
+        if (!e->ids || !e->k || !e->v) die("kv seed", "out of memory");
+        for (int64_t k = 0; k < e->n; k++) e->ids[k] = 256 + (int32_t)k;
+        for (uint64_t k = 0; k < (uint64_t)e->n * floats; k++) e->k[k] = frand(), e->v[k] = frand();
+        e->used = (uint64_t)i + 1;
     }
-    buf_u32(&b, crc32_update(0, b.p, (size_t)b.len));
-    seed_buf("kvcache", "ok-two-entries", &b);
-    buf_free(&b);
-    gb_close(&g);
+    snprintf(kv, sizeof kv, "%s.kv", model_path);
+    if (guard_cache_save(&g, kv, err)) die("kv seed", err);
+    MappedFile m;
+    if (map_file(&m, kv, err)) die("kv seed", err);
+    seed("kvcache", "ok-two-entries", m.data, (size_t)m.size);
+    unmap_file(&m);
+    unlink(kv);
+    guard_close(&g);
 }
 
 static void guardbin_seed(const char *name, const Config *c, const Tokenizer *tok, int version) {
@@ -190,7 +192,7 @@ static void guardbin_seed(const char *name, const Config *c, const Tokenizer *to
     char sname[64];
     snprintf(sname, sizeof sname, "ok-%s", tok_type(tok) == TOK_LLAMA3_BPE ? "l3" : "spm");
     seed("tokload", sname, tb, (size_t)tl);
-    if (version == GUARD_LG3_1B) kvcache_seed(tmp, c);
+    if (version == GUARD_LG3_1B) kvcache_seed(tmp);
     unmap_file(&m);
     unlink(tmp);
     free(tb);
