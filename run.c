@@ -303,8 +303,8 @@ static int run_classify(Guard *g, const Opts *o, char *err) {
     format |= o->chat_flags;
     PromptFormat pf = { 0 };
     Conversation conv;
+    pf.version = g->pf.version; /* first: which category texts are valid depends on it */
     int rc = template_set_categories(&pf, g->pf.cats, g->pf.n_cats, err);
-    pf.version = g->pf.version;
     if (rc == 0 && o->categories) rc = template_read_categories(&pf, o->categories, err);
     if (rc == 0 && o->exclude) rc = template_exclude(&pf, o->exclude, err);
     if (rc == 0) rc = chat_read_file(&conv, o->input ? o->input : "-", format, err);
@@ -354,8 +354,8 @@ static int run_classify(Guard *g, const Opts *o, char *err) {
 
 /* Per-line prompt categories: "categories" as {code: text} and "exclude" as "S6,S8" or [..]. */
 static int line_categories(const Json *j, const JsonNode *root, const PromptFormat *base, PromptFormat *pf, int eval, char *err) {
-    if (template_set_categories(pf, base->cats, base->n_cats, err)) return -1;
     pf->version = base->version;
+    if (template_set_categories(pf, base->cats, base->n_cats, err)) return -1;
     const JsonNode *cats = eval ? NULL : json_get(j, root, "categories"), *ex = json_get(j, root, "exclude");
     if (cats && cats->type != JSON_OBJECT) return errf(err, "\"categories\" must be an object {\"S1\": \"text\", ...}");
     if (cats) {
@@ -526,8 +526,8 @@ static int run_batch(Guard *g, const Opts *o, char *err) {
     RunState s;
     int rc = state_init(&s, &g->model, 0, err);
     PromptFormat base = { 0 };
-    if (rc == 0) rc = template_set_categories(&base, g->pf.cats, g->pf.n_cats, err);
     base.version = g->pf.version;
+    if (rc == 0) rc = template_set_categories(&base, g->pf.cats, g->pf.n_cats, err);
     if (rc == 0 && o->categories) rc = template_read_categories(&base, o->categories, err);
     if (rc == 0 && o->exclude) rc = template_exclude(&base, o->exclude, err);
     EvalData ed = { 0 };

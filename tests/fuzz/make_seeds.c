@@ -234,7 +234,8 @@ static void prompt_seeds(void) {
     PromptFormat pf;
     Buf b = { 0 };
     static const char cats[] = "S1: Violent Crimes.\nS2: Spam. Unsolicited advertising.\nX_9-z: multi\\nline \\\\ text\n";
-    if (template_default(&pf, GUARD_LG3_8B, err) || template_parse_categories(&pf, cats, sizeof cats - 1, err) ||
+    /* multi-line descriptions are Llama Guard 1's format (refused for the others: issue #15) */
+    if (template_default(&pf, GUARD_LG1, err) || template_parse_categories(&pf, cats, sizeof cats - 1, err) ||
         template_serialize(&pf, &b, err))
         die("custom prompt", err);
     seed_buf("prompt", "ok-custom", &b);
@@ -594,7 +595,8 @@ static void text_seeds(void) {
     seed_str("json", "ok-object", "{\"a\":[1,-2.5e3,true,false,null,\"x\\u00e9\\ud83d\\ude00\\n\"],\"b\":{},\"c\":[]}");
     seed_str("json", "ok-bom", "\xEF\xBB\xBF [ \"\\\"\\\\\\/\\b\\f\\n\\r\\t\", 0, 1e-7, -0.0 ]");
     seed_str("json", "ok-surrogates", "[\"\\ud800\",\"\\udc00\\ud800x\",\"\\uD83D\\uDE00\"]");
-    seed_str("json", "ok-dupkeys", "{\"k\":1,\"k\":2,\"\\u0000\":3}");
+    seed_str("json", "bad-dupkeys", "{\"k\":1,\"k\":2,\"\\u0000\":3}"); /* duplicate keys are refused (issue #15) */
+    seed_str("json", "ok-nearkeys", "{\"k\":1,\"K\":2,\"k\\u0000\":3,\"\\u0000\":4,\"o\":{\"k\":5}}");
     seed_str("json", "bad-trailing", "{\"a\":1} x");
     seed_str("json", "bad-deep", "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[");
     seed_str("json", "ok-numbers", "[9007199254740993,1e308,1e309,-1e400,123456789012345678901234567890,0.1e-400]");
@@ -607,7 +609,7 @@ static void text_seeds(void) {
     seed_str("chat", "bad-role", "\x03[{\"role\":\"system\",\"content\":\"x\"}]");
     seed_str("chat", "bad-image", "\x03[{\"role\":\"user\",\"content\":[{\"type\":\"image\"}]}]");
 
-    seed_str("render", "ok-custom", "\x02" FUZZ_SEP "S1: Violent Crimes.\n# comment\n\nS2 : Spam. Ads\\nmore\r\n" FUZZ_SEP
+    seed_str("render", "ok-custom", "\x04" FUZZ_SEP "S1: Violent Crimes.\n# comment\n\nS2 : Spam. Ads\\nmore\r\n" FUZZ_SEP
                                     "S2" FUZZ_SEP "User: hi\nAgent:  hello \u3000" FUZZ_SEP "\n\nunsafe\nS1, S2,S99,\x01x");
     seed_str("render", "ok-defaults", "\x03" FUZZ_SEP FUZZ_SEP " S6 , S8 " FUZZ_SEP "[{\"role\":\"user\",\"content\":\" x \"}]" FUZZ_SEP "safe");
     seed_str("render", "ok-lg1", "\x04" FUZZ_SEP FUZZ_SEP FUZZ_SEP "just text" FUZZ_SEP " unsafe\nO1,O6");
