@@ -322,6 +322,39 @@ void state_evict(const char *dir, const char *suffix, uint64_t max_bytes, const 
     closedir(d);
 }
 
+static int scan_same(const char *dir, const struct stat *out, int depth, char *which, size_t n) {
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    struct dirent *e;
+    int found = 0;
+    while (!found && (e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        char p[4200];
+        struct stat st;
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        if (stat(p, &st) != 0) continue;
+        if (st.st_dev == out->st_dev && st.st_ino == out->st_ino) found = 1, snprintf(which, n, "%s", p);
+        else if (S_ISDIR(st.st_mode) && depth > 0) found = scan_same(p, out, depth - 1, which, n);
+    }
+    closedir(d);
+    return found;
+}
+
+int same_file_under(const char *path, const char *tree, char *which, size_t n) {
+    struct stat out, st;
+    if (stat(path, &out) != 0 || stat(tree, &st) != 0) return 0;
+    if (st.st_dev == out.st_dev && st.st_ino == out.st_ino) {
+        snprintf(which, n, "%s", tree);
+        return 1;
+    }
+    return S_ISDIR(st.st_mode) && scan_same(tree, &out, 1, which, n);
+}
+
+int same_file_as(const char *path, const MappedFile *m) {
+    struct stat out;
+    return m->data && stat(path, &out) == 0 && (uint64_t)out.st_dev == m->dev && (uint64_t)out.st_ino == m->ino;
+}
+
 /* ==== checksums ==== */
 
 uint32_t crc32_update(uint32_t crc, const void *p, size_t n) {

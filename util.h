@@ -84,6 +84,13 @@ int state_dir(const char *dir, int create, char *err);
  * than keep, until their total size is at most max_bytes. */
 void state_evict(const char *dir, const char *suffix, uint64_t max_bytes, const char *keep);
 
+/* Is the existing file at path also `tree`, or an entry of the directory tree or of a directory
+ * directly inside it (say original/)? Compared by device and inode, after following links, so
+ * no other name for the same file gets past. 1 with the matching name in which, else 0. */
+int same_file_under(const char *path, const char *tree, char *which, size_t n);
+/* Is the existing file at path the one m maps (device and inode)? */
+int same_file_as(const char *path, const MappedFile *m);
+
 /* ---- checksums ---- */
 uint32_t crc32_update(uint32_t crc, const void *p, size_t n); /* zlib polynomial; start with 0 */
 

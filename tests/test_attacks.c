@@ -371,6 +371,92 @@ static void test_category_injection(void **st) {
     assert_int_equal(lines, 2);
 }
 
+/* ==== 6. Export ==== */
+
+/* A private copy of the l2 checkpoint (its tokenizer.json is a link in the fixture). */
+static const char *ckpt(void) {
+    const char *dir = tmp("ckpt");
+    const char *src = shared_path("fixtures/l2"), *tok = shared_path("tokenizer/llama2/tokenizer.json");
+    assert_int_equal(run_cmd(NULL, 0, "rm -rf '%s' && mkdir '%s' && cp '%s/config.json' '%s/model.safetensors' '%s/tokenizer_config.json' '%s' '%s/'",
+                             dir, dir, src, src, src, tok, dir), 0);
+    return dir;
+}
+
+/* Attack: ./export CKPT CKPT/config.json (or any other name for an input: a hard link, a symbolic
+ * link, the GGUF file itself). Old: the input was overwritten. Required: refused (device and inode
+ * compared), the input unchanged, exit 2. */
+static void test_export_never_overwrites_input(void **st) {
+    (void)st;
+    const char *dir = ckpt();
+    char o[1 << 14], cfg[800], hard[800], soft[800];
+    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+    snprintf(hard, sizeof hard, "%s", tmp("hard.bin"));
+    snprintf(soft, sizeof soft, "%s", tmp("soft.bin"));
+    size_t n0, n1;
+    char *before = slurp(cfg, &n0);
+    int rc = run_cmd(o, sizeof o, "./export '%s' '%s'", dir, cfg);
+    if (rc != 2 || !strstr(o, "refusing to overwrite an input") || !one_line(o)) fail_msg("%d: %s", rc, o);
+    char *after = slurp(cfg, &n1);
+    assert_true(n0 == n1 && memcmp(before, after, n0) == 0);
+    free(before);
+    free(after);
+    assert_int_equal(run_cmd(NULL, 0, "rm -f '%s' '%s'; ln '%s/model.safetensors' '%s' && ln -s '%s/tokenizer.json' '%s'", hard, soft, dir, hard, dir, soft), 0);
+    assert_int_equal(run_cmd(o, sizeof o, "./export '%s' '%s'", dir, hard), 2);
+    assert_non_null(strstr(o, "model.safetensors"));
+    assert_int_equal(run_cmd(o, sizeof o, "./export '%s' '%s'", dir, soft), 2);
+    assert_non_null(strstr(o, "tokenizer.json"));
+    const char *gguf = tmp("in.gguf");
+    assert_int_equal(run_cmd(NULL, 0, "cp '%s' '%s'", shared_path("imports/gguf_l32/l32-Q8_0.gguf"), gguf), 0);
+    assert_int_equal(run_cmd(o, sizeof o, "./export '%s' '%s'", gguf, gguf), 2);
+    assert_int_equal(run_cmd(o, sizeof o, "cmp '%s' '%s'", gguf, shared_path("imports/gguf_l32/l32-Q8_0.gguf")), 0);
+}
+
+/* Attack: --guard naming another Llama Guard than the checkpoint is (its chat template, its
+ * tokenizer, its RoPE). Old: accepted, giving a guard.bin with the wrong prompt. Required: refused
+ * unless --force. */
+static void test_export_guard_contradiction(void **st) {
+    (void)st;
+    char o[1 << 14];
+    const char *out = tmp("g.bin");
+    int rc = run_cmd(o, sizeof o, "./export '%s' '%s' --guard lg2", shared_path("fixtures/l32"), out);
+    if (rc != 2 || !strstr(o, "contradicts the checkpoint (its chat template is Llama Guard 3 1B's)") || !one_line(o)) fail_msg("%d: %s", rc, o);
+    assert_false(file_exists(out));
+    assert_int_equal(run_cmd(o, sizeof o, "./export '%s' '%s' --guard lg2 --force", shared_path("fixtures/l32"), out), 0);
+    assert_int_equal(run_cmd(o, sizeof o, "./run '%s' --info", out), 0);
+    assert_non_null(strstr(o, "Llama Guard 2 8B"));
+    /* without a chat template the architecture still speaks: a Llama 2 (SentencePiece) checkpoint is no LG3 */
+    const char *dir = ckpt();
+    char cfg[800];
+    snprintf(cfg, sizeof cfg, "%s/tokenizer_config.json", dir);
+    write_str(cfg, "{}");
+    assert_int_equal(run_cmd(o, sizeof o, "./export '%s' '%s' --guard lg3-8b", dir, out), 2);
+    assert_non_null(strstr(o, "its tokenizer is SentencePiece"));
+    assert_int_equal(run_cmd(o, sizeof o, "./export '%s' '%s' --guard lg1", dir, out), 0);
+}
+
+/* Attack on the user's disk and precision: exporting a Q8_0 GGUF without --dtype. Old: f32, four
+ * times the file. Required: the default keeps the source's precision (Q8_0 -> q8 blocks copied,
+ * bf16 -> bf16, f16 -> f16; K-quants, AWQ and bitsandbytes int8 -> q8). */
+static void test_export_default_dtype(void **st) {
+    (void)st;
+    static const struct { const char *src, *dtype; } cases[] = {
+        { "imports/gguf_l32/l32-Q8_0.gguf", "q8_0" }, { "fixtures/l32", "bf16" },     { "imports/gguf_l2/l2-F16.gguf", "f16" },
+        { "imports/gguf_l2m/l2m-Q4_K_M.gguf", "q8_0" }, { "imports/awq_l2s", "q8_0" }, { "imports/bnb_l2", "q8_0" },
+    };
+    const char *out = tmp("d.bin");
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char o[1 << 14], want[64];
+        int rc = run_cmd(o, sizeof o, "./export '%s' '%s' && ./run '%s' --info", shared_path("%s", cases[i].src), out, out);
+        snprintf(want, sizeof want, "dtype         %s\n", cases[i].dtype);
+        if (rc || !strstr(o, want)) fail_msg("%s: want %s: %s", cases[i].src, cases[i].dtype, o);
+    }
+    /* the Q8_0 blocks are the GGUF's own: the same file as an explicit --dtype q8 */
+    char o[4096];
+    const char *q8 = tmp("q8.bin");
+    assert_int_equal(run_cmd(o, sizeof o, "./export '%s' '%s' && ./export '%s' '%s' --dtype q8 && cmp '%s' '%s'", shared_path("imports/gguf_l32/l32-Q8_0.gguf"),
+                             out, shared_path("imports/gguf_l32/l32-Q8_0.gguf"), q8, out, q8), 0);
+}
+
 int main(void) {
     snprintf(xdg, sizeof xdg, "%s/xdg", test_tmpdir());
     setenv("XDG_CACHE_HOME", xdg, 1);
@@ -384,6 +470,9 @@ int main(void) {
         cmocka_unit_test(test_duplicate_json_keys),
         cmocka_unit_test(test_json_output_is_utf8),
         cmocka_unit_test(test_category_injection),
+        cmocka_unit_test(test_export_never_overwrites_input),
+        cmocka_unit_test(test_export_guard_contradiction),
+        cmocka_unit_test(test_export_default_dtype),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     run_cmd(NULL, 0, "rm -rf '%s'", test_tmpdir());

@@ -197,7 +197,7 @@ static void check_rendered(const char *bin, const char *name, const char *conv, 
 
 static void test_rendered_examples(void **st) {
     (void)st;
-    const char *l32 = exported("l32", ""), *l31 = exported("l31", ""), *l2 = exported("l2", ""), *lg2 = exported("l31", "--guard lg2");
+    const char *l32 = exported("l32", ""), *l31 = exported("l31", ""), *l2 = exported("l2", ""), *lg2 = exported("l31", "--guard lg2 --force"); /* no LG2 fixture: the LG3 8B one under LG2's prompt (--force since #15) */
     check_rendered(l32, "hf_lg3_1b_A_user", conv_A, "");
     check_rendered(l32, "hf_lg3_1b_B_user_agent", conv_B, "");
     check_rendered(l31, "hf_lg3_8b_A_user", conv_A, "");
