@@ -644,7 +644,7 @@ int main(int argc, char **argv) {
     int classifying = !audit && !o.tokenize && !o.detokenize && !o.show_prompt && !o.show_tokens;
     uint64_t cache_max = o.cache_max_mb >= 0 ? (uint64_t)o.cache_max_mb << 20 : CACHE_MAX_DEFAULT;
     g.no_prefix_store = audit ? 1 : o.no_cache;
-    g.cache_max_bytes = cache_max;
+    g.cache_max_bytes = cache_max ? cache_max : 1; /* --cache-max 0: nothing fits (0 would mean the default) */
     if ((classifying || o.info) && !o.no_cache) {
         if (guard_cache_locate(&g.model, o.model, o.cache, cache_path, sizeof cache_path, warn)) {
             fprintf(stderr, "run: warning: %s; the prefix cache is off\n", warn);

@@ -152,6 +152,14 @@ int afile_create(AtomicFile *a, const char *path, unsigned mode, char *err) {
         afile_abort(a);
         return errf(err, "%s: out of memory", path);
     }
+    /* rename replaces whatever node is at path: a device, FIFO or socket, or a symbolic link such
+     * as /dev/stdout (-> /proc/self/fd/1), which as root would be destroyed for every process */
+    struct stat st;
+    if (lstat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        afile_abort(a);
+        return errf(err, "%s: not a regular file (%s); write to pipes and devices through the shell instead", path,
+                    S_ISLNK(st.st_mode) ? "a symbolic link" : "a device, FIFO or socket");
+    }
     /* mkstemp: a fresh name in the target's own directory (so rename is atomic), created with
      * O_CREAT|O_EXCL, so a planted file or symbolic link at that name is never opened. */
     snprintf(a->tmp, n, "%s.tmp.XXXXXX", path);

@@ -25,10 +25,11 @@ static void write_bytes(const char *path, const void *p, size_t n) {
 }
 static void write_str(const char *path, const char *s) { write_bytes(path, s, strlen(s)); }
 
+/* A path in the test's temp dir, in a rotating buffer (64 deep: a test's paths stay valid). */
 static const char *tmp(const char *name) {
-    static char bufs[8][700];
+    static char bufs[64][700];
     static int k;
-    char *b = bufs[k++ & 7];
+    char *b = bufs[k++ & 63];
     snprintf(b, 700, "%s/%s", test_tmpdir(), name);
     return b;
 }
@@ -457,6 +458,283 @@ static void test_export_default_dtype(void **st) {
                              out, shared_path("imports/gguf_l32/l32-Q8_0.gguf"), q8, out, q8), 0);
 }
 
+/* ==== 7, 8. Temporary files and the prefix cache file ==== */
+
+/* The JSON verdict of one run, minus timings and the cache counter (to compare runs). */
+static void verdict_of(const char *bin, const char *opts, char *out, size_t n) {
+    char o[1 << 14];
+    int rc = run_cmd(o, sizeof o, "./run '%s' -i '%s' --json %s 2>/dev/null", bin, tmp("hello.txt"), opts);
+    if (rc != 1 && rc != 0) fail_msg("%s: %d %s", opts, rc, o);
+    char *cut = strstr(o, ",\"prompt_tokens\"");
+    if (cut) *cut = 0;
+    size_t k = strlen(o) < n - 1 ? strlen(o) : n - 1;
+    memcpy(out, o, k);
+    out[k] = 0;
+}
+
+/* Attack: none, a new user. Old: the cache was written silently next to the model (a read-only
+ * folder turned it off without a word), with no size bound (one Llama Guard 1 entry is 0.9 GB).
+ * Required: $XDG_CACHE_HOME/llama-guard/ else ~/.cache/llama-guard/ (created 0700), never beside
+ * the model; --info and -v say where; write failures warn; the directory's total is bounded
+ * (--cache-max MiB, oldest first). */
+static void test_cache_location_and_bound(void **st) {
+    (void)st;
+    char o[1 << 14], home[700], dir[800];
+    write_str(tmp("hello.txt"), "Hello\n");
+    snprintf(home, sizeof home, "%s", tmp("home"));
+    mkdir(home, 0700);
+    int rc = run_cmd(o, sizeof o, "env -u XDG_CACHE_HOME HOME='%s' ./run '%s' -i '%s' -v", home, model(), tmp("hello.txt"));
+    if (rc != 1 || !strstr(o, "/.cache/llama-guard/l32.bin.")) fail_msg("%d: %s", rc, o);
+    snprintf(dir, sizeof dir, "%s/.cache/llama-guard", home);
+    struct stat sb;
+    assert_int_equal(stat(dir, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0700);
+    assert_int_equal(run_cmd(o, sizeof o, "ls '%s'/*.kv | wc -l; ls '%s' | grep -c '[.]kv$' || true", dir, test_tmpdir()), 0);
+    assert_string_equal(o, "1\n0\n"); /* in the cache directory, nothing beside the model */
+    assert_int_equal(run_cmd(o, sizeof o, "./run '%s' --info", model()), 0);
+    snprintf(dir, sizeof dir, "prefix cache  %s/llama-guard/l32.bin.", xdg);
+    assert_non_null(strstr(o, dir));
+    /* bounded: three old 600 KiB cache files and a 1 MiB limit leave the newest ones that fit */
+    snprintf(dir, sizeof dir, "%s/llama-guard", xdg);
+    assert_int_equal(run_cmd(o, sizeof o, "cd '%s' && rm -f l32.bin.*.kv && for i in 1 2 3; do head -c 614400 /dev/zero > old$i.kv; touch -d \"2020-01-0$i\" old$i.kv; done", dir), 0);
+    assert_int_equal(run_cmd(o, sizeof o, "./run '%s' -i '%s' --cache-max 1", model(), tmp("hello.txt")), 1);
+    assert_int_equal(run_cmd(o, sizeof o, "cd '%s' && ls *.kv | tr '\\n' ' '", dir), 0);
+    if (strstr(o, "old1.kv") || strstr(o, "old2.kv") || !strstr(o, "old3.kv") || !strstr(o, "l32.bin.")) fail_msg("after eviction: %s", o);
+    /* a limit smaller than one entry: a visible warning, and the verdict all the same */
+    unlink(tmp("small.kv"));
+    assert_int_equal(run_cmd(o, sizeof o, "./run '%s' -i '%s' --cache '%s' --cache-max 0", model(), tmp("hello.txt"), tmp("small.kv")), 1);
+    assert_non_null(strstr(o, "warning: "));
+    assert_non_null(strstr(o, "--cache-max"));
+    assert_false(file_exists(tmp("small.kv")));
+    /* a path that cannot be written: one visible warning line */
+    mkdir(tmp("adir"), 0700);
+    assert_int_equal(run_cmd(o, sizeof o, "./run '%s' -i '%s' --cache '%s' 2>&1 >/dev/null", model(), tmp("hello.txt"), tmp("adir")), 1);
+    if (!strstr(o, "warning: ") || !strstr(o, "not a regular file")) fail_msg("%s", o);
+}
+
+/* A valid cache file for model() at path (written by a run). */
+static void make_cache(const char *path) {
+    char o[4096];
+    unlink(path);
+    assert_int_equal(run_cmd(o, sizeof o, "./run '%s' -i '%s' --cache '%s'", model(), tmp("hello.txt"), path), 1);
+    assert_true(file_exists(path));
+}
+
+/* Attack: whoever can write the cache path controls the guard (MODEL.bin.kv, a shared
+ * $XDG_CACHE_HOME, a --cache in /tmp); --cache FILE replaced whatever was there (a notes file, the
+ * model itself, a device as root); a FIFO blocked the run forever. Required: a cache file is
+ * trusted only if it is a regular file of this user's, writable by no one else, in a directory no
+ * one else can write; non-regular files are opened without blocking or following links and
+ * ignored with a warning; a file that is not a cache of ours is never replaced. */
+static void test_cache_trust(void **st) {
+    (void)st;
+    char o[1 << 14], cold[4096], v[4096];
+    write_str(tmp("hello.txt"), "Hello\n");
+    verdict_of(model(), "--no-cache", cold, sizeof cold);
+    const char *kv = tmp("t.kv");
+    /* group/other-writable file: ignored, then not replaced */
+    make_cache(kv);
+    chmod(kv, 0666);
+    assert_int_equal(run_cmd(o, sizeof o, "./run '%s' -i '%s' --cache '%s' 2>&1 >/dev/null", model(), tmp("hello.txt"), kv), 1);
+    if (!strstr(o, "writable by group or others") || !strstr(o, "not replacing")) fail_msg("%s", o);
+    /* not owned by this user (needs root to make one) */
+    make_cache(kv);
+    if (geteuid() == 0) {
+        assert_int_equal(chown(kv, 65534, 65534), 0);
+        assert_int_equal(run_cmd(o, sizeof o, "./run '%s' -i '%s' --cache '%s' 2>&1 >/dev/null", model(), tmp("hello.txt"), kv), 1);
+        if (!strstr(o, "not owned by you")) fail_msg("%s", o);
+        assert_int_equal(chown(kv, 0, 0), 0);
+    } else printf("  (not root: the foreign-owner case is skipped)\n");
+    /* a directory others can write: the cache is off, with a warning */
+    const char *open_dir = tmp("shared");
+    mkdir(open_dir, 0777);
+    chmod(open_dir, 0777);
+    char in_open[800];
+    snprintf(in_open, sizeof in_open, "%s/c.kv", open_dir);
+    assert_int_equal(run_cmd(o, sizeof o, "./run '%s' -i '%s' --cache '%s' 2>&1 >/dev/null", model(), tmp("hello.txt"), in_open), 1);
+    if (!strstr(o, "writable by group or others") || file_exists(in_open)) fail_msg("%s", o);
+    /* a symbolic link: not followed, its target untouched */
+    const char *victim = tmp("victim.txt"), *link = tmp("link.kv");
+    write_str(victim, "precious\n");
+    unlink(link);
+    assert_int_equal(symlink(victim, link), 0);
+    assert_int_equal(run_cmd(o, sizeof o, "./run '%s' -i '%s' --cache '%s' 2>&1 >/dev/null", model(), tmp("hello.txt"), link), 1);
+    assert_non_null(strstr(o, "symbolic link"));
+    char *keep = slurp(victim, NULL);
+    assert_string_equal(keep, "precious\n");
+    free(keep);
+    /* a FIFO: never blocks (bounded by timeout), ignored, still a FIFO */
+    const char *fifo = tmp("fifo.kv");
+    unlink(fifo);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    assert_int_equal(run_cmd(o, sizeof o, "timeout 60 ./run '%s' -i '%s' --cache '%s' 2>&1 >/dev/null", model(), tmp("hello.txt"), fifo), 1);
+    assert_non_null(strstr(o, "not a regular file"));
+    struct stat sb;
+    assert_int_equal(lstat(fifo, &sb), 0);
+    assert_true(S_ISFIFO(sb.st_mode));
+    /* a notes file and the model itself: not ours, never replaced */
+    const char *notes = tmp("notes.txt");
+    write_str(notes, "my notes\n");
+    assert_int_equal(run_cmd(o, sizeof o, "./run '%s' -i '%s' --cache '%s' 2>&1 >/dev/null", model(), tmp("hello.txt"), notes), 1);
+    assert_non_null(strstr(o, "left untouched"));
+    keep = slurp(notes, NULL);
+    assert_string_equal(keep, "my notes\n");
+    free(keep);
+    assert_int_equal(run_cmd(o, sizeof o, "cp '%s' '%s' && ./run '%s' -i '%s' --cache '%s' 2>&1 >/dev/null && cmp '%s' '%s'", model(), tmp("copy.bin"),
+                             model(), tmp("hello.txt"), tmp("copy.bin"), model(), tmp("copy.bin")), 1);
+    assert_int_equal(run_cmd(o, sizeof o, "cmp '%s' '%s'", model(), tmp("copy.bin")), 0);
+    /* and every one of these runs gave the cold verdict */
+    verdict_of(model(), "", v, sizeof v);
+    assert_string_equal(cold, v);
+}
+
+static void put_u64(uint8_t *p, uint64_t v) { put_u32(p, (uint32_t)v), put_u32(p + 4, (uint32_t)(v >> 32)); }
+
+/* Attack: two models sharing the data region but not eps / rope_theta / RoPE factor shared one
+ * cache (results differed from --no-cache); a 16 GiB sparse file with the right magic was read
+ * and checksummed in full (57 s, 16.8 GB RSS); K/V rewritten to NaN (CRC recomputed) gave "safe".
+ * Required: identity covers every header field, the tokenizer and the prompt; sizes are checked
+ * against the header before anything is read; non-finite K/V are refused (and a NaN verdict
+ * would fail closed anyway). */
+static void test_cache_identity_and_forgery(void **st) {
+    (void)st;
+    char o[1 << 14], cold[4096], v[4096];
+    write_str(tmp("hello.txt"), "Hello\n");
+    const char *kv = tmp("i.kv");
+    make_cache(kv);
+    /* the same data, another eps (header CRC recomputed: a valid file) */
+    size_t n;
+    uint8_t *b = (uint8_t *)slurp(model(), &n);
+    union { float f; uint32_t u; } eps = { .f = 1e-3f };
+    put_u32(b + 92, eps.u);
+    uint64_t data_off = ld_u64(b + 32);
+    memset(b + 48, 0, 4);
+    put_u32(b + 48, crc32_update(0, b, (size_t)data_off));
+    const char *other = tmp("eps.bin");
+    write_bytes(other, b, n);
+    free(b);
+    verdict_of(other, "--no-cache", cold, sizeof cold);
+    assert_int_equal(run_cmd(o, sizeof o, "./run '%s' -i '%s' --cache '%s' --json 2>&1 >/dev/null", other, tmp("hello.txt"), kv), 1);
+    assert_non_null(strstr(o, "different model"));
+    make_cache(kv);
+    char opts[900];
+    snprintf(opts, sizeof opts, "--cache '%s'", kv);
+    verdict_of(other, opts, v, sizeof v);
+    assert_string_equal(cold, v);
+    /* 16 GiB sparse, right magic and header: refused from its size alone, fast (timeout 20 s) */
+    make_cache(kv);
+    int rc = run_cmd(o, sizeof o, "truncate -s 16G '%s' && timeout 20 ./run '%s' -i '%s' --cache '%s' 2>&1 >/dev/null", kv, model(), tmp("hello.txt"), kv);
+    if (rc != 1 || !strstr(o, "size differs from what its header states")) fail_msg("%d: %s", rc, o);
+    /* forged K/V: NaN with the CRC recomputed */
+    make_cache(kv);
+    b = (uint8_t *)slurp(kv, &n);
+    const size_t header = 16 + 36 + 16 + 8;
+    uint32_t n0 = ld_u32(b + 52);
+    for (size_t i = header + 4 * (size_t)n0; i + 4 < n; i += 4) put_u32(b + i, 0x7FC00000u);
+    put_u32(b + n - 4, crc32_update(0, b, n - 4));
+    write_bytes(kv, b, n);
+    chmod(kv, 0600);
+    verdict_of(model(), "--no-cache", cold, sizeof cold);
+    assert_int_equal(run_cmd(o, sizeof o, "./run '%s' -i '%s' --cache '%s' 2>&1 >/dev/null", model(), tmp("hello.txt"), kv), 1);
+    assert_non_null(strstr(o, "non-finite keys or values"));
+    verdict_of(model(), opts, v, sizeof v);
+    assert_string_equal(cold, v);
+    /* a header claiming more than the file holds (sizes field forged to match): refused the same way */
+    b[16 + 36 + 16] ^= 1;
+    put_u64(b + 16 + 36 + 16, ld_u64(b + 16 + 36 + 16));
+    write_bytes(kv, b, n);
+    free(b);
+    assert_int_equal(run_cmd(o, sizeof o, "./run '%s' -i '%s' --cache '%s' 2>&1 >/dev/null", model(), tmp("hello.txt"), kv), 1);
+    assert_non_null(strstr(o, "ignoring the KV cache"));
+}
+
+/* Attack: temporary files named PATH.tmp.<pid>, opened with fopen("wb"): a planted link made the
+ * runtime overwrite the link's target (for -o and the cache alike); -o /dev/stdout replaced the
+ * /dev/stdout link as root. Required: mkstemp (O_CREAT|O_EXCL) in the target's directory, then
+ * fsync and rename; a failed write leaves no partial file; a target that is not a regular file is
+ * refused. The planted link uses the old name: `exec` keeps the shell's pid for ./run. */
+static void test_temp_files(void **st) {
+    (void)st;
+    char o[1 << 14];
+    const char *victim = tmp("victim2.txt"), *jl = tmp("tf.jsonl"), *out = tmp("tf.out"), *kv = tmp("tf.kv");
+    write_str(victim, "precious\n");
+    write_str(jl, "{\"messages\":[{\"role\":\"user\",\"content\":\"a\"}]}\n");
+    unlink(out);
+    unlink(kv);
+    assert_int_equal(run_cmd(o, sizeof o, "sh -c 'ln -s \"%s\" \"%s.tmp.$$\"; ln -s \"%s\" \"%s.tmp.$$\"; exec ./run \"%s\" --batch \"%s\" -o \"%s\" --cache \"%s\"'",
+                             victim, out, victim, kv, model(), jl, out, kv), 0);
+    char *keep = slurp(victim, NULL);
+    assert_string_equal(keep, "precious\n");
+    free(keep);
+    assert_true(file_exists(out) && file_exists(kv));
+    run_cmd(NULL, 0, "rm -f '%s'.tmp.* '%s'.tmp.*", out, kv); /* the planted links */
+    struct stat sb;
+    assert_int_equal(stat(out, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0666 & ~(unsigned)umask(022)); /* the usual mode, not mkstemp's 0600 */
+    assert_int_equal(stat(kv, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0600);
+    /* a write that fails half-way (file size limit) leaves neither the output nor a temp file */
+    unlink(out);
+    assert_int_equal(run_cmd(o, sizeof o, "for i in 1 2 3 4 5 6 7 8; do cat '%s'; done > '%s.many' && sh -c 'ulimit -f 1; trap \"\" XFSZ; exec ./run \"%s\" --no-cache --batch \"%s.many\" -o \"%s\"'",
+                             jl, jl, model(), jl, out), 2);
+    assert_non_null(strstr(o, "write failed"));
+    assert_false(file_exists(out));
+    assert_int_equal(run_cmd(o, sizeof o, "ls '%s' | grep -c 'tf.out.tmp'", test_tmpdir()), 1);
+    /* a symbolic link or a device as -o: refused, the node left alone */
+    const char *ln = tmp("out-link");
+    unlink(ln);
+    assert_int_equal(symlink(victim, ln), 0);
+    assert_int_equal(run_cmd(o, sizeof o, "./run '%s' --batch '%s' -o '%s'", model(), jl, ln), 2);
+    assert_non_null(strstr(o, "not a regular file"));
+    assert_int_equal(lstat(ln, &sb), 0);
+    assert_true(S_ISLNK(sb.st_mode));
+}
+
+/* ==== 9. Weight integrity ==== */
+
+/* Attack: a damaged file (bad download, disk rot) trusted silently. Old: only --verify noticed.
+ * Required: --batch/--eval verify the data checksum before the first verdict; a one-shot run
+ * verifies once per file version (size, mtime, inode, recorded CRC) and remembers it in a stamp
+ * in the cache directory, under the same trust rules. */
+static void test_weight_verification(void **st) {
+    (void)st;
+    char o[1 << 14];
+    write_str(tmp("hello.txt"), "Hello\n");
+    const char *copy = tmp("v.bin"), *jl = tmp("v.jsonl");
+    assert_int_equal(run_cmd(o, sizeof o, "cp '%s' '%s'", model(), copy), 0);
+    assert_int_equal(run_cmd(o, sizeof o, "./run '%s' -i '%s' -v --no-cache", copy, tmp("hello.txt")), 1);
+    assert_non_null(strstr(o, "data checksum verified ("));
+    assert_int_equal(run_cmd(o, sizeof o, "./run '%s' -i '%s' -v --no-cache", copy, tmp("hello.txt")), 1);
+    assert_non_null(strstr(o, "verified before for this file version"));
+    /* a stamp others could have written is not trusted */
+    assert_int_equal(run_cmd(o, sizeof o, "chmod 666 '%s'/llama-guard/verified.*", xdg), 0);
+    assert_int_equal(run_cmd(o, sizeof o, "./run '%s' -i '%s' -v --no-cache", copy, tmp("hello.txt")), 1);
+    assert_non_null(strstr(o, "data checksum verified ("));
+    /* a new version of the file (modified in place: mtime changes) is verified again and fails */
+    assert_int_equal(run_cmd(o, sizeof o, "printf 'X' | dd of='%s' bs=1 seek=70000 conv=notrunc 2>/dev/null", copy), 0);
+    int rc = run_cmd(o, sizeof o, "./run '%s' -i '%s' --no-cache", copy, tmp("hello.txt"));
+    if (rc != 2 || !strstr(o, "checksum") || !strstr(o, "corrupt") || !one_line(o)) fail_msg("%d: %s", rc, o);
+    assert_int_equal(run_cmd(o, sizeof o, "./run '%s' -i '%s' --no-cache", copy, tmp("hello.txt")), 2); /* and again: never stamped */
+    /* long-running modes always verify */
+    write_str(jl, "{\"messages\":[{\"role\":\"user\",\"content\":\"a\"}]}\n");
+    assert_int_equal(run_cmd(o, sizeof o, "./run '%s' --batch '%s'", nan_model(0), jl), 2);
+    assert_non_null(strstr(o, "checksum"));
+    assert_null(strstr(o, "verdict"));
+}
+
+/* ==== 10. --info and --version ==== */
+
+static void test_info_and_version(void **st) {
+    (void)st;
+    char o[1 << 14];
+    assert_int_equal(run_cmd(o, sizeof o, "./run --version"), 0);
+    assert_string_equal(o, "llama-guard.c " GUARD_VERSION " (guard.bin version 1)\n");
+    assert_int_equal(run_cmd(o, sizeof o, "./run '%s' --info", model()), 0);
+    if (!strstr(o, "guard         Llama Guard 3 1B (lg3-1b), 13 categories\n") || !strstr(o, "  S1           Violent Crimes\n") ||
+        !strstr(o, "  S13          Elections\n") || !strstr(o, "version       llama-guard.c " GUARD_VERSION))
+        fail_msg("%s", o);
+}
+
 int main(void) {
     snprintf(xdg, sizeof xdg, "%s/xdg", test_tmpdir());
     setenv("XDG_CACHE_HOME", xdg, 1);
@@ -473,6 +751,12 @@ int main(void) {
         cmocka_unit_test(test_export_never_overwrites_input),
         cmocka_unit_test(test_export_guard_contradiction),
         cmocka_unit_test(test_export_default_dtype),
+        cmocka_unit_test(test_cache_location_and_bound),
+        cmocka_unit_test(test_cache_trust),
+        cmocka_unit_test(test_cache_identity_and_forgery),
+        cmocka_unit_test(test_temp_files),
+        cmocka_unit_test(test_weight_verification),
+        cmocka_unit_test(test_info_and_version),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     run_cmd(NULL, 0, "rm -rf '%s'", test_tmpdir());
