@@ -323,7 +323,6 @@ static int run_classify(Guard *g, const Opts *o, char *err) {
     if (rc == 0 && o->exclude) rc = template_exclude(&pf, o->exclude, err);
     if (rc == 0) rc = chat_read_file(&conv, o->input ? o->input : "-", format, err);
     if (rc) {
-        if (o->json) print_error_json(stdout, NULL, NULL, 0, err);
         template_free(&pf);
         return -1;
     }
@@ -358,7 +357,6 @@ static int run_classify(Guard *g, const Opts *o, char *err) {
             rc = d.unsafe ? 1 : 0;
         }
     }
-    if (rc < 0 && o->json && !o->show_prompt && !o->show_tokens) print_error_json(stdout, NULL, NULL, 0, err);
     chat_free(&conv);
     template_free(&pf);
     return rc;
@@ -628,23 +626,30 @@ static int verify_weights(Guard *g, const Opts *o, char *err) {
     return 0;
 }
 
+/* The one way out after an error: one line on stderr and, where the caller reads a JSON object
+ * (--json for one conversation or --eval), an error object on stdout it cannot take for a result. */
+static int fail_exit(const Opts *o, const char *err) {
+    fprintf(stderr, "run: %s\n", err);
+    if (o->json && !o->batch && !o->info && !o->verify && !o->ids && !o->show_prompt && !o->show_tokens && !o->tokenize && !o->detokenize) {
+        print_error_json(stdout, NULL, NULL, 0, err);
+        fflush(stdout);
+    }
+    return 2;
+}
+
 int main(int argc, char **argv) {
     Opts o;
     if (parse_opts(argc, argv, &o)) return 2;
     char err[ERRLEN];
     Guard g;
     int audit = o.info || o.verify || o.ids;
-    if (audit) { /* audit modes work on any guard.bin, even one without tokenizer/prompt sections */
-        if (model_open(&g.model, o.model, o.threads, err)) { fprintf(stderr, "run: %s\n", err); return 2; }
-    } else if (guard_open(&g, o.model, o.threads, err)) {
-        fprintf(stderr, "run: %s\n", err);
-        return 2;
-    }
+    /* audit modes work on any guard.bin, even one without tokenizer/prompt sections */
+    if (audit ? model_open(&g.model, o.model, o.threads, err) : guard_open(&g, o.model, o.threads, err)) return fail_exit(&o, err);
     if (o.ctx > (long long)g.model.cfg.max_seq_len) {
-        fprintf(stderr, "run: --ctx %lld is outside the valid range 1..%u (this model's context)\n", o.ctx, g.model.cfg.max_seq_len);
+        errf(err, "--ctx %lld is outside the valid range 1..%u (this model's context)", o.ctx, g.model.cfg.max_seq_len);
         if (audit) model_close(&g.model);
         else guard_close(&g);
-        return 2;
+        return fail_exit(&o, err);
     }
     /* Prepacking pays off over many forwards; one verdict is faster without (guard.h). */
     if (o.prepack || (!o.no_prepack && (o.batch || o.eval))) model_prepack(&g.model);
@@ -682,8 +687,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "run: warning: %s (the next run computes the prefix again)\n", warn);
     /* Every write is checked: a verdict that never reached its reader is an error, not a success. */
     if (rc >= 0 && (fflush(stdout) != 0 || ferror(stdout))) rc = errf(err, "write to standard output failed: %s", strerror(errno ? errno : EIO));
-    if (rc < 0) fprintf(stderr, "run: %s\n", err);
     if (audit) model_close(&g.model);
     else guard_close(&g);
-    return rc < 0 ? 2 : rc;
+    return rc < 0 ? fail_exit(&o, err) : rc;
 }

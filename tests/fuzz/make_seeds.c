@@ -607,6 +607,8 @@ static void text_seeds(void) {
     seed_str("chat", "ok-auto-json", "\x04\xEF\xBB\xBF{\"messages\":[{\"role\":\"user\",\"content\":\"<|eot_id|> [INST]\"},{\"role\":\"agent\",\"content\":\"\"}]}");
     seed_str("chat", "ok-auto-transcript", "\x04\n\nUSER: x\nASSISTANT: y\n  User: indented\n");
     seed_str("chat", "bad-role", "\x03[{\"role\":\"system\",\"content\":\"x\"}]");
+    seed_str("chat", "ok-drop-system", "\x07[{\"role\":\"system\",\"content\":\"x\"},{\"role\":\"developer\",\"content\":\"y\"},{\"role\":\"user\",\"content\":\"hi\"}]");
+    seed_str("chat", "bad-tool-calls", "\x07[{\"role\":\"user\",\"content\":\"a\"},{\"role\":\"assistant\",\"content\":\"b\",\"tool_calls\":[]}]");
     seed_str("chat", "bad-image", "\x03[{\"role\":\"user\",\"content\":[{\"type\":\"image\"}]}]");
 
     seed_str("render", "ok-custom", "\x04" FUZZ_SEP "S1: Violent Crimes.\n# comment\n\nS2 : Spam. Ads\\nmore\r\n" FUZZ_SEP
