@@ -46,6 +46,14 @@ int config_validate(const Config *c, char *err);
 #define GB_VERSION 1
 #define GB_ALIGN 64
 #define GB_NAME_MAX 64
+/* Fixed header: 256 bytes at offset 0, then the section and tensor tables (FORMAT.md). */
+#define GB_HEADER_BYTES 256
+#define GB_SECTION_BYTES 24
+#define GB_TENSOR_BYTES 128
+#define GB_ENDIAN_MARK 0x0A0B0C0Du
+#define GB_MAX_TENSORS 100000u
+#define GB_MAX_SECTIONS 64u
+#define GB_OFF_HEADER_CRC 48
 enum { SEC_TOKENIZER = 1, SEC_PROMPT = 2 };
 
 typedef struct {
@@ -81,22 +89,6 @@ const uint8_t *gb_data(const GuardFile *g, const GbTensor *t);
 /* Section bytes, or NULL (and *size 0) when absent. */
 const uint8_t *gb_section(const GuardFile *g, uint32_t kind, uint64_t *size);
 
-/* Writer: describe every tensor and section first, then stream their bytes in the same order.
- * Tensor data is produced by a callback so export converts one tensor at a time. */
-typedef int (*GbProduce)(void *ctx, uint32_t index, uint8_t *dst, uint64_t size, char *err);
-typedef struct {
-    Config cfg;
-    GbTensor *tensors; uint32_t n_tensors, cap_tensors;
-    GbSection *sections; const uint8_t **section_data; uint32_t n_sections;
-} GbWriter;
-void gbw_init(GbWriter *w, const Config *c);
-int gbw_add_tensor(GbWriter *w, const char *name, uint32_t dtype, uint32_t ndim, const uint64_t *shape, char *err);
-/* The bytes are borrowed until gbw_write returns. */
-int gbw_add_section(GbWriter *w, uint32_t kind, const uint8_t *data, uint64_t size, char *err);
-/* Write everything to path atomically; produce(ctx, i, dst, size) fills tensor i. */
-int gbw_write(GbWriter *w, const char *path, GbProduce produce, void *ctx, char *err);
-void gbw_free(GbWriter *w);
-
 /* ==== Weights: typed views into the mapped file ==== */
 
 typedef struct {
@@ -124,14 +116,14 @@ typedef struct {
     int64_t n_cached;  /* positions [0, n_cached) hold valid K/V */
     int32_t *ids;      /* [cap] the token at each cached position (prefix reuse compares these) */
     float *x;          /* [chunk, dim] residual stream */
-    float *xb;         /* [chunk, max(dim, q_dim)] normed input / attention output */
-    float *xb2;        /* [chunk, dim] projection output */
+    float *xb;         /* [chunk, dim] rmsnorm output: input of q/k/v and of gate/up */
+    float *xb2;        /* [chunk, dim] o_proj / down_proj output, added to x */
     float *q;          /* [chunk, q_dim] q_dim = n_heads*head_dim */
     float *k, *v;      /* [chunk, kv_dim] this chunk's keys/values before caching */
+    float *att;        /* [chunk, q_dim] attention output, input of o_proj */
     float *hb, *hb2;   /* [chunk, hidden_dim] */
     float *key_cache;  /* [n_layers, cap, kv_dim] */
     float *value_cache;/* [n_layers, cap, kv_dim] */
-    float *debug_hidden_l0; /* optional, caller-owned [n, dim]: residual after layer 0 (tests) */
 } RunState;
 
 typedef struct {
@@ -164,6 +156,16 @@ void state_free(RunState *s);
 /* Run tokens[0..n) at positions [s->n_cached, s->n_cached + n), appending to the KV cache.
  * When logits != NULL it receives the last position's logits [vocab]. */
 int model_forward(const Model *m, RunState *s, const int32_t *tokens, int64_t n, float *logits, char *err);
+
+/* Tests: model_forward that also copies every position's residual stream after one layer
+ * (HF's output_hidden_states[layer + 1]) into hidden [n, dim], caller-owned. Every row then
+ * runs through the last layer (no shortcut); the logits are the same bits. */
+typedef struct {
+    uint32_t layer;
+    float *hidden;
+} LayerCapture;
+int model_forward_capture(const Model *m, RunState *s, const int32_t *tokens, int64_t n, float *logits,
+                          const LayerCapture *cap, char *err);
 
 /* HF's inverse frequencies for this config (rope_type llama3 applied), f32 as transformers computes them. */
 void rope_inv_freq(const Config *c, float *out /* [head_dim/2] */);
