@@ -87,11 +87,15 @@ void print_decision_json(FILE *f, const Json *j, const JsonNode *id, const Guard
 
 /* {"id":ID,"line":N,"error":"..."}: one failed input line (batch, eval, the server). */
 void print_error_json(FILE *f, const Json *j, const JsonNode *id, int64_t line, const char *msg) {
-    fprintf(f, "{\"id\":");
-    if (j) print_json_value(f, j, id);
-    else fputs("null", f);
-    if (line > 0) fprintf(f, ",\"line\":%lld", (long long)line);
-    fprintf(f, ",\"error\":");
+    fputc('{', f);
+    if (j || line > 0) { /* a batch line: its id (null when the line did not parse) and number */
+        fprintf(f, "\"id\":");
+        if (j) print_json_value(f, j, id);
+        else fputs("null", f);
+        if (line > 0) fprintf(f, ",\"line\":%lld", (long long)line);
+        fputc(',', f);
+    }
+    fprintf(f, "\"error\":");
     print_json_str(f, msg, strlen(msg));
     fprintf(f, "}\n");
 }
