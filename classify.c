@@ -408,7 +408,13 @@ int guard_cache_locate(const Model *m, const char *model_path, const char *chose
     return 0;
 }
 
+void guard_cache_default_path(const Guard *g, const char *model_path, char *out, size_t n) {
+    char err[ERRLEN];
+    if (n && guard_cache_locate(&g->model, model_path, NULL, out, n, err)) out[0] = 0;
+}
+
 int guard_cache_save(const Guard *g, const char *path, char *err) {
+    if (!path[0]) return errf(err, "no cache location (no trusted cache directory)");
     const Config *c = &g->model.cfg;
     uint64_t kv_dim = (uint64_t)c->n_kv_heads * c->head_dim, max = g->cache_max_bytes ? g->cache_max_bytes : CACHE_MAX_DEFAULT;
     /* Entries most recently used first while the file stays within the limit. */

@@ -99,6 +99,9 @@ int guard_cache_parse(Guard *g, const uint8_t *data, uint64_t size, char *err);
  * $XDG_CACHE_HOME/llama-guard/ (absolute), else ~/.cache/llama-guard/, created 0700, as
  * <model file name>.<data crc>.kv. Never beside the model. -1 with why in err: no cache. */
 int guard_cache_locate(const Model *m, const char *model_path, const char *chosen, char *out, size_t n, char *err);
+/* The default location alone (as guard_cache_locate without a choice); "" when there is no
+ * trusted cache directory, which guard_cache_load reads as no file and guard_cache_save refuses. */
+void guard_cache_default_path(const Guard *g, const char *model_path, char *out, size_t n);
 
 /* Weight integrity for one-shot runs: gb_verify once per file version (size, mtime, inode and the
  * recorded data checksum), remembered in a stamp "verified.<dev>.<ino>" in the cache directory
