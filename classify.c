@@ -8,9 +8,11 @@
  *    Llama Guard 1/2 read right after "[/INST]".
  * 3. Softmax over the full vocabulary at that position. Meta's score: P(unsafe) if the argmax is
  *    the unsafe token, else 1 - P(safe) (llama-recipes parse_logprobs). Unsafe iff
- *    score >= threshold.
+ *    score >= threshold. NaN or +Inf there (or while decoding) is an error, never a verdict.
  * 4. Only when unsafe: feed the unsafe token and decode greedily until a stop token or
  *    DECODE_CAP, then parse the category codes the model names.
+ * The prefix KV cache file (persisting the policy prefixes across runs) and the one-shot weight
+ * verification stamp live here too; their trust rules are util.h's state files.
  * Label tokens are looked up by encoding the label text with the file's own tokenizer, never
  * hard-coded. Llama Guard 2 is the one version whose emitted spelling is unconfirmed ("safe"
  * 19193 vs " safe" 6220, PROMPTS.md): it accepts both, summing their probabilities.
