@@ -398,6 +398,8 @@ static int line_categories(const Json *j, const JsonNode *root, const PromptForm
     return 0;
 }
 
+#define EVAL_FAILED_SHOWN 100
+
 typedef struct {
     float *scores;
     uint8_t *labels;
@@ -406,6 +408,10 @@ typedef struct {
     char codes[TEMPLATE_MAX_CATS][CATEGORY_CODE_MAX];
     int64_t cat_total[TEMPLATE_MAX_CATS], cat_hit[TEMPLATE_MAX_CATS];
     int n_codes;
+    /* the first failed lines, for --eval --json's "failed" list (all of them go to stderr) */
+    int n_failed;
+    int64_t failed_line[EVAL_FAILED_SHOWN];
+    char failed_msg[EVAL_FAILED_SHOWN][ERRLEN];
 } EvalData;
 
 static int eval_add(EvalData *e, const Json *j, const JsonNode *root, const Decision *d, char *err) {
@@ -461,7 +467,13 @@ static void print_eval(FILE *f, const EvalData *e, float threshold, int json, in
             print_json_num(f, (double)e->cat_hit[k] / (double)e->cat_total[k], "%.6f");
             fprintf(f, ",\"n\":%lld}", (long long)e->cat_total[k]);
         }
-        fprintf(f, "}}\n");
+        fprintf(f, "},\"failed\":[");
+        for (int k = 0; k < e->n_failed; k++) {
+            fprintf(f, "%s{\"line\":%lld,\"error\":", k ? "," : "", (long long)e->failed_line[k]);
+            print_json_str(f, e->failed_msg[k], strlen(e->failed_msg[k]));
+            fputc('}', f);
+        }
+        fprintf(f, "]}\n");
         return;
     }
     fprintf(f, "conversations  %lld (threshold %g)\n", (long long)m.n, (double)threshold);
@@ -580,6 +592,10 @@ static int run_batch(Guard *g, const Opts *o, char *err) {
             if (fflush(out_f) != 0 || ferror(out_f)) rc = errf(err, "%s: write failed: %s", o->output ? o->output : "standard output", strerror(errno));
         } else if (!ok) {
             fprintf(stderr, "run: %s:%lld: %s\n", in_path, (long long)lineno, lerr);
+            if (ed.n_failed < EVAL_FAILED_SHOWN) {
+                ed.failed_line[ed.n_failed] = lineno;
+                memcpy(ed.failed_msg[ed.n_failed++], lerr, ERRLEN);
+            }
         }
         if (have_conv) chat_free(&conv);
         template_free(&pf);

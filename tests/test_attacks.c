@@ -126,7 +126,9 @@ static void test_nan_weights_fail_closed(void **st) {
     write_str(jl, "{\"messages\":[{\"role\":\"user\",\"content\":\"a\"}],\"label\":\"safe\"}\n"
                   "{\"messages\":[{\"role\":\"user\",\"content\":\"b\"}],\"label\":\"unsafe\"}\n");
     rc = run_cmd(o, sizeof o, "timeout 120 ./run '%s' --eval '%s' --json 2>/dev/null", bad, jl);
-    if (rc != 3 || !is_json(o, strlen(o)) || !strstr(o, "\"n\":0,\"errors\":2") || strstr(o, "nan")) fail_msg("--eval: %d: %s", rc, o);
+    if (rc != 3 || !is_json(o, strlen(o)) || !strstr(o, "\"n\":0,\"errors\":2") || strstr(o, "nan") ||
+        !strstr(o, "\"failed\":[{\"line\":1,\"error\":\"non-finite") || !strstr(o, "{\"line\":2,"))
+        fail_msg("--eval: %d: %s", rc, o);
     /* an accidentally damaged file never gets as far: its checksum is verified before a verdict */
     rc = run_cmd(o, sizeof o, "./run '%s' -i '%s' --no-cache 2>&1", nan_model(0), in);
     if (rc != 2 || !strstr(o, "checksum") || !one_line(o)) fail_msg("rot: %d: %s", rc, o);
