@@ -85,6 +85,7 @@ typedef struct {
     int listen_fd;
     int stop_rd;               /* readable once SIGINT/SIGTERM arrived (or loading failed) */
     char model_id[64];
+    char cache_path[4096];     /* the prefix cache file, "" for none */
     /* the model, loaded by the worker; read-only for other threads once `ready` */
     Guard g;
     PromptFormat base;         /* the request defaults: the file's categories + --categories/--exclude */
@@ -186,10 +187,14 @@ static int load_model(Server *sv, char *err) {
     if (!o->no_prepack) model_prepack(&g->model);
     g->no_prefix_store = o->no_cache;
     if (!o->no_cache) {
-        char path[4096], warn[ERRLEN];
-        if (o->cache) snprintf(path, sizeof path, "%s", o->cache);
-        else guard_cache_default_path(g, o->model, path, sizeof path);
-        if (guard_cache_load(g, path, warn) < 0) fprintf(stderr, "serve: warning: %s\n", warn);
+        char warn[ERRLEN];
+        /* the cache file (policy prefixes only): --cache, else the per-user default; none if untrusted */
+        if (guard_cache_locate(&g->model, o->model, o->cache, sv->cache_path, sizeof sv->cache_path, warn)) {
+            sv->cache_path[0] = 0;
+            fprintf(stderr, "serve: warning: no prefix cache file: %s\n", warn);
+        } else if (guard_cache_load(g, sv->cache_path, warn) < 0) {
+            fprintf(stderr, "serve: warning: %s\n", warn);
+        }
         guard_set_recent_budget(g, sv->prefix_bytes);
     }
     if (template_set_categories(&sv->base, g->pf.cats, g->pf.n_cats, err)) return -1;
@@ -430,7 +435,7 @@ static void compute(Server *sv, int kind, const HttpRequest *r, Out *o, Answer *
         if (rc == 0) rc = job_alloc(&j, kind, 1, err);
         if (rc == 0) {
             chat_free(&j.convs[0]);
-            rc = chat_from_json(&j.convs[0], &js, root, err);
+            rc = chat_from_json_flags(&j.convs[0], &js, root, sv->o->chat_flags, err);
             if (rc) chat_init(&j.convs[0]);
         }
     }
@@ -755,12 +760,10 @@ int serve(const ServeOptions *o, char *err) {
         pthread_join(acceptor, NULL);
         if (sv->failed) rc = errf(err, "%s", sv->load_err);
     }
-    if (rc == 0 && sv->g.prefixes.dirty && !o->no_cache) {
+    if (rc == 0 && sv->g.prefixes.dirty && sv->cache_path[0]) {
         /* the cache file holds policy prefixes only (classify.h PrefixStore): no request's text */
-        char path[4096], werr[ERRLEN];
-        if (o->cache) snprintf(path, sizeof path, "%s", o->cache);
-        else guard_cache_default_path(&sv->g, o->model, path, sizeof path);
-        if (guard_cache_save(&sv->g, path, werr) && o->cache) fprintf(stderr, "serve: warning: %s\n", werr);
+        char werr[ERRLEN];
+        if (guard_cache_save(&sv->g, sv->cache_path, werr) && o->cache) fprintf(stderr, "serve: warning: %s\n", werr);
     }
     if (sv->g.tok) guard_close(&sv->g); /* a failed guard_open left nothing open */
     template_free(&sv->base);

@@ -21,6 +21,7 @@ typedef struct {
     float threshold;
     long long ctx;
     int threads, no_cache, quiet, no_prepack;
+    int chat_flags;            /* CHAT_DROP_SYSTEM (--system drop): leading system messages are left out */
 } ServeOptions;
 
 /* Load the model in the background (GET /health answers 503 until it is loaded and its data
