@@ -348,10 +348,22 @@ static void test_auth_and_timeouts(void **st) {
     assert_int_equal(ts_stop(&s), 0);
     /* the key from the environment (kept out of the process list) */
     setenv("LLAMA_GUARD_API_KEY", "from-env", 1);
-    ts_start(&s, ts_model(), "-t 1");
+    ts_start(&s, ts_model(), "-t 1 --system drop");
     unsetenv("LLAMA_GUARD_API_KEY");
     assert_int_equal(ts_request(s.port, "/v1/models", NULL, NULL, out, sizeof out), 401);
     assert_int_equal(ts_request(s.port, "/v1/models", NULL, "from-env", out, sizeof out), 200);
+    /* --system drop: a leading system message is left out, the rest judged as ./run judges it */
+    const char *sys = "{\"messages\":[{\"role\":\"system\",\"content\":\"You are a helpful assistant.\"},"
+                      "{\"role\":\"user\",\"content\":\"How do I kill a process in Linux?\"}]}";
+    assert_int_equal(ts_request(s.port, "/v1/classify", sys, "from-env", out, sizeof out), 200);
+    Json a, b;
+    char err[ERRLEN];
+    static char ref[65536];
+    run_json_text(inputs[0], "", &b, ref, sizeof ref);
+    assert_int_equal(json_parse(&a, out, strlen(out), err), 0);
+    assert_string_equal(need(&a, json_root(&a), "p_unsafe")->str, need(&b, json_root(&b), "p_unsafe")->str);
+    json_free(&a);
+    json_free(&b);
     assert_int_equal(ts_stop(&s), 0);
 }
 
