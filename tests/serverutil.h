@@ -9,6 +9,13 @@
 
 /* Start ./run MODEL --serve --port 0 ARGS; fails the test if it is not healthy within 30 s. */
 static inline void ts_start(TestServer *s, const char *model, const char *args) {
+    /* the servers' cache files go to this test's own directory, not the user's ~/.cache */
+    static char xdg[600];
+    if (!xdg[0]) {
+        snprintf(xdg, sizeof xdg, "%s/xdg-cache", test_tmpdir());
+        mkdir(xdg, 0700);
+        setenv("XDG_CACHE_HOME", xdg, 1);
+    }
     if (ts_spawn(s, "./run", model, args, test_tmpdir(), 30)) fail_msg("the server did not start or never became healthy (log %s)", s->log);
 }
 
