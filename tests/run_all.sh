@@ -3,6 +3,11 @@
 # totals. Exits non-zero if any binary failed (or crashed), or, with GUARD_REQUIRE_SHARED set
 # (to anything but 0), if any test was skipped.
 passed=0; failed=0; skipped=0; bad=0
+# The prefix cache and the weight-verification stamps live under $XDG_CACHE_HOME: give the suite a
+# fresh one, so no run reads state another run (or another checkout) left in ~/.cache.
+XDG_CACHE_HOME=$(mktemp -d "${TMPDIR:-/tmp}/guard-test-cache.XXXXXX") || exit 2
+export XDG_CACHE_HOME
+trap 'rm -rf "$XDG_CACHE_HOME"' EXIT
 for t in "$@"; do
     echo "==== $t"
     out=$("$t" 2>&1); rc=$?
