@@ -1,6 +1,6 @@
 /* export.c: turn a checkpoint into one guard.bin.
  *
- *   ./export CHECKPOINT OUT.bin [--dtype f32|bf16|q8|q4] [--guard lg1|lg2|lg3-8b|lg3-1b] [--rope-factor F]
+ *   ./export CHECKPOINT OUT.bin [--dtype f32|bf16|q8|q4] [--guard lg1|lg2|lg3-8b|lg3-1b|lg4] [--rope-factor F]
  *
  * An importer (import/) reads the checkpoint into a Source: Config, tensors under their
  * Hugging Face names, tokenizer, chat template. This file decides the Llama Guard version,
@@ -105,7 +105,7 @@ static int plan_prompt(const Source *src, const char *guard_arg, PromptFormat *p
     if (guard_arg) {
         if (template_parse_guard(guard_arg, &version, err)) return -1;
     } else if (!src->chat_template) {
-        return errf(err, "%s: no chat template in the checkpoint; say which model it is with --guard lg1|lg2|lg3-8b|lg3-1b", src->origin);
+        return errf(err, "%s: no chat template in the checkpoint; say which model it is with --guard lg1|lg2|lg3-8b|lg3-1b|lg4", src->origin);
     } else if (template_detect(src->chat_template, strlen(src->chat_template), &version, err)) {
         char tmp[ERRLEN];
         memcpy(tmp, err, ERRLEN);
@@ -136,7 +136,7 @@ static int plan_prompt(const Source *src, const char *guard_arg, PromptFormat *p
 /* ==== main ==== */
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: ./export CHECKPOINT OUT.bin [--dtype f32|bf16|q8|q4] [--guard lg1|lg2|lg3-8b|lg3-1b] [--rope-factor F]\n"
+    fprintf(f, "usage: ./export CHECKPOINT OUT.bin [--dtype f32|bf16|q8|q4] [--guard lg1|lg2|lg3-8b|lg3-1b|lg4] [--rope-factor F]\n"
                "  CHECKPOINT: a Hugging Face folder (config.json, model.safetensors or shards with\n"
                "  model.safetensors.index.json, tokenizer.json, tokenizer_config.json; also AWQ and\n"
                "  bitsandbytes int8 folders), a GGUF file (e.g. an Ollama blob), or Meta's original\n"

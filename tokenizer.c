@@ -2,6 +2,8 @@
  * arrays (GGUF, tiktoken, SentencePiece importers) or from the guard.bin tokenizer section.
  *
  * Mirrors:
+ *  - Llama 4: the same byte-level BPE behind the o200k regex (O200K_REGEX below, implemented by
+ *    hand in pretok_end_o200k()), letters split by General_Category and marks counted with them.
  *  - Llama 3: Hugging Face tokenizers' BPE model with ignore_merges, behind the Split pre-tokenizer
  *    regex below and the ByteLevel pre-tokenizer (= tiktoken's encoder for Meta's rank file). The
  *    regex
@@ -30,7 +32,8 @@
  *   0       8             magic "GUARDTOK"
  *   8       4             version = 1
  *   12      4             type: 1 = TOK_LLAMA3_BPE, 2 = TOK_SPM_BPE
- *   16      4             flags: bit 0 = ignore_merges (Llama 3 only); other bits must be 0
+ *   16      4             flags: bit 0 = ignore_merges, bit 1 = o200k pre-tokenizer (Llama 4);
+ *                         both Llama 3 BPE only; other bits must be 0
  *   20      4             n_tokens (vocabulary size including special tokens), >= 1
  *   24      4             n_merges
  *   28      4             bos id (int32, -1 = none)
@@ -64,11 +67,19 @@
 #define TOK_VERSION 1u
 #define TOK_HEADER 48u
 #define TOKF_IGNORE_MERGES 1u
+#define TOKF_O200K 2u /* Llama 4: the o200k pre-tokenizer regex instead of Llama 3's */
 
 /* The Split regex of every Llama 3 / 3.1 / 3.2 tokenizer.json; any other regex is refused. */
 static const char LLAMA3_REGEX[] =
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
     "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+
+/* The Split regex of Llama 4's tokenizer.json (HF's convert_llama4_weights_to_hf O200K_PATTERN,
+ * llama-models' llama4 tokenizer.py). */
+static const char O200K_REGEX[] =
+    "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"
+    "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"
+    "\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
 static const char SPM_SPACE[] = "\xE2\x96\x81"; /* U+2581 LOWER ONE EIGHTH BLOCK */
 
@@ -218,6 +229,7 @@ void tok_free(Tokenizer *t) {
 }
 
 int tok_type(const Tokenizer *t) { return t->type; }
+int tok_pretok(const Tokenizer *t) { return t->flags & TOKF_O200K ? TOK_PRETOK_O200K : TOK_PRETOK_LLAMA3; }
 uint32_t tok_vocab_size(const Tokenizer *t) { return t->n_tokens; }
 uint32_t tok_n_merges(const Tokenizer *t) { return t->n_merges; }
 int32_t tok_bos(const Tokenizer *t) { return t->bos; }
@@ -266,9 +278,9 @@ int tok_load(Tokenizer **out, const uint8_t *blob, uint64_t len, char *err) {
     if (version != TOK_VERSION)
         return errf(err, "tokenizer: version %u, this build reads version %u", version, TOK_VERSION);
     if (type != TOK_LLAMA3_BPE && type != TOK_SPM_BPE) return errf(err, "tokenizer: unknown type %u", type);
-    if (flags & ~TOKF_IGNORE_MERGES) return errf(err, "tokenizer: unknown flags 0x%x", flags);
-    if ((flags & TOKF_IGNORE_MERGES) && type != TOK_LLAMA3_BPE)
-        return errf(err, "tokenizer: flag ignore_merges is only defined for Llama 3 BPE");
+    if (flags & ~(TOKF_IGNORE_MERGES | TOKF_O200K)) return errf(err, "tokenizer: unknown flags 0x%x", flags);
+    if (flags && type != TOK_LLAMA3_BPE)
+        return errf(err, "tokenizer: flags ignore_merges and o200k are only defined for Llama 3 BPE");
     if (crc != blob_crc(blob, len)) return errf(err, "tokenizer: checksum mismatch (corrupted)");
     if (n_tok == 0 || n_tok > INT32_MAX) return errf(err, "tokenizer: n_tokens %u out of range", n_tok);
     if (n_merges > INT32_MAX) return errf(err, "tokenizer: n_merges %u out of range", n_merges);
@@ -527,6 +539,8 @@ int tok_build(Tokenizer **out, const TokSpec *s, char *err) {
     if (s->n_tokens == 0 || s->n_tokens > INT32_MAX || !s->text || !s->len)
         return errf(err, "tokenizer: empty or oversized vocabulary (%u tokens)", s->n_tokens);
     if (s->ignore_merges && s->type != TOK_LLAMA3_BPE) return errf(err, "tokenizer: ignore_merges is only supported for Llama 3 BPE");
+    if (s->pretok != TOK_PRETOK_LLAMA3 && (s->pretok != TOK_PRETOK_O200K || s->type != TOK_LLAMA3_BPE))
+        return errf(err, "tokenizer: pre-tokenizer %d is not supported for this type", s->pretok);
     if (!s->merges && !s->scores && s->n_merges) return errf(err, "tokenizer: n_merges set but no merges array");
     uint8_t *kind = malloc(s->n_tokens);
     if (!kind) return errf(err, "tokenizer: out of memory");
@@ -571,7 +585,7 @@ int tok_build(Tokenizer **out, const TokSpec *s, char *err) {
         for (uint32_t i = 0; i < n_merges; i++)
             merges[3 * i] = s->merges[2 * i], merges[3 * i + 1] = s->merges[2 * i + 1], merges[3 * i + 2] = i;
     }
-    if (blob_write(s->type, s->ignore_merges ? TOKF_IGNORE_MERGES : 0, s->n_tokens, text, len, kind, n_merges, merges,
+    if (blob_write(s->type, (s->ignore_merges ? TOKF_IGNORE_MERGES : 0) | (s->pretok == TOK_PRETOK_O200K ? TOKF_O200K : 0), s->n_tokens, text, len, kind, n_merges, merges,
                    s->bos, s->eos, &blob, &blen, err))
         goto done;
     rc = tok_load(out, blob, blen, err);
@@ -698,6 +712,18 @@ int tok_unicode_class(uint32_t cp) {
 
 static inline int class_at(const uint8_t *s, size_t i, size_t *len) { return tok_unicode_class(utf8_cp(s, i, len)); }
 
+int tok_unicode_subclass(uint32_t cp) {
+    if (cp < 0x80) return cp >= 'A' && cp <= 'Z' ? UCS_UPPER : cp >= 'a' && cp <= 'z' ? UCS_LOWER : UCS_NONE;
+    uint32_t lo = 0, hi = uc_n_sub_ranges;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (cp > uc_sub_ranges[mid].hi) lo = mid + 1;
+        else if (cp < uc_sub_ranges[mid].lo) hi = mid;
+        else return (int)uc_sub_ranges[mid].cls;
+    }
+    return UCS_NONE;
+}
+
 /* ==== The Llama 3 pre-tokenizer ==== */
 
 static size_t run_end(const uint8_t *s, size_t n, size_t i, int cls) {
@@ -708,44 +734,31 @@ static size_t run_end(const uint8_t *s, size_t n, size_t i, int cls) {
 
 static inline uint8_t ascii_lower(uint8_t c) { return c >= 'A' && c <= 'Z' ? (uint8_t)(c + 32) : c; }
 
-/* End of the regex match starting at i < n in well-formed UTF-8. The alternatives are tried in
- * the regex's order; each comment gives the alternative and how its backtracking resolves.
- * Every character is a letter, number, space or other, so some alternative always matches. */
-static size_t pretok_end(const uint8_t *s, size_t n, size_t i) {
-    size_t l0, l;
-    uint32_t c0 = utf8_cp(s, i, &l0);
-    int k0 = tok_unicode_class(c0);
-    size_t e0 = i + l0;
+/* (?i:'s|'t|'re|'ve|'m|'ll|'d) at i: its end, or i when there is none. ASCII apostrophe only.
+ * (?i) is Unicode simple case folding, under which the only non-ASCII character equal to one of
+ * these letters is U+017F "ſ" ~ s (CaseFolding.txt), so "'ſ" is a contraction: Oniguruma splits
+ * "'ſx" as 'ſ|x. */
+static size_t contraction_end(const uint8_t *s, size_t n, size_t i) {
+    if (i + 1 >= n || s[i] != '\'') return i;
+    size_t e0 = i + 1;
+    uint8_t a = ascii_lower(s[e0]), b = e0 + 1 < n ? ascii_lower(s[e0 + 1]) : 0;
+    if (a == 's' || a == 't' || a == 'm' || a == 'd') return e0 + 1;
+    if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) return e0 + 2;
+    if (s[e0] == 0xC5 && b == 0xBF) return e0 + 2; /* ſ */
+    return i;
+}
 
-    /* (?i:'s|'t|'re|'ve|'m|'ll|'d): ASCII apostrophe only. (?i) is Unicode simple case folding,
-     * under which the only non-ASCII character equal to one of these letters is U+017F "ſ" ~ s
-     * (CaseFolding.txt), so "'ſ" is a contraction: Oniguruma splits "'ſx" as 'ſ|x. */
-    if (c0 == '\'' && e0 < n) {
-        uint8_t a = ascii_lower(s[e0]), b = e0 + 1 < n ? ascii_lower(s[e0 + 1]) : 0;
-        if (a == 's' || a == 't' || a == 'm' || a == 'd') return e0 + 1;
-        if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) return e0 + 2;
-        if (s[e0] == 0xC5 && b == 0xBF) return e0 + 2; /* ſ */
-    }
-    /* [^\r\n\p{L}\p{N}]?\p{L}+ : a letter run, optionally led by one char that is not CR, LF,
-     * letter or number (so " word", "\tword", "'word", "$word"). */
-    if (k0 == UC_LETTER) return run_end(s, n, e0, UC_LETTER);
-    if (k0 != UC_NUMBER && c0 != '\r' && c0 != '\n' && e0 < n && class_at(s, e0, &l) == UC_LETTER)
-        return run_end(s, n, e0, UC_LETTER);
-    /* \p{N}{1,3}: numbers in groups of three from the left. */
-    if (k0 == UC_NUMBER) {
-        size_t e = e0;
-        for (int k = 1; k < 3 && e < n && class_at(s, e, &l) == UC_NUMBER; k++) e += l;
-        return e;
-    }
-    /*  ?[^\s\p{L}\p{N}]+[\r\n]* : punctuation run, optionally after one ASCII space, then any CR/LF. */
-    size_t p = c0 == ' ' ? e0 : i;
-    if (p < n && class_at(s, p, &l) == UC_OTHER) {
-        size_t e = run_end(s, n, p, UC_OTHER);
-        while (e < n && (s[e] == '\r' || s[e] == '\n')) e++;
-        return e;
-    }
-    /* Only whitespace is left (k0 == UC_SPACE). Scan the whole run once. */
-    size_t e = i, nl_end = 0, last = i;
+/* \p{N}{1,3} after the first number ending at e: numbers in groups of three from the left. */
+static size_t digits_end(const uint8_t *s, size_t n, size_t e) {
+    size_t l;
+    for (int k = 1; k < 3 && e < n && class_at(s, e, &l) == UC_NUMBER; k++) e += l;
+    return e;
+}
+
+/* The regexes' common tail \s*[\r\n]+|\s+(?!\S)|\s+ at i, where s[i] is whitespace. */
+static size_t space_end(const uint8_t *s, size_t n, size_t i) {
+    /* Scan the whole run once. */
+    size_t e = i, nl_end = 0, last = i, l;
     while (e < n) {
         uint32_t c = utf8_cp(s, e, &l);
         if (tok_unicode_class(c) != UC_SPACE) break;
@@ -762,6 +775,97 @@ static size_t pretok_end(const uint8_t *s, size_t n, size_t i) {
     if (last > i) return last;
     /* \s+ : a single space before a non-space that no other alternative took ("1 2"). */
     return e;
+}
+
+/* End of the regex match starting at i < n in well-formed UTF-8. The alternatives are tried in
+ * the regex's order; each comment gives the alternative and how its backtracking resolves.
+ * Every character is a letter, number, space or other, so some alternative always matches. */
+static size_t pretok_end(const uint8_t *s, size_t n, size_t i) {
+    size_t l0, l;
+    uint32_t c0 = utf8_cp(s, i, &l0);
+    int k0 = tok_unicode_class(c0);
+    size_t e0 = i + l0;
+
+    /* (?i:'s|'t|'re|'ve|'m|'ll|'d) */
+    size_t c = contraction_end(s, n, i);
+    if (c > i) return c;
+    /* [^\r\n\p{L}\p{N}]?\p{L}+ : a letter run, optionally led by one char that is not CR, LF,
+     * letter or number (so " word", "\tword", "'word", "$word"). */
+    if (k0 == UC_LETTER) return run_end(s, n, e0, UC_LETTER);
+    if (k0 != UC_NUMBER && c0 != '\r' && c0 != '\n' && e0 < n && class_at(s, e0, &l) == UC_LETTER)
+        return run_end(s, n, e0, UC_LETTER);
+    /* \p{N}{1,3}: numbers in groups of three from the left. */
+    if (k0 == UC_NUMBER) return digits_end(s, n, e0);
+    /*  ?[^\s\p{L}\p{N}]+[\r\n]* : punctuation run, optionally after one ASCII space, then any CR/LF. */
+    size_t p = c0 == ' ' ? e0 : i;
+    if (p < n && class_at(s, p, &l) == UC_OTHER) {
+        size_t e = run_end(s, n, p, UC_OTHER);
+        while (e < n && (s[e] == '\r' || s[e] == '\n')) e++;
+        return e;
+    }
+    /* Only whitespace is left (k0 == UC_SPACE). */
+    return space_end(s, n, i);
+}
+
+/* ==== The Llama 4 (o200k) pre-tokenizer ====
+ *
+ *   [^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|
+ *   [^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|
+ *   \p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+
+ *
+ * Call the two bracket sets UP = {Lu, Lt, Lm, Lo, M} and LO = {Ll, Lm, Lo, M}: Lm, Lo and marks
+ * are in both, and marks are not \p{L}, so a mark may also be the optional leading character.
+ * Backtracking engines (tiktoken's fancy-regex, Python's regex, Oniguruma) try alternatives in
+ * order and, inside one, the greedy choices from the longest down; the functions below give the
+ * first match that order finds. */
+
+static inline int in_up(int k) { return k == UCS_UPPER || k == UCS_LETTER_OTHER || k == UCS_MARK; }
+static inline int in_lo(int k) { return k == UCS_LOWER || k == UCS_LETTER_OTHER || k == UCS_MARK; }
+
+static size_t set_end(const uint8_t *s, size_t n, size_t i, int (*in)(int)) {
+    size_t l;
+    while (i < n && in(tok_unicode_subclass(utf8_cp(s, i, &l)))) i += l;
+    return i;
+}
+
+/* UP*LO+ at p: UP* gives back characters from its longest run until LO+ can start (at q), then
+ * LO+ runs as far as it can. 0 when no q works (p < any match end, so 0 is never a match). */
+static size_t up_lo_end(const uint8_t *s, size_t n, size_t p) {
+    size_t l;
+    for (size_t q = set_end(s, n, p, in_up);; ) {
+        if (q < n && in_lo(tok_unicode_subclass(utf8_cp(s, q, &l)))) return set_end(s, n, q, in_lo);
+        if (q == p) return 0;
+        do q--; while ((s[q] & 0xC0) == 0x80); /* the previous character */
+    }
+}
+
+/* UP+LO* at p, or 0. */
+static size_t up_plus_end(const uint8_t *s, size_t n, size_t p) {
+    size_t u = set_end(s, n, p, in_up);
+    return u > p ? set_end(s, n, u, in_lo) : 0;
+}
+
+static size_t pretok_end_o200k(const uint8_t *s, size_t n, size_t i) {
+    size_t l0, l, e;
+    uint32_t c0 = utf8_cp(s, i, &l0);
+    int k0 = tok_unicode_class(c0), word = tok_unicode_subclass(c0) != UCS_NONE;
+    size_t e0 = i + l0;
+    /* Alternatives 1 and 2, each first with c0 as [^\r\n\p{L}\p{N}] (a space, punctuation or a
+     * mark), then without it (c0 itself a letter or mark), then the contraction suffix. */
+    int lead = k0 != UC_LETTER && k0 != UC_NUMBER && c0 != '\r' && c0 != '\n';
+    if ((lead && (e = up_lo_end(s, n, e0))) || (word && (e = up_lo_end(s, n, i))) || (lead && (e = up_plus_end(s, n, e0))) ||
+        (word && (e = up_plus_end(s, n, i))))
+        return contraction_end(s, n, e);
+    /* \p{N}{1,3} */
+    if (k0 == UC_NUMBER) return digits_end(s, n, e0);
+    /*  ?[^\s\p{L}\p{N}]+[\r\n/]* : UC_OTHER is exactly [^\s\p{L}\p{N}] (marks included) */
+    size_t p = c0 == ' ' ? e0 : i;
+    if (p < n && class_at(s, p, &l) == UC_OTHER) {
+        e = run_end(s, n, p, UC_OTHER);
+        while (e < n && (s[e] == '\r' || s[e] == '\n' || s[e] == '/')) e++;
+        return e;
+    }
+    return space_end(s, n, i);
 }
 
 /* ==== BPE over one word ==== */
@@ -917,8 +1021,9 @@ static int encode_word_bytes(const Tokenizer *t, Work *w, const uint8_t *s, size
 }
 
 static int encode_llama3(const Tokenizer *t, Work *w, const uint8_t *s, size_t n) {
+    size_t (*const end_of)(const uint8_t *, size_t, size_t) = t->flags & TOKF_O200K ? pretok_end_o200k : pretok_end;
     for (size_t i = 0; i < n;) {
-        size_t e = pretok_end(s, n, i);
+        size_t e = end_of(s, n, i);
         if (encode_word_bytes(t, w, s + i, e - i)) return -1;
         i = e;
     }
@@ -1073,8 +1178,9 @@ static int hf_is_pattern_string(const Hf *h, const JsonNode *obj, const char *wa
     return hf_str_is(h, hf_get(h, obj, "pattern"), "String", want);
 }
 
-/* Llama 3: Sequence[Split(regex, Isolated), ByteLevel(no prefix space, no regex)]. */
-static int hf_check_llama3(const Hf *h, const JsonNode *root, const JsonNode *model) {
+/* Llama 3 and 4: Sequence[Split(regex, Isolated), ByteLevel(no prefix space, no regex)]; the
+ * regex says which (*pretok). */
+static int hf_check_llama3(const Hf *h, const JsonNode *root, const JsonNode *model, int *pretok) {
     const JsonNode *pre = hf_get(h, root, "pre_tokenizer");
     const JsonNode *seq = hf_get(h, pre, "pretokenizers");
     const JsonNode *split = hf_elem(h, seq, 0), *bl = hf_elem(h, seq, 1);
@@ -1082,8 +1188,10 @@ static int hf_check_llama3(const Hf *h, const JsonNode *root, const JsonNode *mo
         !hf_str_is(h, bl, "type", "ByteLevel"))
         return errf(h->err, "%s: pre_tokenizer: unsupported (type \"%s\"); expected Sequence[Split, ByteLevel] (Llama 3) "
                             "or null (Llama 2)", h->path, hf_type(h, pre));
-    if (!hf_str_is(h, hf_get(h, split, "pattern"), "Regex", LLAMA3_REGEX))
-        return errf(h->err, "%s: pre_tokenizer.pretokenizers[0].pattern.Regex: not the Llama 3 regex", h->path);
+    const JsonNode *pattern = hf_get(h, split, "pattern");
+    *pretok = hf_str_is(h, pattern, "Regex", O200K_REGEX) ? TOK_PRETOK_O200K : TOK_PRETOK_LLAMA3;
+    if (*pretok != TOK_PRETOK_O200K && !hf_str_is(h, pattern, "Regex", LLAMA3_REGEX))
+        return errf(h->err, "%s: pre_tokenizer.pretokenizers[0].pattern.Regex: neither the Llama 3 nor the Llama 4 (o200k) regex", h->path);
     if (!hf_str_is(h, split, "behavior", "Isolated") || hf_bool(h, split, "invert", 0) != 0)
         return errf(h->err, "%s: pre_tokenizer.pretokenizers[0]: behavior must be Isolated, invert false", h->path);
     if (hf_bool(h, bl, "add_prefix_space", 1) != 0 || hf_bool(h, bl, "use_regex", 1) != 0) /* HF defaults: true */
@@ -1103,7 +1211,8 @@ static int hf_check_llama3(const Hf *h, const JsonNode *root, const JsonNode *mo
 
 /* Llama 2: normalizer Sequence[Prepend("▁"), Replace(" " -> "▁")], no pre-tokenizer, byte
  * fallback, decoder Sequence[Replace("▁" -> " "), ByteFallback, Fuse, Strip(" ", 1, 0)]. */
-static int hf_check_spm(const Hf *h, const JsonNode *root, const JsonNode *model) {
+static int hf_check_spm(const Hf *h, const JsonNode *root, const JsonNode *model, int *pretok) {
+    *pretok = TOK_PRETOK_LLAMA3; /* unused: SentencePiece has no pre-tokenizer */
     const JsonNode *norm = hf_get(h, root, "normalizer");
     const JsonNode *ns = hf_get(h, norm, "normalizers");
     const JsonNode *n0 = hf_elem(h, ns, 0), *n1 = hf_elem(h, ns, 1);
@@ -1328,12 +1437,13 @@ static int hf_parse(HfLoad *L, Tokenizer **out, const char *config_path) {
     if (!hf_unset(h, model, "continuing_subword_prefix") || !hf_unset(h, model, "end_of_word_suffix"))
         return errf(err, "%s: model.continuing_subword_prefix / end_of_word_suffix: must be null", h->path);
     L->type = hf_is_null(hf_get(h, root, "pre_tokenizer")) ? TOK_SPM_BPE : TOK_LLAMA3_BPE;
-    if ((L->type == TOK_LLAMA3_BPE ? hf_check_llama3 : hf_check_spm)(h, root, model)) return -1;
+    int pretok;
+    if ((L->type == TOK_LLAMA3_BPE ? hf_check_llama3 : hf_check_spm)(h, root, model, &pretok)) return -1;
     if (hf_vocab(L, model, root) || hf_merges(L, model) || hf_token_text(L)) return -1;
     if (config_path && hf_config(L, config_path)) return -1;
     TokSpec spec = { .type = L->type, .n_tokens = L->n_tok, .text = L->text, .len = L->len, .kind = L->kind,
                      .n_merges = L->n_merges, .merges = L->merges,
-                     .ignore_merges = hf_bool(h, model, "ignore_merges", 0) == 1, .bos = L->bos, .eos = L->eos };
+                     .ignore_merges = hf_bool(h, model, "ignore_merges", 0) == 1, .bos = L->bos, .eos = L->eos, .pretok = pretok };
     if (tok_build(out, &spec, err)) {
         char m[ERRLEN];
         snprintf(m, sizeof m, "%s", err);

@@ -162,6 +162,17 @@ int hfq_assemble(Source *s, const HfQuant *q, char *err);
 int hfq_row_awq(const SrcTensor *t, uint64_t r, float *out, char *err);
 int hfq_row_bnb(const SrcTensor *t, uint64_t r, float *out, char *err);
 
+/* meta.c: a tiktoken rank file ("<base64> <rank>" lines) plus n special tokens after the ranks
+ * (names[i] gets id n_ranks + i; bos/eos are offsets into names, -1 for none), built into
+ * s->tok with the pre-tokenizer pretok (TOK_PRETOK_*). */
+typedef struct {
+    uint32_t n;
+    const char *const *names;
+    int32_t bos, eos;
+    int pretok;
+} TiktokenSpecials;
+int tiktoken_read(Source *s, const char *path, const uint8_t *p, uint64_t size, const TiktokenSpecials *sp, char *err);
+
 /* gguf.c: one row of ggml blocks (ST_Q*) decoded with ggml's dequantize_row_* arithmetic. */
 int gguf_row_f32(const SrcTensor *t, uint64_t r, float *out, char *err);
 
