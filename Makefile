@@ -9,12 +9,17 @@ LDLIBS  += -lm -pthread
 GUARD_SHARED ?= ../shared
 export GUARD_SHARED
 
-# Runtime library (everything but the two mains). Files are added here as they land.
-LIB_SRC := util.c json.c report.c quant.c guardbin.c model.c classify.c tokenizer.c unicode_tables.c template.c chat.c \
-           import/import.c import/hf.c import/hfquant.c import/gguf.c import/meta.c
-LIB_SRC := $(wildcard $(LIB_SRC))
+# What ./run links: the reader, the forward pass, the tokenizer's encode/decode, the prompt
+# formats and the classifier (README "Read the code in this order").
+RUNTIME_SRC := util.c json.c report.c quant.c guardbin.c model.c classify.c tokenizer.c unicode_tables.c template.c chat.c
+# What only ./export links on top: every importer, tokenizer building and the guard.bin writer.
+IMPORT_SRC  := $(wildcard import/*.c)
+# Tests, benchmarks and fuzz targets link both (they build their fixtures with the writers).
+LIB_SRC     := $(RUNTIME_SRC) $(IMPORT_SRC)
 BUILD   ?= build
-LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
+RUNTIME_OBJ := $(RUNTIME_SRC:%.c=$(BUILD)/%.o)
+IMPORT_OBJ  := $(IMPORT_SRC:%.c=$(BUILD)/%.o)
+LIB_OBJ     := $(RUNTIME_OBJ) $(IMPORT_OBJ)
 TESTS   := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
 BENCHES := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/bench_*.c))
 
@@ -27,7 +32,7 @@ $(BUILD)/%.o: %.c $(wildcard *.h import/*.h) | $(BUILD)
 $(BUILD):
 	mkdir -p $(BUILD)/tests $(BUILD)/bench $(BUILD)/import
 
-run: $(BUILD)/run.o $(LIB_OBJ)
+run: $(BUILD)/run.o $(RUNTIME_OBJ)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
 
 export: $(BUILD)/export.o $(LIB_OBJ)
@@ -41,6 +46,13 @@ $(BUILD)/bench/%: bench/%.c $(LIB_OBJ) | $(BUILD)
 
 test: all $(TESTS)
 	@sh tests/run_all.sh $(TESTS)
+
+# The runtime boundary (README): ./run defines no importer, tokenizer-building or writer symbol.
+BOUNDARY_SYMS := gguf_open|hf_open|meta_open|source_open|tok_from_hf|tok_build|tok_serialize|gbw_[a-z_]*
+check-boundary: run
+	@bad=$$(nm run | awk '{print $$NF}' | grep -xE '$(BOUNDARY_SYMS)' || true); \
+	if [ -n "$$bad" ]; then echo "check-boundary: ./run links export-only code:" $$bad; exit 1; fi; \
+	echo "check-boundary: ./run links no importer or writer symbol"
 
 # Benchmarks print tables; speed targets live here, never in timed tests. bench_model: every
 # dtype at the Llama Guard 3 1B shape, q8 and q4 at the 8B shape (its f32 file alone is 32 GB).
@@ -56,4 +68,4 @@ bench: all $(BENCHES)
 clean:
 	rm -rf $(BUILD) run export
 
-.PHONY: all test bench clean
+.PHONY: all test bench clean check-boundary

@@ -60,6 +60,14 @@ int config_validate(const Config *c, char *err);
 #define GB_VERSION 2
 #define GB_ALIGN 64
 #define GB_NAME_MAX 64
+/* Fixed header: 256 bytes at offset 0, then the section and tensor tables (FORMAT.md). */
+#define GB_HEADER_BYTES 256
+#define GB_SECTION_BYTES 24
+#define GB_TENSOR_BYTES 128
+#define GB_ENDIAN_MARK 0x0A0B0C0Du
+#define GB_MAX_TENSORS 100000u
+#define GB_MAX_SECTIONS 64u
+#define GB_OFF_HEADER_CRC 48
 enum { SEC_TOKENIZER = 1, SEC_PROMPT = 2 };
 
 typedef struct {
@@ -94,22 +102,6 @@ const GbTensor *gb_find(const GuardFile *g, const char *name);
 const uint8_t *gb_data(const GuardFile *g, const GbTensor *t);
 /* Section bytes, or NULL (and *size 0) when absent. */
 const uint8_t *gb_section(const GuardFile *g, uint32_t kind, uint64_t *size);
-
-/* Writer: describe every tensor and section first, then stream their bytes in the same order.
- * Tensor data is produced by a callback so export converts one tensor at a time. */
-typedef int (*GbProduce)(void *ctx, uint32_t index, uint8_t *dst, uint64_t size, char *err);
-typedef struct {
-    Config cfg;
-    GbTensor *tensors; uint32_t n_tensors, cap_tensors;
-    GbSection *sections; const uint8_t **section_data; uint32_t n_sections;
-} GbWriter;
-void gbw_init(GbWriter *w, const Config *c);
-int gbw_add_tensor(GbWriter *w, const char *name, uint32_t dtype, uint32_t ndim, const uint64_t *shape, char *err);
-/* The bytes are borrowed until gbw_write returns. */
-int gbw_add_section(GbWriter *w, uint32_t kind, const uint8_t *data, uint64_t size, char *err);
-/* Write everything to path atomically; produce(ctx, i, dst, size) fills tensor i. */
-int gbw_write(GbWriter *w, const char *path, GbProduce produce, void *ctx, char *err);
-void gbw_free(GbWriter *w);
 
 /* ==== Weights: typed views into the mapped file ==== */
 

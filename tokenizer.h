@@ -4,7 +4,8 @@
  * from many threads at once (tok_encode allocates its own scratch). tok_encode treats ALL input
  * as plain text: special tokens (<|eot_id|>, <s>, ...) are only ever produced by the prompt
  * template asking for them by name with tok_special_id. Errors: 0 / -1 with a one-line message
- * in err[ERRLEN] (util.h). The byte layout of the guard.bin section is documented in tokenizer.c.
+ * in err[ERRLEN] (util.h). The byte layout of the guard.bin section is documented in tokenizer.c;
+ * building a tokenizer (tokenizer.json, raw arrays) is export's, in import/build.h.
  */
 #ifndef GUARD_TOKENIZER_H
 #define GUARD_TOKENIZER_H
@@ -25,52 +26,17 @@ enum { TOK_PRETOK_LLAMA3 = 0, TOK_PRETOK_O200K = 1 };
  * byte-fallback pieces, used only for characters missing from the vocabulary. */
 enum { TOKK_NORMAL = 0, TOKK_SPECIAL = 1, TOKK_BYTE = 2 };
 
-/* ==== Building ==== */
+/* ==== The guard.bin SEC_TOKENIZER section (layout in tokenizer.c; written by import/tokbuild.c) ==== */
 
-/* Parse HF tokenizer.json (+ optional tokenizer_config.json, may be NULL) into a tokenizer.
- * Only the two known layouts are accepted (Llama 3: BPE + Split regex + ByteLevel; Llama 2:
- * BPE + Prepend/Replace normalizer + byte fallback); anything else is refused with an error
- * naming the file and the field. BOS/EOS come from tokenizer_config.json (bos_token,
- * eos_token); without it both are -1. */
-int tok_from_hf(Tokenizer **out, const char *tokenizer_json_path, const char *tokenizer_config_path, char *err);
+#define TOK_MAGIC "GUARDTOK"
+#define TOK_VERSION 1u
+#define TOK_HEADER 48u
+#define TOKF_IGNORE_MERGES 1u
+#define TOKF_O200K 2u /* Llama 4: the o200k pre-tokenizer regex instead of Llama 3's */
+#define TOK_SPM_SPACE "\xE2\x96\x81" /* U+2581 LOWER ONE EIGHTH BLOCK, SentencePiece's space */
 
-/* Raw arrays for other importers (GGUF vocab arrays, Meta's tiktoken rank file, SentencePiece
- * protos). All arrays are borrowed for the duration of the call.
- *   text/len: token i as the model sees it. TOK_LLAMA3_BPE: the raw bytes (NOT the GPT-2
- *     "Ġ" form; see tok_bytelevel_decode). TOK_SPM_BPE: the piece in UTF-8 with U+2581 for
- *     spaces. SPECIAL: the literal text (e.g. "<|eot_id|>"). BYTE: the name "<0xXX>".
- *   kind: TOKK_* per token, or NULL for all NORMAL.
- *   merges: n_merges (left, right) id pairs, lowest rank first (HF / GGUF merges lists).
- *     Or merges == NULL and scores != NULL: every split of a NORMAL token into two NORMAL
- *     tokens becomes a merge, higher score first, equal scores tied by position. This is
- *     SentencePiece BPE (pieces split at character boundaries), and tiktoken with
- *     scores[i] = -rank and TOK_LLAMA3_BPE (split at byte boundaries).
- *   ignore_merges: a whole pre-token that is itself a NORMAL token is emitted directly
- *     (HF ignore_merges; what tiktoken does). Llama 3 only.
- *   bos, eos: ids or -1. */
-typedef struct {
-    int type;                  /* TOK_LLAMA3_BPE / TOK_SPM_BPE */
-    uint32_t n_tokens;
-    const char *const *text;   /* [n_tokens] */
-    const uint32_t *len;       /* [n_tokens] byte lengths of text[i] */
-    const uint8_t *kind;       /* [n_tokens] TOKK_*, or NULL */
-    uint32_t n_merges;
-    const uint32_t *merges;    /* [n_merges * 2], or NULL */
-    const float *scores;       /* [n_tokens], used only when merges == NULL */
-    int ignore_merges;
-    int32_t bos, eos;
-    int pretok;                /* TOK_PRETOK_*: the Split regex before byte-level BPE (TOK_LLAMA3_BPE only) */
-} TokSpec;
-int tok_build(Tokenizer **out, const TokSpec *spec, char *err);
-
-/* GPT-2 byte-level form ("ĠHello") -> raw bytes (" Hello"). out must hold n bytes (the result is
- * never longer). Returns the byte count, or -1 if a character is not in the byte map. */
-int64_t tok_bytelevel_decode(const char *s, size_t n, uint8_t *out);
-
-/* ==== Serialization (the guard.bin SEC_TOKENIZER section) ==== */
-
-/* *blob is malloc'd; the caller frees it. */
-int tok_serialize(const Tokenizer *t, uint8_t **blob, uint64_t *len, char *err);
+/* CRC-32 of a whole section with its own CRC field (bytes 36..39) taken as zero; len >= 40. */
+uint32_t tok_section_crc(const uint8_t *blob, uint64_t len);
 /* blob is untrusted: everything is validated; nothing points into blob afterwards. */
 int tok_load(Tokenizer **out, const uint8_t *blob, uint64_t len, char *err);
 void tok_free(Tokenizer *t);
@@ -92,6 +58,9 @@ int tok_kind(const Tokenizer *t, int32_t id);
 /* The stored bytes of id (raw bytes / piece / special text / the one byte of a BYTE token);
  * NULL if out of range. */
 const uint8_t *tok_piece(const Tokenizer *t, int32_t id, uint32_t *len);
+/* The merge table as loaded: [tok_n_merges * 3] (left, right, rank). */
+const uint32_t *tok_merges(const Tokenizer *t);
+int tok_ignore_merges(const Tokenizer *t);
 
 /* ==== Encoding and decoding ==== */
 

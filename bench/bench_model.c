@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "classify.h"
+#include "import/build.h"
 
 typedef struct {
     const char *name;

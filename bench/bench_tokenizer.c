@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "json.h"
+#include "import/build.h"
 #include "tokenizer.h"
 
 static const char *shared(void) {

@@ -13,6 +13,7 @@
 #include "../guard.h"
 #include "../json.h"
 #include "../tokenizer.h"
+#include "build.h"
 
 #define SRC_MAX_FILES 256
 /* Llama 3.1 405B has 1137 tensors, an AWQ one three per linear: this bounds the (quadratic)

@@ -7,6 +7,7 @@
 #include <math.h>
 
 #include "json.h"
+#include "import/build.h"
 #include "tokenizer.h"
 
 /* ==== Helpers ==== */

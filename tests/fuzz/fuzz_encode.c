@@ -5,6 +5,7 @@
  * replaced by U+FFFD otherwise (for Llama 2 also with U+2581 read back as a space, as HF's
  * decoder does). */
 #include "fuzz.h"
+#include "import/build.h"
 #include "tokenizer.h"
 
 static Tokenizer *encode_tok[2]; /* Llama 3.1, Llama 2 */

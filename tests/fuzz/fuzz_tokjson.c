@@ -3,6 +3,7 @@
  * Invariants for an accepted tokenizer: its guard.bin section loads back and serializes to the
  * same bytes; encoding gives only NORMAL/BYTE ids; Llama 3 BPE round-trips valid text. */
 #include "fuzz.h"
+#include "import/build.h"
 #include "tokenizer.h"
 
 static FuzzFile tokjson_json, tokjson_cfg;

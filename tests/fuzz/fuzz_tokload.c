@@ -6,6 +6,7 @@
  * ids; and for Llama 3 BPE (whose merges are checked to be concatenations) decode(encode(x))
  * gives x with invalid UTF-8 replaced. */
 #include "fuzz.h"
+#include "import/build.h"
 #include "tokenizer.h"
 
 static void tokload_check_encode(const Tokenizer *t, const uint8_t *s, size_t n) {

@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 
 #include "classify.h"
+#include "import/build.h"
 #include "fuzz.h"
 
 static const char *out_root = "tests/fuzz/corpus";
