@@ -130,14 +130,14 @@ typedef struct {
     int64_t n_cached;  /* positions [0, n_cached) hold valid K/V */
     int32_t *ids;      /* [cap] the token at each cached position (prefix reuse compares these) */
     float *x;          /* [chunk, dim] residual stream */
-    float *xb;         /* [chunk, max(dim, q_dim)] normed input / attention output */
-    float *xb2;        /* [chunk, dim] projection output */
+    float *xb;         /* [chunk, dim] rmsnorm output: input of q/k/v and of gate/up */
+    float *xb2;        /* [chunk, dim] o_proj / down_proj output, added to x */
     float *q;          /* [chunk, q_dim] q_dim = n_heads*head_dim */
     float *k, *v;      /* [chunk, kv_dim] this chunk's keys/values before caching */
+    float *att;        /* [chunk, q_dim] attention output, input of o_proj */
     float *hb, *hb2;   /* [chunk, hidden_dim] */
     float *key_cache;  /* [n_layers, cap, kv_dim] */
     float *value_cache;/* [n_layers, cap, kv_dim] */
-    float *debug_hidden_l0; /* optional, caller-owned [n, dim]: residual after layer 0 (tests) */
 } RunState;
 
 typedef struct {
@@ -170,6 +170,16 @@ void state_free(RunState *s);
 /* Run tokens[0..n) at positions [s->n_cached, s->n_cached + n), appending to the KV cache.
  * When logits != NULL it receives the last position's logits [vocab]. */
 int model_forward(const Model *m, RunState *s, const int32_t *tokens, int64_t n, float *logits, char *err);
+
+/* Tests: model_forward that also copies every position's residual stream after one layer
+ * (HF's output_hidden_states[layer + 1]) into hidden [n, dim], caller-owned. Every row then
+ * runs through the last layer (no shortcut); the logits are the same bits. */
+typedef struct {
+    uint32_t layer;
+    float *hidden;
+} LayerCapture;
+int model_forward_capture(const Model *m, RunState *s, const int32_t *tokens, int64_t n, float *logits,
+                          const LayerCapture *cap, char *err);
 
 /* HF's inverse frequencies for this config (rope_type llama3 applied), f32 as transformers computes them. */
 void rope_inv_freq(const Config *c, float *out /* [head_dim/2] */);

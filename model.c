@@ -5,7 +5,7 @@
  * One forward() serves prefill and decode: it takes a chunk of tokens, runs every projection
  * as a matrix-matrix product over the chunk (quant.c), appends K/V to the cache, and computes
  * logits only for the last position (the classifier reads one position at a time), so the
- * last layer runs past its K/V projections for that position alone.
+ * last layer runs past its K/V for that position alone (forward_chunk's one shortcut step).
  * Activations, the KV cache and all arithmetic outside the matmul kernels are f32.
  * Non-goals: sampling, batching several conversations in one call, GPU.
  */
@@ -55,7 +55,7 @@ static int bind(const Model *m, Tensor *t, const char *name, uint64_t rows, uint
         return errf(err, "%s: tensor '%s' has shape [%llu, %llu], expected [%llu, %llu]", m->file.path, name,
                     (unsigned long long)grows, (unsigned long long)g->shape[g->ndim - 1], (unsigned long long)rows,
                     (unsigned long long)cols);
-    *t = (Tensor){ g->dtype, rows, cols, gb_data(&m->file, g), NULL };
+    *t = (Tensor){ .dtype = g->dtype, .rows = rows, .cols = cols, .data = gb_data(&m->file, g) };
     return 0;
 }
 
@@ -100,10 +100,13 @@ int model_open(Model *m, const char *path, int n_threads, char *err) {
     for (uint32_t l = 0; l < c->n_layers && rc == 0; l++) {
         LayerWeights *L = &w->layers[l];
         const struct { Tensor *t; const char *suffix; uint64_t rows, cols; } mats[] = {
-            { &L->wq, "self_attn.q_proj", q_dim, c->dim },       { &L->wk, "self_attn.k_proj", kv_dim, c->dim },
-            { &L->wv, "self_attn.v_proj", kv_dim, c->dim },      { &L->wo, "self_attn.o_proj", c->dim, q_dim },
-            { &L->w_gate, "mlp.gate_proj", c->hidden_dim, c->dim }, { &L->w_up, "mlp.up_proj", c->hidden_dim, c->dim },
-            { &L->w_down, "mlp.down_proj", c->dim, c->hidden_dim },
+            { .t = &L->wq, .suffix = "self_attn.q_proj", .rows = q_dim, .cols = c->dim },
+            { .t = &L->wk, .suffix = "self_attn.k_proj", .rows = kv_dim, .cols = c->dim },
+            { .t = &L->wv, .suffix = "self_attn.v_proj", .rows = kv_dim, .cols = c->dim },
+            { .t = &L->wo, .suffix = "self_attn.o_proj", .rows = c->dim, .cols = q_dim },
+            { .t = &L->w_gate, .suffix = "mlp.gate_proj", .rows = c->hidden_dim, .cols = c->dim },
+            { .t = &L->w_up, .suffix = "mlp.up_proj", .rows = c->hidden_dim, .cols = c->dim },
+            { .t = &L->w_down, .suffix = "mlp.down_proj", .rows = c->dim, .cols = c->hidden_dim },
         };
         for (size_t i = 0; i < sizeof mats / sizeof mats[0] && rc == 0; i++) {
             snprintf(name, sizeof name, "model.layers.%u.%s.weight", l, mats[i].suffix);
@@ -169,16 +172,17 @@ int state_init(RunState *s, const Model *m, int64_t cap, char *err) {
     memset(s, 0, sizeof *s);
     const Config *c = &m->cfg;
     int64_t q_dim = (int64_t)c->n_heads * c->head_dim, kv_dim = (int64_t)c->n_kv_heads * c->head_dim;
-    int64_t ch = s->chunk = DEFAULT_CHUNK, wide = q_dim > c->dim ? q_dim : c->dim;
+    int64_t ch = s->chunk = DEFAULT_CHUNK;
     s->x = malloc((size_t)(ch * c->dim) * sizeof(float));
-    s->xb = malloc((size_t)(ch * wide) * sizeof(float));
+    s->xb = malloc((size_t)(ch * c->dim) * sizeof(float));
     s->xb2 = malloc((size_t)(ch * c->dim) * sizeof(float));
     s->q = malloc((size_t)(ch * q_dim) * sizeof(float));
     s->k = malloc((size_t)(ch * kv_dim) * sizeof(float));
     s->v = malloc((size_t)(ch * kv_dim) * sizeof(float));
+    s->att = malloc((size_t)(ch * q_dim) * sizeof(float));
     s->hb = malloc((size_t)(ch * c->hidden_dim) * sizeof(float));
     s->hb2 = malloc((size_t)(ch * c->hidden_dim) * sizeof(float));
-    if (!s->x || !s->xb || !s->xb2 || !s->q || !s->k || !s->v || !s->hb || !s->hb2) {
+    if (!s->x || !s->xb || !s->xb2 || !s->q || !s->k || !s->v || !s->att || !s->hb || !s->hb2) {
         state_free(s);
         return errf(err, "out of memory for activations");
     }
@@ -220,14 +224,17 @@ int state_reserve(RunState *s, const Model *m, int64_t cap, char *err) {
 }
 
 void state_free(RunState *s) {
-    free(s->x); free(s->xb); free(s->xb2); free(s->q); free(s->k); free(s->v);
+    free(s->x); free(s->xb); free(s->xb2); free(s->q); free(s->k); free(s->v); free(s->att);
     free(s->hb); free(s->hb2); free(s->key_cache); free(s->value_cache); free(s->ids);
     memset(s, 0, sizeof *s);
 }
 
 /* ==== The blocks of a decoder layer ==== */
 
-/* LlamaRMSNorm: weight * x / sqrt(mean(x^2) + eps), row by row over [n, dim]. */
+/* LlamaRMSNorm, row by row over [n, dim]:
+ *   variance = hidden_states.pow(2).mean(-1, keepdim=True)
+ *   hidden_states = hidden_states * torch.rsqrt(variance + self.variance_epsilon)
+ *   return self.weight * hidden_states.to(input_dtype) */
 static void rmsnorm(float *out, const float *x, const float *weight, int64_t n, int64_t dim, float eps) {
     for (int64_t t = 0; t < n; t++) {
         const float *xt = x + t * dim;
@@ -239,7 +246,10 @@ static void rmsnorm(float *out, const float *x, const float *weight, int64_t n, 
     }
 }
 
-/* apply_rotary_pos_emb with rotate_half: dimension i pairs with i + head_dim/2 (HF weight layout).
+/* apply_rotary_pos_emb, in place:
+ *   q_embed = (q * cos) + (rotate_half(q) * sin)      rotate_half(x) = cat(-x2, x1)
+ * so dimension i pairs with i + head_dim/2 (HF weight layout), at angle pos * inv_freq[i]
+ * (LlamaRotaryEmbedding: freqs = inv_freq @ position_ids; emb = cat(freqs, freqs)).
  * vec is [n, n_heads * head_dim]; token t sits at position pos0 + t. */
 static void rope(float *vec, int64_t n, int64_t n_heads, int64_t head_dim, int64_t pos0, const float *inv_freq) {
     int64_t half = head_dim / 2;
@@ -284,7 +294,8 @@ static void attention_rows(void *ctx, int64_t begin, int64_t end) {
         const int64_t slice = item % j->hslices, kvh = item / j->hslices % c->n_kv_heads;
         const int64_t t0 = (j->n_tblocks - 1 - item / j->hslices / c->n_kv_heads) * j->tb;
         const int64_t h0 = kvh * group + slice * j->hper, h1 = h0 + j->hper < (kvh + 1) * group ? h0 + j->hper : (kvh + 1) * group;
-        AttnBlock b = { hd, j->kc + kvh * hd, j->vc + kvh * hd, kv_dim, 1.0f / sqrtf((float)hd), 0, { 0 }, { 0 }, { 0 } };
+        AttnBlock b = { .head_dim = hd, .k = j->kc + kvh * hd, .v = j->vc + kvh * hd, .kv_stride = kv_dim,
+                        .scale = 1.0f / sqrtf((float)hd) };
         for (int64_t t = t0; t < t0 + j->tb && t < j->n; t++)
             for (int64_t h = h0; h < h1; h++) {
                 b.q[b.nq] = j->q + t * q_dim + h * hd;
@@ -317,7 +328,7 @@ static void swiglu_slices(void *ctx, int64_t begin, int64_t end) {
 }
 
 static void swiglu(Pool *pool, float *hb, const float *hb2, int64_t count) {
-    SwigluJob j = { hb, hb2, count };
+    SwigluJob j = { .hb = hb, .hb2 = hb2, .count = count };
     pool_for(pool, (count + SWIGLU_SLICE - 1) / SWIGLU_SLICE, swiglu_slices, &j);
 }
 
@@ -327,77 +338,114 @@ static void add_inplace(float *x, const float *y, int64_t count) {
 
 /* ==== forward ==== */
 
-/* keep: how many of the chunk's last rows need the final layer's output (the logits row: 1,
- * or 0). The other rows need only that layer's K and V, for the positions after them; their
- * attention, o_proj and MLP outputs would feed nothing (as llama.cpp's inp_out_ids). Every row
- * is computed on its own in every step, so the kept rows get the same bits either way. */
-static void forward_chunk(const Model *m, RunState *s, const int32_t *tokens, int64_t n, int64_t keep) {
+/* One chunk of n tokens at positions [pos0, pos0 + n), through every layer, HF's
+ * LlamaModel.forward. keep: how many of the chunk's last rows need the final layer's output
+ * (1 for the logits row, 0 when no logits are wanted, n for the test entry). On return those
+ * rows' residual streams are s->x rows [0, keep). cap (with keep == n) receives every row's
+ * residual stream after layer cap->layer, [n, dim]. */
+static void forward_chunk(const Model *m, RunState *s, const int32_t *tokens, int64_t n, int64_t keep,
+                          const LayerCapture *cap) {
     const Config *c = &m->cfg;
     const Weights *w = &m->w;
     Pool *pool = m->pool;
-    int64_t dim = c->dim, hd = c->head_dim, kv_dim = (int64_t)c->n_kv_heads * hd, pos0 = s->n_cached;
-    int64_t q_dim = (int64_t)c->n_heads * hd, hidden = c->hidden_dim;
+    const int64_t dim = c->dim, hd = c->head_dim, hidden = c->hidden_dim;
+    const int64_t q_dim = (int64_t)c->n_heads * hd, kv_dim = (int64_t)c->n_kv_heads * hd;
+    int64_t pos0 = s->n_cached;
+    s->n_cached += n;
 
+    /* inputs_embeds = self.embed_tokens(input_ids) */
     for (int64_t t = 0; t < n; t++) dequant_row(&w->embed, (uint64_t)tokens[t], s->x + t * dim);
+    memcpy(s->ids + pos0, tokens, (size_t)n * sizeof *tokens);
 
     for (uint32_t l = 0; l < c->n_layers; l++) {
         const LayerWeights *L = &w->layers[l];
-        float *kc = s->key_cache + (int64_t)l * s->cap * kv_dim, *vc = s->value_cache + (int64_t)l * s->cap * kv_dim;
-        /* rows [r, n) carry on past K/V: all of them, except in the last layer (the test hook
-         * wants every row of layer 0, which is the last in one-layer models) */
-        const int hook = l == 0 && s->debug_hidden_l0;
-        const int64_t r = l + 1 == c->n_layers && !hook ? n - keep : 0, nr = n - r;
+        float *key_cache = s->key_cache + (int64_t)l * s->cap * kv_dim;
+        float *value_cache = s->value_cache + (int64_t)l * s->cap * kv_dim;
 
-        /* hidden = input_layernorm(x); q, k, v = projections; RoPE on q and k */
+        /* LlamaDecoderLayer: hidden_states = self.input_layernorm(hidden_states) */
         rmsnorm(s->xb, s->x, L->attn_norm, n, dim, c->norm_eps);
+
+        /* LlamaAttention:
+         *   query_states = self.q_proj(hidden_states)
+         *   key_states = self.k_proj(hidden_states)
+         *   value_states = self.v_proj(hidden_states)
+         *   query_states, key_states = apply_rotary_pos_emb(query_states, key_states, cos, sin)
+         *   key_states, value_states = past_key_value.update(key_states, value_states, self.layer_idx) */
+        matmul(pool, s->q, s->xb, &L->wq, n);
         matmul(pool, s->k, s->xb, &L->wk, n);
         matmul(pool, s->v, s->xb, &L->wv, n);
+        rope(s->q, n, c->n_heads, hd, pos0, m->inv_freq);
         rope(s->k, n, c->n_kv_heads, hd, pos0, m->inv_freq);
-        memcpy(kc + pos0 * kv_dim, s->k, (size_t)(n * kv_dim) * sizeof(float));
-        memcpy(vc + pos0 * kv_dim, s->v, (size_t)(n * kv_dim) * sizeof(float));
-        if (l == 0) memcpy(s->ids + pos0, tokens, (size_t)n * sizeof *tokens);
-        if (nr == 0) continue;
-        float *q = s->q + r * q_dim, *x = s->x + r * dim, *xb = s->xb + r * dim, *att = s->xb + r * q_dim, *xb2 = s->xb2 + r * dim;
-        float *hb = s->hb + r * hidden, *hb2 = s->hb2 + r * hidden;
-        matmul(pool, q, xb, &L->wq, nr);
-        rope(q, nr, c->n_heads, hd, pos0 + r, m->inv_freq);
+        memcpy(key_cache + pos0 * kv_dim, s->k, (size_t)(n * kv_dim) * sizeof(float));
+        memcpy(value_cache + pos0 * kv_dim, s->v, (size_t)(n * kv_dim) * sizeof(float));
 
-        /* x = x + o_proj(softmax(q k^T / sqrt(d) + causal mask) v) */
-        AttnJob job = { c, q, kc, vc, att, nr, pos0 + r, 0, 0, 0, 0 };
+        /* The last-layer shortcut (llama.cpp's inp_out_ids): past its K/V, the last layer only
+         * matters for the rows whose output is read, the last `keep`. Their q and residual rows
+         * move to rows [0, keep) and the layer continues with n = keep. Every step treats each
+         * row on its own, so the kept rows get the same bits as without the shortcut. */
+        if (l + 1 == c->n_layers && keep < n) {
+            if (keep == 0) break;
+            memmove(s->q, s->q + (n - keep) * q_dim, (size_t)(keep * q_dim) * sizeof(float));
+            memmove(s->x, s->x + (n - keep) * dim, (size_t)(keep * dim) * sizeof(float));
+            pos0 += n - keep;
+            n = keep;
+        }
+
+        /*   attn_weights = softmax(query_states @ repeat_kv(key_states).T / sqrt(head_dim) + causal_mask)
+         *   attn_output = self.o_proj(attn_weights @ repeat_kv(value_states))
+         * LlamaDecoderLayer: hidden_states = residual + hidden_states */
+        AttnJob job = { .c = c, .q = s->q, .kc = key_cache, .vc = value_cache, .out = s->att, .n = n, .pos0 = pos0 };
         attention_chunk(pool, &job);
-        matmul(pool, xb2, att, &L->wo, nr);
-        add_inplace(x, xb2, nr * dim);
+        matmul(pool, s->xb2, s->att, &L->wo, n);
+        add_inplace(s->x, s->xb2, n * dim);
 
-        /* x = x + down(silu(gate(h)) * up(h)), h = post_attention_layernorm(x) */
-        rmsnorm(xb, x, L->ffn_norm, nr, dim, c->norm_eps);
-        matmul(pool, hb, xb, &L->w_gate, nr);
-        matmul(pool, hb2, xb, &L->w_up, nr);
-        swiglu(pool, hb, hb2, nr * hidden);
-        matmul(pool, xb2, hb, &L->w_down, nr);
-        add_inplace(x, xb2, nr * dim);
+        /*   hidden_states = self.post_attention_layernorm(hidden_states)
+         * LlamaMLP: down_proj(act_fn(gate_proj(x)) * up_proj(x))
+         *   hidden_states = residual + hidden_states */
+        rmsnorm(s->xb, s->x, L->ffn_norm, n, dim, c->norm_eps);
+        matmul(pool, s->hb, s->xb, &L->w_gate, n);
+        matmul(pool, s->hb2, s->xb, &L->w_up, n);
+        swiglu(pool, s->hb, s->hb2, n * hidden);
+        matmul(pool, s->xb2, s->hb, &L->w_down, n);
+        add_inplace(s->x, s->xb2, n * dim);
 
-        if (hook) memcpy(s->debug_hidden_l0 + pos0 * dim, s->x, (size_t)(n * dim) * sizeof(float));
+        if (cap && cap->layer == l) memcpy(cap->hidden, s->x, (size_t)(n * dim) * sizeof(float));
     }
-    s->n_cached += n;
 }
 
-int model_forward(const Model *m, RunState *s, const int32_t *tokens, int64_t n, float *logits, char *err) {
+/* Chunks of s->chunk tokens; the last one keeps its logits row. */
+static int forward(const Model *m, RunState *s, const int32_t *tokens, int64_t n, float *logits,
+                   const LayerCapture *cap, char *err) {
     const Config *c = &m->cfg;
     if (n <= 0) return errf(err, "nothing to run");
     for (int64_t i = 0; i < n; i++)
         if (tokens[i] < 0 || (uint32_t)tokens[i] >= c->vocab_size)
             return errf(err, "token id %d at index %lld is outside the vocabulary (0..%u)", tokens[i], (long long)i, c->vocab_size - 1);
     if (s->n_cached + n > s->cap && state_reserve(s, m, s->n_cached + n, err)) return -1;
-    /* debug_hidden_l0 is indexed by absolute position, so it holds the whole prompt */
-    for (int64_t done = 0; done < n; done += s->chunk) {
-        int64_t k = n - done < s->chunk ? n - done : s->chunk;
-        forward_chunk(m, s, tokens + done, k, logits && done + k == n);
+    int64_t k = 0, keep = 0;
+    for (int64_t done = 0; done < n; done += k) {
+        k = n - done < s->chunk ? n - done : s->chunk;
+        keep = cap ? k : logits && done + k == n ? 1 : 0;
+        const LayerCapture chunk_cap = cap ? (LayerCapture){ .layer = cap->layer, .hidden = cap->hidden + done * c->dim }
+                                           : (LayerCapture){ .layer = UINT32_MAX };
+        forward_chunk(m, s, tokens + done, k, keep, cap ? &chunk_cap : NULL);
     }
     if (logits) {
-        int64_t last = (n - 1) % s->chunk; /* row of the last token in the last chunk */
-        float *x = s->x + last * c->dim;
+        /* LlamaModel: hidden_states = self.norm(hidden_states)
+         * LlamaForCausalLM: logits = self.lm_head(hidden_states), at the last position only */
+        const float *x = s->x + (keep - 1) * c->dim;
         rmsnorm(s->xb, x, m->w.norm, 1, c->dim, c->norm_eps);
         matmul(m->pool, logits, s->xb, &m->w.lm_head, 1);
     }
     return 0;
+}
+
+int model_forward(const Model *m, RunState *s, const int32_t *tokens, int64_t n, float *logits, char *err) {
+    return forward(m, s, tokens, n, logits, NULL, err);
+}
+
+int model_forward_capture(const Model *m, RunState *s, const int32_t *tokens, int64_t n, float *logits,
+                          const LayerCapture *cap, char *err) {
+    if (cap->layer >= m->cfg.n_layers) return errf(err, "layer %u: the model has %u", cap->layer, m->cfg.n_layers);
+    return forward(m, s, tokens, n, logits, cap, err);
 }

@@ -56,9 +56,8 @@ static void check_fixture(const char *fx) {
         RunState s;
         assert_int_equal(state_init(&s, &m, L + 8, err), 0);
         float *hidden = malloc((size_t)L * dim * sizeof(float)), *logits = malloc(vocab * sizeof(float));
-        s.debug_hidden_l0 = hidden;
-        if (model_forward(&m, &s, ids, n, logits, err)) fail_msg("%s", err);
-        s.debug_hidden_l0 = NULL;
+        const LayerCapture cap = { .layer = 0, .hidden = hidden };
+        if (model_forward_capture(&m, &s, ids, n, logits, &cap, err)) fail_msg("%s", err);
 
         float md = 0, mh = 0;
         for (uint32_t i = 0; i < vocab; i++) md = fmaxf(md, fabsf(logits[i] - gold[i]));
