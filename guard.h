@@ -17,7 +17,7 @@ enum { ROPE_NONE = 0, ROPE_LLAMA3 = 1 };
  * i + head_dim/2; Llama 4's complex form (apply_rotary_emb, view_as_complex) pairs 2j with 2j+1. */
 enum { ROPE_ROTATE_HALF = 0, ROPE_ADJACENT = 1 };
 /* Layers that may be NoPE: the header holds one bit per layer for the first GB_NOPE_LAYERS. */
-#define GB_NOPE_LAYERS 512
+#define GB_NOPE_LAYERS 256
 enum { SRC_HF = 1, SRC_GGUF = 2, SRC_AWQ = 3, SRC_BNB = 4, SRC_META = 5, SRC_RANDOM = 6 };
 
 typedef struct {

@@ -200,7 +200,7 @@ int gb_open(GuardFile *g, const char *path, char *err) {
              g->data_offset > fsize) why = "tables do not fit the file";
     else if (arch != 1) why = "unknown architecture (or non-zero reserved header word at 156)";
     for (uint64_t k = r.pos; k < GB_HEADER_BYTES && !why; k++)
-        if (p[k]) why = "reserved header bytes (224..255) are not zero";
+        if (p[k]) why = "reserved header bytes (192..255) are not zero";
     if (why) {
         gb_close(g);
         return errf(err, "%s: %s", path, why);

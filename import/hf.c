@@ -374,7 +374,7 @@ static int llama4_names(Source *s, char *err) {
  * special tokens after them (200000.., named as HF names them) come from tokenizer_config.json's
  * added_tokens_decoder ({"200000": {"content": "<|begin_of_text|>", "special": true}, ...}),
  * and BOS/EOS from its bos_token/eos_token. */
-static int llama4_tiktoken(Source *s, const char *model_path, const char *tcfg, char *err) {
+int hf_llama4_tiktoken(Source *s, const char *model_path, const char *tcfg, char *err) {
     if (!ckpt_is_file(tcfg)) return errf(err, "%s: a Llama 4 tokenizer.model needs tokenizer_config.json beside it (its special tokens)", model_path);
     Json j;
     if (load_json_file(&j, tcfg, err)) return -1;
@@ -458,7 +458,7 @@ int hf_open(Source *s, const char *dir, char *err) {
     if (ckpt_is_file(path)) {
         if (tok_from_hf(&s->tok, path, ckpt_is_file(tcfg) ? tcfg : NULL, err)) goto fail;
     } else if (llama4 && (ckpt_path(path, sizeof path, dir, "tokenizer.model"), ckpt_is_file(path))) {
-        if (llama4_tiktoken(s, path, tcfg, err)) goto fail;
+        if (hf_llama4_tiktoken(s, path, tcfg, err)) goto fail;
     } else {
         errf(err, "%s: no tokenizer.json%s", dir, llama4 ? " or tokenizer.model" : "");
         goto fail;

@@ -153,6 +153,10 @@ typedef struct {
     uint32_t group_size; /* AWQ */
 } HfQuant;
 int hf_read_config(const char *path, Config *c, HfQuant *quant, char *err);
+/* Llama 4 without tokenizer.json: Meta's tiktoken tokenizer.model (ranks) plus the specials of
+ * tokenizer_config.json's added_tokens_decoder (ids from the rank count on) and its
+ * bos_token/eos_token, into s->tok with the o200k pre-tokenizer. */
+int hf_llama4_tiktoken(Source *s, const char *model_path, const char *tokenizer_config_path, char *err);
 /* tokenizer_config.json's chat_template into s->chat_template (left NULL when absent). */
 int hf_read_chat_template(Source *s, const char *path, char *err);
 
