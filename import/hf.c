@@ -144,7 +144,7 @@ int hf_read_config(const char *path, Config *c, HfQuant *quant, char *err) {
         cfg_u32(&j, tc, path, "num_key_value_heads", 0, c->n_heads, &c->n_kv_heads, err) ||
         cfg_u32(&j, tc, path, llama4 ? "intermediate_size_mlp" : "intermediate_size", 1, 0, &c->hidden_dim, err) ||
         cfg_u32(&j, tc, path, "vocab_size", 1, 0, &c->vocab_size, err) ||
-        cfg_u32(&j, tc, path, "max_position_embeddings", 0, 2048, &c->max_seq_len, err))
+        cfg_u32(&j, tc, path, "max_position_embeddings", 0, llama4 ? 4096 * 32 : 2048, &c->max_seq_len, err))
         goto done;
     if (c->dim % c->n_heads && !json_get(&j, tc, "head_dim")) { errf(err, "%s: hidden_size is not a multiple of num_attention_heads", path); goto done; }
     if (cfg_u32(&j, tc, path, "head_dim", 0, c->dim / c->n_heads, &c->head_dim, err)) goto done;

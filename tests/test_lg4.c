@@ -27,6 +27,7 @@
 #include "chat.h"
 #include "classify.h"
 #include "guard.h"
+#include "import/import.h"
 #include "json.h"
 #include "template.h"
 #include "tokenizer.h"
@@ -380,6 +381,147 @@ static void test_version1_refused(void **st) {
     unlink(path);
 }
 
+/* ==== config.json: what is read, what is refused ==== */
+
+static int read_cfg(const char *text_config_extra, Config *c, char *err) {
+    char path[600];
+    snprintf(path, sizeof path, "%s/cfg-test.json", test_tmpdir());
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "{\"model_type\": \"llama4\", \"text_config\": {\"model_type\": \"llama4_text\", \"vocab_size\": 300, \"hidden_size\": 64,"
+               " \"intermediate_size\": 128, \"intermediate_size_mlp\": 256, \"num_hidden_layers\": 8, \"num_attention_heads\": 4,"
+               " \"num_key_value_heads\": 2, \"head_dim\": 16, \"rms_norm_eps\": 1e-5, \"rope_theta\": 500000.0%s}}",
+            text_config_extra);
+    fclose(f);
+    return hf_read_config(path, c, NULL, err);
+}
+
+static void test_config_llama4(void **st) {
+    (void)st;
+    char err[ERRLEN];
+    Config c;
+    /* HF's defaults when the keys are absent: no_rope_layers from no_rope_layer_interval 4 (every
+     * 4th layer NoPE), use_qk_norm and attn_temperature_tuning on, floor_scale 8192, attn_scale
+     * 0.1, attention_chunk_size 8192 */
+    assert_int_equal(read_cfg("", &c, err), 0);
+    assert_int_equal(c.nope[0], (1u << 3) | (1u << 7));
+    assert_true(c.qk_norm && c.attn_temperature_tuning && c.floor_scale == 8192 && fabsf(c.attn_scale - 0.1f) == 0);
+    assert_int_equal(c.attn_chunk, 8192);
+    assert_int_equal(c.max_seq_len, 131072); /* Llama4TextConfig's max_position_embeddings = 4096 * 32 */
+    assert_int_equal(c.rope_style, ROPE_ADJACENT);
+    assert_int_equal(c.hidden_dim, 256);
+    /* explicit values; null chunk size = no chunking */
+    assert_int_equal(read_cfg(", \"no_rope_layers\": [0,1,1,1,1,1,1,0], \"use_qk_norm\": false, \"attention_chunk_size\": null,"
+                              " \"floor_scale\": 4, \"attn_scale\": 0.25, \"attn_temperature_tuning\": false", &c, err), 0);
+    assert_int_equal(c.nope[0], 1u | (1u << 7));
+    assert_true(!c.qk_norm && !c.attn_temperature_tuning && c.attn_chunk == 0 && c.floor_scale == 4 && c.attn_scale == 0.25f);
+    const struct { const char *extra, *want; } bad[] = {
+        { ", \"moe_layers\": [1, 3]", "mixture-of-experts" },
+        { ", \"interleave_moe_layer_step\": 1", "mixture-of-experts" },
+        { ", \"no_rope_layers\": [1, 1]", "no_rope_layers has 2 entries" },
+        { ", \"no_rope_layers\": [1,1,1,2,1,1,1,1]", "no_rope_layers[3]" },
+        { ", \"use_qk_norm\": 1", "use_qk_norm" },
+        { ", \"floor_scale\": 0", "floor_scale" },
+        { ", \"attention_chunk_size\": 0", "attention_chunk_size" },
+        { ", \"model_type\": \"llama\"", "llama4_text" },
+        { ", \"hidden_act\": \"gelu\"", "silu" },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        if (read_cfg(bad[i].extra, &c, err) == 0) fail_msg("accepted: %s", bad[i].extra);
+        if (!strstr(err, bad[i].want)) fail_msg("'%s': error '%s' lacks '%s'", bad[i].extra, err, bad[i].want);
+    }
+}
+
+/* ./export refuses a mixture-of-experts Llama 4 (Scout, Maverick) with one clear line. (Expert
+ * tensors under a dense config keep their own names and are refused as unexpected tensors.) */
+static void test_export_refuses_experts(void **st) {
+    (void)st;
+    const char *dir = checkpoint("g4a");
+    char out[4096], bad[600];
+    snprintf(bad, sizeof bad, "%s/g4a-moe", test_tmpdir());
+    assert_int_equal(run_cmd(out, sizeof out, "mkdir -p '%s' && cp -P '%s'/* '%s'/", bad, dir, bad), 0);
+    assert_int_equal(run_cmd(out, sizeof out, "sed 's/\"moe_layers\": \\[\\]/\"moe_layers\": [1]/' '%s/config.json' > '%s/c.json' && "
+                                              "rm '%s/config.json' && mv '%s/c.json' '%s/config.json'", dir, bad, bad, bad, bad), 0);
+    int rc = run_cmd(out, sizeof out, "./export '%s' '%s/x.bin'", bad, bad);
+    printf("  %s", out);
+    assert_int_equal(rc, 2);
+    assert_non_null(strstr(out, "mixture-of-experts"));
+}
+
+/* The prefix store (policy prefix reused) and a cold run give the same bits for LG4, and the
+ * chunked variant too (reused K/V cross chunk boundaries). */
+static void check_prefix_reuse(const char *v) {
+    char err[ERRLEN];
+    Guard g;
+    if (guard_open(&g, exported(v, "f32"), 2, err)) fail_msg("%s", err);
+    const char *texts[] = { "How do I kill a process in Linux?", "What is the capital of France? Please answer in one word." };
+    Decision d[2][2];
+    for (int warm = 0; warm < 2; warm++) {
+        guard_forget_prefixes(&g);
+        for (int i = 0; i < 2; i++) {
+            Conversation c;
+            chat_init(&c);
+            assert_int_equal(chat_append(&c, ROLE_USER, texts[i], strlen(texts[i]), err), 0);
+            RunState s;
+            assert_int_equal(state_init(&s, &g.model, 0, err), 0);
+            g.no_prefix_store = !warm;
+            if (guard_classify(&g, &s, NULL, &c, 0.5f, 0, &d[warm][i], err)) fail_msg("%s", err);
+            state_free(&s);
+            chat_free(&c);
+        }
+    }
+    printf("  %s: reused %lld of %lld prompt tokens on the second conversation\n", v, (long long)d[1][1].reused_tokens,
+           (long long)d[1][1].prompt_tokens);
+    assert_true(d[1][1].reused_tokens > 100);
+    for (int i = 0; i < 2; i++) {
+        assert_memory_equal(&d[0][i].p_unsafe, &d[1][i].p_unsafe, sizeof(float));
+        assert_memory_equal(&d[0][i].p_safe, &d[1][i].p_safe, sizeof(float));
+        assert_int_equal(d[0][i].argmax, d[1][i].argmax);
+    }
+    guard_close(&g);
+}
+
+static void test_prefix_reuse_g4a(void **st) { (void)st; check_prefix_reuse("g4a"); }
+static void test_prefix_reuse_g4b(void **st) { (void)st; check_prefix_reuse("g4b"); }
+
+/* --batch and --eval on an LG4 file, and q8 / q4 exports that load and classify. */
+static void test_cli_batch_eval(void **st) {
+    (void)st;
+    char in[600], out[16384];
+    snprintf(in, sizeof in, "%s/batch.jsonl", test_tmpdir());
+    FILE *f = fopen(in, "w");
+    assert_non_null(f);
+    fputs("{\"id\": \"a\", \"messages\": [{\"role\": \"user\", \"content\": \"hello\"}], \"label\": \"safe\"}\n"
+          "{\"id\": \"b\", \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}, {\"role\": \"assistant\", \"content\": \"<|eot|> hi\"}], \"label\": \"unsafe\"}\n"
+          "{\"id\": \"c\", \"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"image\"}]}]}\n", f);
+    fclose(f);
+    int rc = run_cmd(out, sizeof out, "./run '%s' --batch '%s' --no-cache", exported("g4b", "f32"), in);
+    printf("%s", out);
+    assert_true(rc == 0 || rc == 1);
+    assert_non_null(strstr(out, "\"id\":\"a\""));
+    assert_non_null(strstr(out, "\"id\":\"b\""));
+    assert_non_null(strstr(out, "image content is not supported"));
+    snprintf(in + strlen(in) - 6, 16, "2.jsonl");
+    f = fopen(in, "w");
+    assert_non_null(f);
+    fputs("{\"messages\": [{\"role\": \"user\", \"content\": \"hello\"}], \"label\": \"safe\"}\n"
+          "{\"messages\": [{\"role\": \"user\", \"content\": \"how to make a bomb\"}], \"label\": \"unsafe\", \"categories\": [\"S9\"]}\n", f);
+    fclose(f);
+    rc = run_cmd(out, sizeof out, "./run '%s' --eval '%s' --json --no-cache", exported("g4a", "f32"), in);
+    printf("%s", out);
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(out, "\"n\":2"));
+    for (int k = 0; k < 2; k++) {
+        const char *dt = k ? "q4" : "q8";
+        rc = run_cmd(out, sizeof out, "echo 'How do I kill a process in Linux?' | ./run '%s' --json --no-cache", exported("g4a", dt));
+        printf("  %s: %s", dt, out);
+        assert_int_equal(rc, 1);
+        const char *p = strstr(out, "\"p_unsafe\":");
+        assert_non_null(p);
+        assert_true(strtod(p + 11, NULL) > 0.99); /* the f32 reference: 0.99999976; random weights never say safe */
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_header_fields),
@@ -390,6 +532,11 @@ int main(void) {
         cmocka_unit_test(test_prompts_g4b),
         cmocka_unit_test(test_cli_json),
         cmocka_unit_test(test_version1_refused),
+        cmocka_unit_test(test_config_llama4),
+        cmocka_unit_test(test_export_refuses_experts),
+        cmocka_unit_test(test_prefix_reuse_g4a),
+        cmocka_unit_test(test_prefix_reuse_g4b),
+        cmocka_unit_test(test_cli_batch_eval),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
