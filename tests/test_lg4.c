@@ -27,6 +27,7 @@
 #include "chat.h"
 #include "classify.h"
 #include "guard.h"
+#include "import/build.h"
 #include "import/import.h"
 #include "json.h"
 #include "template.h"
@@ -243,6 +244,55 @@ static void test_tokenizer_golden(void **st) {
     assert_true(special_text > 0);
     free(text);
     guard_close(&g);
+}
+
+/* A Llama 4 tokenizer.json (HF layout: Split with the o200k regex, then ByteLevel) is recognised
+ * by its regex and keeps the o200k pre-tokenizer through guard.bin's section. The vocabulary is
+ * a tiny one (256 byte tokens in GPT-2 form, "ab", one special); the regex is what is tested:
+ * "x'S" is one pre-token for o200k ("x" + the contraction) but two for Llama 3. */
+static void test_tokenizer_json_o200k(void **st) {
+    (void)st;
+    static const char o200k[] =
+        "[^\\\\r\\\\n\\\\p{L}\\\\p{N}]?[\\\\p{Lu}\\\\p{Lt}\\\\p{Lm}\\\\p{Lo}\\\\p{M}]*[\\\\p{Ll}\\\\p{Lm}\\\\p{Lo}\\\\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"
+        "[^\\\\r\\\\n\\\\p{L}\\\\p{N}]?[\\\\p{Lu}\\\\p{Lt}\\\\p{Lm}\\\\p{Lo}\\\\p{M}]+[\\\\p{Ll}\\\\p{Lm}\\\\p{Lo}\\\\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"
+        "\\\\p{N}{1,3}| ?[^\\\\s\\\\p{L}\\\\p{N}]+[\\\\r\\\\n/]*|\\\\s*[\\\\r\\\\n]+|\\\\s+(?!\\\\S)|\\\\s+";
+    char path[600], err[ERRLEN];
+    snprintf(path, sizeof path, "%s/o200k-tokenizer.json", test_tmpdir());
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "{\"added_tokens\":[{\"id\":259,\"content\":\"<|eot|>\",\"special\":true}],\"normalizer\":null,"
+               "\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":{\"Regex\":\"%s\"},"
+               "\"behavior\":\"Isolated\",\"invert\":false},{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"trim_offsets\":true,"
+               "\"use_regex\":false}]},\"decoder\":{\"type\":\"ByteLevel\"},\"model\":{\"type\":\"BPE\",\"dropout\":null,"
+               "\"ignore_merges\":true,\"byte_fallback\":false,\"vocab\":{", o200k);
+    for (int b = 0; b < 256; b++) { /* GPT-2 bytes_to_unicode */
+        int printable = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF), k = 0;
+        for (int c = 0; c < b && !printable; c++) k += !((c >= 0x21 && c <= 0x7E) || (c >= 0xA1 && c <= 0xAC) || (c >= 0xAE && c <= 0xFF));
+        unsigned cp = printable ? (unsigned)b : 0x100u + (unsigned)k;
+        if (cp == '"' || cp == '\\') fprintf(f, "\"\\%c\":%d,", (char)cp, b);
+        else if (cp < 0x80) fprintf(f, "\"%c\":%d,", (char)cp, b);
+        else fprintf(f, "\"%c%c\":%d,", (char)(0xC0 | cp >> 6), (char)(0x80 | (cp & 0x3F)), b);
+    }
+    fprintf(f, "\"x'\":256,\"x'S\":257,\"ab\":258},\"merges\":[\"x '\",\"x' S\",\"a b\"]}}");
+    fclose(f);
+    Tokenizer *t, *u;
+    if (tok_from_hf(&t, path, NULL, err)) fail_msg("%s", err);
+    assert_int_equal(tok_pretok(t), TOK_PRETOK_O200K);
+    uint8_t *blob;
+    uint64_t len;
+    assert_int_equal(tok_serialize(t, &blob, &len, err), 0);
+    assert_int_equal(tok_load(&u, blob, len, err), 0);
+    assert_int_equal(tok_pretok(u), TOK_PRETOK_O200K);
+    int32_t *ids = NULL;
+    size_t n = 0, cap = 0;
+    assert_int_equal(tok_encode(u, "x'S ab", 6, &ids, &n, &cap, err), 0);
+    assert_int_equal(n, 3); /* "x'S" (one o200k pre-token, merged), then " ab" as " " + "ab" (Llama 3 would give 5) */
+    assert_int_equal(ids[0], 257);
+    assert_int_equal(ids[2], 258);
+    free(ids);
+    free(blob);
+    tok_free(t);
+    tok_free(u);
 }
 
 /* ==== Prompts and decisions ==== */
@@ -528,6 +578,7 @@ int main(void) {
         cmocka_unit_test(test_forward_g4a),
         cmocka_unit_test(test_forward_g4b),
         cmocka_unit_test(test_tokenizer_golden),
+        cmocka_unit_test(test_tokenizer_json_o200k),
         cmocka_unit_test(test_prompts_g4a),
         cmocka_unit_test(test_prompts_g4b),
         cmocka_unit_test(test_cli_json),
