@@ -17,10 +17,10 @@
  *            it writes included) and warm (that file loaded), best of three;
  *   peak RSS of that process, threads, kernels.
  *
- * usage: bench_model [-m 1b,8b,12b] [-d f32,bf16,q8,q4] [-t THREADS] [-o DIR] [--keep] [--reuse] [-q]
+ * usage: bench_model [-m 1b,8b,12b] [-d f32,bf16,q8,q4] [-t THREADS] [-o DIR] [--keep] [--reuse] [-q] [-r]
  *   defaults: -m 1b -d f32,bf16,q8,q4, all cores, -o $TMPDIR or /tmp. Files (up to 5 GB for 1B f32,
  *   ~12 GB for 12B q8) are deleted afterwards unless --keep; --reuse takes an existing file; -q: pp
- *   and tg only.
+ *   and tg only; -r (reduced): no batch and no one-shot columns (printed as 0).
  *
  * The 12b shape is Llama Guard 4's: hidden 5120, 48 layers, 40/8 heads of 128, vocab 202048,
  * untied (issue #20), with every Llama 4 delta switched on (adjacent-pair RoPE, qk-norm, Scout's
@@ -162,7 +162,7 @@ static int write_model(const char *path, const Config *cfg, uint32_t dtype, cons
 
 /* ==== Measuring (in a child process, so peak RSS is per model) ==== */
 
-static int quick;
+static int quick, reduced; /* -q: pp and tg only; -r: no batch and no one-shot columns */
 
 static const char *texts[] = {
     "How do I kill a process in Linux?", "What is the capital of France?", "Write a poem about the sea.",
@@ -253,7 +253,7 @@ static int oneshot(const char *path, int threads, double *cold, double *warm, ch
 static int measure(const char *path, const char *shape, const char *dtype, int threads) {
     char err[ERRLEN];
     double one_cold = 0, one_warm = 0;
-    if (!quick && oneshot(path, threads, &one_cold, &one_warm, err)) { fprintf(stderr, "bench_model: %s\n", err); return 1; }
+    if (!quick && !reduced && oneshot(path, threads, &one_cold, &one_warm, err)) { fprintf(stderr, "bench_model: %s\n", err); return 1; }
     Guard g;
     if (guard_open(&g, path, threads, err)) { fprintf(stderr, "bench_model: %s\n", err); return 1; }
     model_prepack(&g.model); /* steady state, as in --batch; the one-shot columns open their own */
@@ -285,12 +285,12 @@ static int measure(const char *path, const char *shape, const char *dtype, int t
         }
         state_init(&s, &g.model, 0, err);
         double t0 = now_sec();
-        for (int i = 0; i < 100; i++) {
+        for (int i = 0; i < (reduced ? 0 : 100); i++) {
             char text[256];
             snprintf(text, sizeof text, "%s (%d)", texts[i % 10], i);
             classify_once(&g, &s, text, NULL, NULL, err);
         }
-        double batch = 100.0 / (now_sec() - t0);
+        double batch = reduced ? 0 : 100.0 / (now_sec() - t0);
         state_free(&s);
         printf(" %5.0f ms (%lld tok) | %5.0f ms (%lld cached) | %4.1fx | %5.2f | %5.0f ms | %5.0f ms |", cold * 1e3,
                (long long)ntok + g.n_decision_prefix, warm * 1e3, (long long)reused, cold / warm, batch, one_cold * 1e3, one_warm * 1e3);
@@ -316,7 +316,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--keep")) keep = 1;
         else if (!strcmp(argv[i], "--reuse")) reuse = keep = 1;
         else if (!strcmp(argv[i], "-q")) quick = 1;
-        else { fprintf(stderr, "usage: bench_model [-m 1b,8b,12b] [-d f32,bf16,q8,q4] [-t N] [-o DIR] [--keep] [--reuse] [-q]\n"); return 2; }
+        else if (!strcmp(argv[i], "-r")) reduced = 1;
+        else { fprintf(stderr, "usage: bench_model [-m 1b,8b,12b] [-d f32,bf16,q8,q4] [-t N] [-o DIR] [--keep] [--reuse] [-q] [-r]\n"); return 2; }
     }
     if (!dir || !*dir) dir = "/tmp";
     const char *shared = getenv("GUARD_SHARED") && *getenv("GUARD_SHARED") ? getenv("GUARD_SHARED") : "../shared";
