@@ -300,7 +300,9 @@ static void attn_temperature(float *q, int64_t n, int64_t q_dim, int64_t pos0, f
     }
 }
 
-/* Causal attention for the chunk: query t of head h sees cached positions [0, pos0 + t].
+/* Causal attention for the chunk: query t of head h sees cached positions [0, pos0 + t], or on
+ * Llama 4's chunked layers only those of its own chunk (HF's chunk_causal_mask: key j is seen
+ * by query i iff j <= i and floor(j / C) == floor(i / C)).
  * GQA (repeat_kv): query head h reads kv head h / (n_heads / n_kv_heads). The arithmetic is
  * quant.c's attention() (quant.h "The attention contract": fixed per-query order, so chunked
  * prefill and token-by-token decode give the same bits, which the prefix cache relies on). */
