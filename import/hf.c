@@ -4,6 +4,10 @@
  * chat template). Every JSON value is type- and range-checked; every tensor's byte range is
  * checked against its file, its dtype and its shape. A quantization_config (AWQ, bitsandbytes)
  * hands the quantized linears to hfquant.c.
+ * Llama 4 (Llama Guard 4): a Llama4ForConditionalGeneration config.json, whose text_config
+ * gives the Llama 4 fields (Llama4TextConfig defaults where HF has them), the text weights
+ * under language_model.* (the vision tower skipped), and tokenizer.json or Meta's tiktoken
+ * tokenizer.model with the specials of tokenizer_config.json.
  */
 #include "import.h"
 

@@ -120,7 +120,8 @@ int load_json_file(Json *j, const char *path, char *err);
 /* ==== Importers ==== */
 
 /* Hugging Face directory: config.json + safetensors (single or sharded) + tokenizer files;
- * AWQ GEMM and bitsandbytes int8 when config.json has a quantization_config. */
+ * AWQ GEMM and bitsandbytes int8 when config.json has a quantization_config; Llama 4 text
+ * (Llama Guard 4) when its model_type is llama4 / llama4_text. */
 int hf_open(Source *s, const char *dir, char *err);
 /* GGUF v2/v3 file (llama.cpp, Ollama blobs): metadata, vocabulary, chat template, tensors. */
 int gguf_open(Source *s, const char *path, char *err);
