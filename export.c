@@ -138,9 +138,9 @@ static int plan_prompt(const Source *src, const char *guard_arg, PromptFormat *p
 static void usage(FILE *f) {
     fprintf(f, "usage: ./export CHECKPOINT OUT.bin [--dtype f32|bf16|q8|q4] [--guard lg1|lg2|lg3-8b|lg3-1b|lg4] [--rope-factor F]\n"
                "  CHECKPOINT: a Hugging Face folder (config.json, model.safetensors or shards with\n"
-               "  model.safetensors.index.json, tokenizer.json, tokenizer_config.json; also AWQ and\n"
-               "  Llama Guard 4 (Llama4ForConditionalGeneration, text only) and\n"
-               "  bitsandbytes int8 folders), a GGUF file (e.g. an Ollama blob), or Meta's original\n"
+               "  model.safetensors.index.json, tokenizer.json, tokenizer_config.json; also AWQ,\n"
+               "  bitsandbytes int8 and Llama Guard 4 (Llama4ForConditionalGeneration, text only)\n"
+               "  folders), a GGUF file (e.g. an Ollama blob), or Meta's original\n"
                "  folder (params.json, consolidated.00.pth, tokenizer.model, or a repo holding original/).\n"
                "  --dtype   weight format in guard.bin (default f32; bf16 is exact for bf16 checkpoints)\n"
                "  --guard   the Llama Guard version, when the chat template does not say\n"
