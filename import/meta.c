@@ -790,6 +790,15 @@ static int read_params(const char *path, Config *c, MetaParams *mp, char *err) {
         param_num(&j, path, "norm_eps", 1, 0, &eps, err) || param_num(&j, path, "rope_theta", 0, 10000.0, &theta, err))
         goto done;
     if (mp->vocab == 0) { errf(err, "%s: \"vocab_size\" must be positive or -1", path); goto done; }
+    /* llama-models' Llama 4 ModelArgs: read as Llama 3 it would silently lose its RoPE pairing,
+     * NoPE layers, qk-norm and the rest, so it is refused */
+    static const char *const llama4_keys[] = { "use_qk_norm", "nope_layer_interval", "moe_args", "attention_chunk_size", "attn_temperature_tuning" };
+    for (size_t i = 0; i < sizeof llama4_keys / sizeof llama4_keys[0]; i++)
+        if (json_get(&j, json_root(&j), llama4_keys[i])) {
+            errf(err, "%s: a Llama 4 params.json (\"%s\"): Meta's original Llama 4 format is not supported; export the Hugging Face folder", path,
+                 llama4_keys[i]);
+            goto done;
+        }
     const JsonNode *sr = json_get(&j, json_root(&j), "use_scaled_rope");
     if (sr && sr->type != JSON_TRUE && sr->type != JSON_FALSE) { errf(err, "%s: \"use_scaled_rope\" must be true or false", path); goto done; }
     mp->scaled_rope = sr && sr->type == JSON_TRUE;
@@ -861,6 +870,7 @@ int meta_open(Source *s, const char *dir, const ImportOptions *opt, char *err) {
         ckpt_path(path, sizeof path, parent, "config.json");
         if (ckpt_is_file(path)) {
             if (hf_read_config(path, &hf, NULL, err)) goto fail;
+            if (hf.rope_style == ROPE_ADJACENT) { errf(err, "%s: a Llama 4 config: export the Hugging Face folder, not original/", path); goto fail; }
             hfp = &hf;
             if (hf.dim != s->cfg.dim || hf.n_layers != s->cfg.n_layers || hf.n_heads != s->cfg.n_heads || hf.n_kv_heads != s->cfg.n_kv_heads ||
                 hf.head_dim != s->cfg.head_dim) {

@@ -498,6 +498,19 @@ static void test_export_refuses_experts(void **st) {
     assert_non_null(strstr(out, "mixture-of-experts"));
 }
 
+/* Meta's original Llama 4 layout (params.json with Llama 4 keys) is refused, not read as Llama 3. */
+static void test_meta_llama4_refused(void **st) {
+    (void)st;
+    char dir[600], out[4096];
+    snprintf(dir, sizeof dir, "%s/meta-llama4", test_tmpdir());
+    assert_int_equal(run_cmd(out, sizeof out, "mkdir -p '%s' && touch '%s/consolidated.00.pth' && echo '{\"dim\": 64, \"n_layers\": 2, "
+                                              "\"n_heads\": 4, \"norm_eps\": 1e-5, \"use_qk_norm\": true}' > '%s/params.json'", dir, dir, dir), 0);
+    int rc = run_cmd(out, sizeof out, "./export '%s' '%s/x.bin'", dir, dir);
+    printf("  %s", out);
+    assert_int_equal(rc, 2);
+    assert_non_null(strstr(out, "Llama 4"));
+}
+
 /* The prefix store (policy prefix reused) and a cold run give the same bits for LG4, and the
  * chunked variant too (reused K/V cross chunk boundaries). */
 static void check_prefix_reuse(const char *v) {
@@ -585,6 +598,7 @@ int main(void) {
         cmocka_unit_test(test_version1_refused),
         cmocka_unit_test(test_config_llama4),
         cmocka_unit_test(test_export_refuses_experts),
+        cmocka_unit_test(test_meta_llama4_refused),
         cmocka_unit_test(test_prefix_reuse_g4a),
         cmocka_unit_test(test_prefix_reuse_g4b),
         cmocka_unit_test(test_cli_batch_eval),
