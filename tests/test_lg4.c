@@ -13,7 +13,8 @@
  *  - g4a (all RoPE, qk-norm, rope low == high) and g4b (a NoPE layer with temperature
  *    tuning at floor_scale 16, chunked attention of 32): last-position logits max |diff|
  *    <= 2e-4 and the same top-1 for lengths 1/7/64/300, layer-0 hidden states <= 1e-4, the 8
- *    greedy tokens through the KV cache, and chunked prefill bit-identical to one call;
+ *    greedy tokens through the KV cache, chunked prefill bit-identical to one call, and the
+ *    same bits for any thread count and kernel set (f32 and q8);
  *  - the tokenizer (o200k) on all 892 strings of lg4_tokenizer_golden.jsonl (ids_plain: special
  *    text is plain text);
  *  - the 28 conversations of lg4_prompts.jsonl: prompt text byte-identical, prompt ids
@@ -169,6 +170,43 @@ static void check_forward(const char *v) {
         free(ids); free(gold); free(gh); free(greedy); free(hidden); free(logits); free(split);
     }
     model_close(&m);
+}
+
+/* The same bits for any thread count and kernel set (the scalar reference and the best SIMD
+ * set), prefill and the q8 path included, on the variant with every delta (g4b). */
+static void test_deterministic(void **st) {
+    (void)st;
+    const char *const *av = kernels_available();
+    int nav = 0;
+    while (av[nav]) nav++;
+    const char *dtypes[] = { "f32", "q8" };
+    for (int d = 0; d < 2; d++) {
+        float *ref = NULL;
+        int64_t n;
+        int32_t *ids = read_ids(shared_path("fixtures_lg4/g4b/golden/len300.ids.txt"), &n);
+        for (int run = 0; run < 3; run++) {
+            char err[ERRLEN];
+            assert_non_null(kernels_force(run == 0 ? av[0] : av[nav - 1]));
+            Model m;
+            if (model_open(&m, exported("g4b", dtypes[d]), run == 1 ? 1 : 2, err)) fail_msg("%s", err);
+            if (run == 2) model_prepack(&m);
+            RunState s;
+            float *logits = malloc(m.cfg.vocab_size * sizeof(float));
+            assert_int_equal(state_init(&s, &m, n, err), 0);
+            assert_int_equal(model_forward(&m, &s, ids, n, logits, err), 0);
+            if (!ref) ref = logits;
+            else {
+                assert_memory_equal(ref, logits, m.cfg.vocab_size * sizeof(float));
+                free(logits);
+            }
+            state_free(&s);
+            model_close(&m);
+        }
+        printf("  g4b %s len300: %s 2 threads, %s 1 thread, %s prepacked: identical logits\n", dtypes[d], av[0], av[nav - 1], av[nav - 1]);
+        free(ref);
+        free(ids);
+    }
+    kernels_force(av[nav - 1]);
 }
 
 static void test_forward_g4a(void **st) { (void)st; check_forward("g4a"); }
@@ -590,6 +628,7 @@ int main(void) {
         cmocka_unit_test(test_header_fields),
         cmocka_unit_test(test_forward_g4a),
         cmocka_unit_test(test_forward_g4b),
+        cmocka_unit_test(test_deterministic),
         cmocka_unit_test(test_tokenizer_golden),
         cmocka_unit_test(test_tokenizer_json_o200k),
         cmocka_unit_test(test_prompts_g4a),
