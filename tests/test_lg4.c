@@ -16,7 +16,7 @@
  *    greedy tokens through the KV cache, chunked prefill bit-identical to one call, and the
  *    same bits for any thread count and kernel set (f32 and q8);
  *  - the tokenizer (o200k) on all 892 strings of lg4_tokenizer_golden.jsonl (ids_plain: special
- *    text is plain text);
+ *    text is plain text), and on 400 backtracking stress strings (tests/data/o200k_cases.jsonl);
  *  - the 28 conversations of lg4_prompts.jsonl: prompt text byte-identical, prompt ids
  *    identical, and at the decision position (prompt + "\n\n" 368) logit(safe), logit(unsafe)
  *    and logsumexp within 2e-4 of reference A, for both checkpoints; one through run --json.
@@ -235,6 +235,46 @@ static void test_header_fields(void **st) {
 
 /* ==== Tokenizer ==== */
 
+/* Every line {"text": ..., key: [ids]} of a JSONL file against tok_encode; returns how many
+ * match, *total the lines; *special_text (optional) counts lines whose "ids" (special-token text
+ * parsed, as HF does by default) differ from our plain-text ids while key's match. */
+static int check_ids_file(const Tokenizer *tok, const char *path, const char *key, int *total, int *special_text) {
+    char err[ERRLEN];
+    char *text = slurp(path, NULL);
+    int pass = 0;
+    *total = 0;
+    if (special_text) *special_text = 0;
+    for (char *line = text, *nl; *line; line = nl + 1) {
+        nl = strchr(line, '\n');
+        if (!nl) nl = line + strlen(line);
+        Json j;
+        if (nl > line && json_parse(&j, line, (size_t)(nl - line), err) == 0) {
+            const JsonNode *r = json_root(&j), *t = json_get(&j, r, "text"), *want = json_get(&j, r, key);
+            const JsonNode *parsed = json_get(&j, r, "ids");
+            assert_non_null(t);
+            assert_non_null(want);
+            int32_t *ids = NULL;
+            size_t n = 0, cap = 0;
+            assert_int_equal(tok_encode(tok, t->str, t->len, &ids, &n, &cap, err), 0);
+            int ok = n == want->len;
+            size_t k = 0;
+            JSON_FOR(&j, want, e) ok = ok && ids[k++] == (int32_t)e->num;
+            int differs = parsed && parsed->len != want->len;
+            k = 0;
+            if (parsed && !differs) JSON_FOR(&j, parsed, e) differs |= (int32_t)e->num != ids[k++];
+            if (special_text) *special_text += differs && ok;
+            ++*total;
+            pass += ok;
+            if (!ok) printf("  MISMATCH %s\n", json_get(&j, r, "id")->str);
+            free(ids);
+            json_free(&j);
+        }
+        if (!*nl) break;
+    }
+    free(text);
+    return pass;
+}
+
 static void test_tokenizer_golden(void **st) {
     (void)st;
     char err[ERRLEN];
@@ -246,41 +286,19 @@ static void test_tokenizer_golden(void **st) {
     assert_int_equal(tok_special_id(g.tok, "<|header_start|>"), 200005);
     assert_int_equal(tok_special_id(g.tok, "<|header_end|>"), 200006);
     assert_int_equal(tok_special_id(g.tok, "<|eot|>"), 200008);
-    char *text = slurp(shared_path("fixtures_lg4/tokenizer/lg4_tokenizer_golden.jsonl"), NULL);
-    int total = 0, pass = 0, special_text = 0;
-    for (char *line = text, *nl; *line; line = nl + 1) {
-        nl = strchr(line, '\n');
-        if (!nl) nl = line + strlen(line);
-        Json j;
-        if (nl > line && json_parse(&j, line, (size_t)(nl - line), err) == 0) {
-            const JsonNode *r = json_root(&j), *t = json_get(&j, r, "text"), *want = json_get(&j, r, "ids_plain");
-            const JsonNode *parsed = json_get(&j, r, "ids");
-            assert_non_null(t);
-            assert_non_null(want);
-            int32_t *ids = NULL;
-            size_t n = 0, cap = 0;
-            assert_int_equal(tok_encode(g.tok, t->str, t->len, &ids, &n, &cap, err), 0);
-            int ok = n == want->len;
-            size_t k = 0;
-            JSON_FOR(&j, want, e) ok = ok && ids[k++] == (int32_t)e->num;
-            int differs = parsed && parsed->len != want->len;
-            k = 0;
-            if (parsed && !differs) JSON_FOR(&j, parsed, e) differs |= (int32_t)e->num != ids[k++];
-            special_text += differs && ok;
-            total++;
-            pass += ok;
-            if (!ok) printf("  MISMATCH %s\n", json_get(&j, r, "id")->str);
-            free(ids);
-            json_free(&j);
-        }
-        if (!*nl) break;
-    }
+    int special_text = 0, total = 0;
+    int pass = check_ids_file(g.tok, shared_path("fixtures_lg4/tokenizer/lg4_tokenizer_golden.jsonl"), "ids_plain", &total, &special_text);
     printf("  lg4_tokenizer_golden.jsonl: %d/%d match ids_plain (%d lines hold special-token text, kept plain)\n", pass, total,
            special_text);
     assert_int_equal(total, 892);
     assert_int_equal(pass, total);
     assert_true(special_text > 0);
-    free(text);
+    /* strings made to stress the regex's backtracking, ids from Python's regex module and a
+     * separate BPE loop (tools/gen_o200k_cases.py) */
+    pass = check_ids_file(g.tok, "tests/data/o200k_cases.jsonl", "ids", &total, NULL);
+    printf("  tests/data/o200k_cases.jsonl: %d/%d match\n", pass, total);
+    assert_int_equal(total, 400);
+    assert_int_equal(pass, total);
     guard_close(&g);
 }
 
