@@ -1,10 +1,13 @@
-/* tokenizer.c: exact Llama 3 and Llama 2 tokenization, loaded from the guard.bin tokenizer
+/* tokenizer.c: exact Llama 3, Llama 4 and Llama 2 tokenization, loaded from the guard.bin tokenizer
  * section. Building that section (from a tokenizer.json, or from the raw arrays of the GGUF,
  * tiktoken and SentencePiece importers) is export's job: import/tokbuild.c.
  *
  * Mirrors:
- *  - Llama 4: the same byte-level BPE behind the o200k regex (O200K_REGEX below, implemented by
- *    hand in pretok_end_o200k()), letters split by General_Category and marks counted with them.
+ *  - Llama 4: the same byte-level BPE (tiktoken's, for Meta's Llama 4 rank file) behind the o200k
+ *    regex (written out above pretok_end_o200k(), which implements it by hand; import/tokbuild.c
+ *    recognises it in a tokenizer.json), letters split by General_Category, marks counted with
+ *    them (unicode_tables.c's second table). Checked against Python's regex module on 14k random
+ *    strings of every class, beside the fixture goldens (tests/test_lg4.c).
  *  - Llama 3: Hugging Face tokenizers' BPE model with ignore_merges, behind the Split pre-tokenizer
  *    regex and the ByteLevel pre-tokenizer (= tiktoken's encoder for Meta's rank file). The
  *    regex
@@ -17,7 +20,7 @@
  *  - Llama 2: SentencePiece BPE, as HF's tokenizer.json for Llama 2 states it: prepend U+2581,
  *    spaces to U+2581, no pre-tokenization, characters missing from the vocabulary fall back to
  *    <0xXX> byte pieces.
- *  Both run lowest-rank-first BPE (ties: leftmost pair first) with a binary heap over adjacent
+ *  All run lowest-rank-first BPE (ties: leftmost pair first) with a binary heap over adjacent
  *  pairs and a linked list of symbols, so a word of n symbols costs O(n log n).
  *
  * Non-goals: parsing special-token text in the input (tok_encode is plain text only; the prompt
