@@ -292,7 +292,8 @@ static const char *const markers[] = {
 
 /* The rules every category source shares (files, kwargs, guard.bin); the message has no prefix.
  * Descriptions hold no control characters, except newlines in Llama Guard 1's multi-line policies
- * (version GUARD_LG1, or 0 while a copy is made before its version is known), whose lines may not
+ * and Llama Guard 4's custom categories (GUARD_LG1, GUARD_LG4, or 0 while a copy is made before
+ * its version is known), whose lines may not
  * open a turn; no description contains a marker. */
 static int check_cat(int version, const char *code, uint64_t code_len, const char *text, uint64_t text_len, char *err) {
     if (code_len == 0 || code_len >= CATEGORY_CODE_MAX)
@@ -307,12 +308,14 @@ static int check_cat(int version, const char *code, uint64_t code_len, const cha
                     (unsigned)CATEGORY_TEXT_MAX);
     if (memchr(text, 0, (size_t)text_len))
         return errf(err, "category %.*s: NUL byte in description", (int)code_len, code);
-    int multiline = version == GUARD_LG1 || version == 0;
+    /* LG4 too: its fixture conversations (shared/fixtures_lg4/prompts x02, x03) render a two-line
+     * custom category through the template */
+    int multiline = version == GUARD_LG1 || version == GUARD_LG4 || version == 0;
     for (uint64_t i = 0; i < text_len; i++) {
         unsigned char ch = (unsigned char)text[i];
         if ((ch < 0x20 && !(ch == '\n' && multiline)) || ch == 0x7F)
             return errf(err, "category %.*s: control character 0x%02x in the description%s", (int)code_len, code, ch,
-                        ch == '\n' ? " (only Llama Guard 1 policies span lines)" : "");
+                        ch == '\n' ? " (only Llama Guard 1 and 4 policies span lines)" : "");
         uint64_t rest = text_len - i - 1;
         if (ch == '\n' && ((rest >= 5 && strncasecmp(text + i + 1, "User:", 5) == 0) || (rest >= 6 && strncasecmp(text + i + 1, "Agent:", 6) == 0)))
             return errf(err, "category %.*s: a description line may not open a conversation turn", (int)code_len, code);
