@@ -17,10 +17,11 @@
  *            it writes included) and warm (that file loaded), best of three;
  *   peak RSS of that process, threads, kernels.
  *
- * usage: bench_model [-m 1b,8b,12b] [-d f32,bf16,q8,q4] [-t THREADS] [-o DIR] [--keep] [--reuse] [-q] [-r]
+ * usage: bench_model [-m 1b,8b,12b] [-d f32,bf16,q8,q4] [-t THREADS] [-o DIR] [--keep] [--reuse] [-q] [-r] [-w]
  *   defaults: -m 1b -d f32,bf16,q8,q4, all cores, -o $TMPDIR or /tmp. Files (up to 5 GB for 1B f32,
  *   ~12 GB for 12B q8) are deleted afterwards unless --keep; --reuse takes an existing file; -q: pp
- *   and tg only; -r (reduced): no batch and no one-shot columns (printed as 0).
+ *   and tg only; -r (reduced): no batch and no one-shot columns (printed as 0); -w: only write the
+ *   files (kept), for bench_server.
  *
  * The 12b shape is Llama Guard 4's: hidden 5120, 48 layers, 40/8 heads of 128, vocab 202048,
  * untied (issue #20), with every Llama 4 delta switched on (adjacent-pair RoPE, qk-norm, Scout's
@@ -307,7 +308,7 @@ static int measure(const char *path, const char *shape, const char *dtype, int t
 
 int main(int argc, char **argv) {
     const char *models = "1b", *dtypes = "f32,bf16,q8,q4", *dir = getenv("TMPDIR");
-    int threads = 0, keep = 0, reuse = 0;
+    int threads = 0, keep = 0, reuse = 0, write_only = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-m") && i + 1 < argc) models = argv[++i];
         else if (!strcmp(argv[i], "-d") && i + 1 < argc) dtypes = argv[++i];
@@ -317,7 +318,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--reuse")) reuse = keep = 1;
         else if (!strcmp(argv[i], "-q")) quick = 1;
         else if (!strcmp(argv[i], "-r")) reduced = 1;
-        else { fprintf(stderr, "usage: bench_model [-m 1b,8b,12b] [-d f32,bf16,q8,q4] [-t N] [-o DIR] [--keep] [--reuse] [-q] [-r]\n"); return 2; }
+        else if (!strcmp(argv[i], "-w")) write_only = keep = 1;
+        else { fprintf(stderr, "usage: bench_model [-m 1b,8b,12b] [-d f32,bf16,q8,q4] [-t N] [-o DIR] [--keep] [--reuse] [-q] [-r] [-w]\n"); return 2; }
     }
     if (!dir || !*dir) dir = "/tmp";
     const char *shared = getenv("GUARD_SHARED") && *getenv("GUARD_SHARED") ? getenv("GUARD_SHARED") : "../shared";
@@ -340,8 +342,8 @@ int main(int argc, char **argv) {
             fprintf(stderr, "bench_model: %s\n", err);
             return 1;
         }
-    printf("| model | dtype | pp64 tok/s | pp256 | pp512 | tg tok/s | verdict cold | verdict warm | cold/warm | batch conv/s | one-shot cold | one-shot warm | peak RSS | threads | kernels |\n");
-    printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    if (!write_only) printf("| model | dtype | pp64 tok/s | pp256 | pp512 | tg tok/s | verdict cold | verdict warm | cold/warm | batch conv/s | one-shot cold | one-shot warm | peak RSS | threads | kernels |\n");
+    if (!write_only) printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     fflush(stdout);
     int rc = 0;
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
@@ -363,6 +365,7 @@ int main(int argc, char **argv) {
                 break;
             } else fprintf(stderr, "bench_model: wrote %s in %.1f s\n", path, now_sec() - t0);
             fflush(stdout);
+            if (write_only) continue;
             pid_t pid = fork();
             if (pid == 0) _exit(measure(path, shapes[si].name, d, threads));
             int st;
