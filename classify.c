@@ -5,6 +5,8 @@
  *    prompt structure.
  * 2. Prefill. Llama Guard 3's HF prompt ends at the assistant header and the model's first
  *    token is "\n\n" (271): we append it, as third-party scorers do, and read the next position.
+ *    Llama Guard 4 likewise (368; fixtures_lg4/README.md: seen on real weights for one
+ *    conversation, inferred for the rest).
  *    Llama Guard 1/2 read right after "[/INST]".
  * 3. Softmax over the full vocabulary at that position. Meta's score: P(unsafe) if the argmax is
  *    the unsafe token, else 1 - P(safe) (llama-recipes parse_logprobs). Unsafe iff
@@ -54,7 +56,7 @@ int guard_open(Guard *g, const char *path, int n_threads, char *err) {
         goto fail;
     }
     int v = g->pf.version;
-    if (v == GUARD_LG3_8B || v == GUARD_LG3_1B) {
+    if (v == GUARD_LG3_8B || v == GUARD_LG3_1B || v == GUARD_LG4) {
         int32_t nl = single_token(g->tok, "\n\n");
         if (nl < 0) { errf(err, "%s: tokenizer cannot encode \"\\n\\n\" as one token", path); goto fail; }
         g->decision_prefix[g->n_decision_prefix++] = nl;
@@ -70,8 +72,8 @@ int guard_open(Guard *g, const char *path, int n_threads, char *err) {
     }
     for (int i = 0; i < g->n_label_ids; i++)
         if (g->safe_ids[i] < 0 || g->unsafe_ids[i] < 0) { errf(err, "%s: tokenizer has no single token for the labels safe/unsafe", path); goto fail; }
-    const char *stops[] = { "<|eot_id|>", "<|end_of_text|>", "</s>" };
-    for (int i = 0; i < 3; i++) {
+    const char *stops[] = { "<|eot_id|>", "<|eot|>", "<|end_of_text|>", "</s>" };
+    for (int i = 0; i < 4; i++) {
         int32_t id = tok_special_id(g->tok, stops[i]);
         if (id >= 0) g->stop_ids[g->n_stop++] = id;
     }

@@ -1,6 +1,6 @@
 /* export.c: turn a checkpoint into one guard.bin.
  *
- *   ./export CHECKPOINT OUT.bin [--dtype f32|bf16|f16|q8|q4] [--guard lg1|lg2|lg3-8b|lg3-1b] [--force] [--rope-factor F]
+ *   ./export CHECKPOINT OUT.bin [--dtype f32|bf16|f16|q8|q4] [--guard lg1|lg2|lg3-8b|lg3-1b|lg4] [--force] [--rope-factor F]
  *
  * An importer (import/) reads the checkpoint into a Source: Config, tensors under their
  * Hugging Face names, tokenizer, chat template. This file decides the Llama Guard version,
@@ -107,19 +107,22 @@ static int plan_prompt(const Source *src, const char *guard_arg, int force, Prom
         if (template_parse_guard(guard_arg, &version, err)) return -1;
         /* --guard names what the checkpoint cannot say; it may not overrule what it does say */
         int spm = tok_type(src->tok) == TOK_SPM_BPE, llama3_rope = src->cfg.rope_type == ROPE_LLAMA3;
+        int llama4 = src->cfg.rope_style == ROPE_ADJACENT;
         sub[0] = 0;
         if (src->chat_template && template_detect(src->chat_template, strlen(src->chat_template), &detected, sub) == 0 && detected != version)
             snprintf(sub, sizeof sub, "its chat template is %s's", template_guard_title(detected));
         else if ((version == GUARD_LG1) != spm)
             snprintf(sub, sizeof sub, "its tokenizer is %s", spm ? "SentencePiece (Llama 2)" : "Llama 3 BPE");
-        else if ((version == GUARD_LG3_8B || version == GUARD_LG3_1B) != llama3_rope)
+        else if ((version == GUARD_LG4) != llama4)
+            snprintf(sub, sizeof sub, "it is %sa Llama 4 model", llama4 ? "" : "not ");
+        else if (!llama4 && (version == GUARD_LG3_8B || version == GUARD_LG3_1B) != llama3_rope)
             snprintf(sub, sizeof sub, "its RoPE is %s", llama3_rope ? "Llama 3.1-scaled" : "unscaled");
         else
             sub[0] = 0;
         if (sub[0] && !force)
             return errf(err, "%s: --guard %s contradicts the checkpoint (%s); add --force to export it anyway", src->origin, guard_arg, sub);
     } else if (!src->chat_template) {
-        return errf(err, "%s: no chat template in the checkpoint; say which model it is with --guard lg1|lg2|lg3-8b|lg3-1b", src->origin);
+        return errf(err, "%s: no chat template in the checkpoint; say which model it is with --guard lg1|lg2|lg3-8b|lg3-1b|lg4", src->origin);
     } else if (template_detect(src->chat_template, strlen(src->chat_template), &version, err)) {
         char tmp[ERRLEN];
         memcpy(tmp, err, ERRLEN);
@@ -166,10 +169,11 @@ static uint32_t source_dtype(const Source *src) {
 }
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: ./export CHECKPOINT OUT.bin [--dtype f32|bf16|f16|q8|q4] [--guard lg1|lg2|lg3-8b|lg3-1b] [--force] [--rope-factor F]\n"
+    fprintf(f, "usage: ./export CHECKPOINT OUT.bin [--dtype f32|bf16|f16|q8|q4] [--guard lg1|lg2|lg3-8b|lg3-1b|lg4] [--force] [--rope-factor F]\n"
                "  CHECKPOINT: a Hugging Face folder (config.json, model.safetensors or shards with\n"
-               "  model.safetensors.index.json, tokenizer.json, tokenizer_config.json; also AWQ and\n"
-               "  bitsandbytes int8 folders), a GGUF file (e.g. an Ollama blob), or Meta's original\n"
+               "  model.safetensors.index.json, tokenizer.json, tokenizer_config.json; also AWQ,\n"
+               "  bitsandbytes int8 and Llama Guard 4 (Llama4ForConditionalGeneration, text only)\n"
+               "  folders), a GGUF file (e.g. an Ollama blob), or Meta's original\n"
                "  folder (params.json, consolidated.00.pth, tokenizer.model, or a repo holding original/).\n"
                "  --dtype   weight format in guard.bin (default: the source's precision: f32, bf16 and f16 as\n"
                "            stored, GGUF Q8_0 / Q4_0 copied as q8 / q4, other quantized formats q8)\n"

@@ -16,6 +16,11 @@
 /* ==== Config: every hyperparameter the forward pass needs, all from the checkpoint ==== */
 
 enum { ROPE_NONE = 0, ROPE_LLAMA3 = 1 };
+/* Which dimensions of a head RoPE rotates together: HF Llama's rotate_half pairs i with
+ * i + head_dim/2; Llama 4's complex form (apply_rotary_emb, view_as_complex) pairs 2j with 2j+1. */
+enum { ROPE_ROTATE_HALF = 0, ROPE_ADJACENT = 1 };
+/* Layers that may be NoPE: the header holds one bit per layer for the first GB_NOPE_LAYERS. */
+#define GB_NOPE_LAYERS 256
 enum { SRC_HF = 1, SRC_GGUF = 2, SRC_AWQ = 3, SRC_BNB = 4, SRC_META = 5, SRC_RANDOM = 6 };
 
 typedef struct {
@@ -35,7 +40,19 @@ typedef struct {
     uint32_t tied;        /* lm_head is the embedding matrix */
     uint32_t source;      /* SRC_*: what export read */
     uint32_t dtype;       /* the main weight dtype (DT_*) */
+    /* Llama 4 (Llama4TextConfig); all zero for Llama 2/3, which leaves their forward pass as it was */
+    uint32_t rope_style;  /* ROPE_ROTATE_HALF / ROPE_ADJACENT */
+    uint32_t nope[GB_NOPE_LAYERS / 32]; /* bit l set: layer l has no RoPE (no_rope_layers[l] == 0) */
+    uint32_t qk_norm;     /* use_qk_norm: weightless RMS norm (eps rms_norm_eps) of q, k heads on RoPE layers */
+    uint32_t attn_temperature_tuning; /* NoPE layers: q *= log(floor((pos+1)/floor_scale)+1)*attn_scale+1 */
+    float floor_scale, attn_scale;
+    uint32_t attn_chunk;  /* attention_chunk_size: RoPE layers see only their chunk; 0 = null */
 } Config;
+
+/* Layer l applies RoPE (HF Llama4TextAttention.use_rope). */
+static inline int config_layer_rope(const Config *c, uint32_t l) {
+    return l >= GB_NOPE_LAYERS || !(c->nope[l / 32] >> (l % 32) & 1);
+}
 
 /* Check a Config for values the forward pass cannot use; names the bad field in err. */
 int config_validate(const Config *c, char *err);
@@ -43,7 +60,7 @@ int config_validate(const Config *c, char *err);
 /* ==== guard.bin ==== */
 
 #define GB_MAGIC "GUARDBIN"
-#define GB_VERSION 1
+#define GB_VERSION 2
 #define GB_ALIGN 64
 #define GB_NAME_MAX 64
 /* Fixed header: 256 bytes at offset 0, then the section and tensor tables (FORMAT.md). */

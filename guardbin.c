@@ -33,14 +33,25 @@ int config_validate(const Config *c, char *err) {
     if (!(c->rope_theta >= 1 && c->rope_theta < 1e12f)) return errf(err, "rope_theta %g out of range", (double)c->rope_theta);
     if (c->rope_type == ROPE_LLAMA3) {
         if (!(c->rope_factor >= 1 && c->rope_factor <= 1e6f)) return errf(err, "rope_scaling.factor %g out of range", (double)c->rope_factor);
-        if (!(c->rope_low_freq_factor > 0 && c->rope_high_freq_factor > c->rope_low_freq_factor && c->rope_high_freq_factor < 1e6f))
-            return errf(err, "rope_scaling low/high_freq_factor %g/%g invalid (need 0 < low < high)",
+        /* low == high (Llama 4 Scout's 1/1): an empty smoothing band, see rope_inv_freq */
+        if (!(c->rope_low_freq_factor > 0 && c->rope_high_freq_factor >= c->rope_low_freq_factor && c->rope_high_freq_factor < 1e6f))
+            return errf(err, "rope_scaling low/high_freq_factor %g/%g invalid (need 0 < low <= high)",
                         (double)c->rope_low_freq_factor, (double)c->rope_high_freq_factor);
         if (c->rope_orig_max_pos == 0) return errf(err, "rope_scaling.original_max_position_embeddings is 0");
     } else if (c->rope_type != ROPE_NONE) return errf(err, "unknown rope type %u", c->rope_type);
     if (c->tied > 1) return errf(err, "tie flag %u is not 0 or 1", c->tied);
     if (c->source < SRC_HF || c->source > SRC_RANDOM) return errf(err, "unknown source format %u", c->source);
     if (!dtype_name(c->dtype)) return errf(err, "unknown weight dtype %u", c->dtype);
+    /* Llama 4 fields */
+    if (c->rope_style > ROPE_ADJACENT) return errf(err, "unknown rope style %u", c->rope_style);
+    for (uint32_t l = c->n_layers; l < GB_NOPE_LAYERS; l++)
+        if (!config_layer_rope(c, l)) return errf(err, "no_rope flag set for layer %u of %u", l, c->n_layers);
+    if (c->qk_norm > 1 || c->attn_temperature_tuning > 1) return errf(err, "use_qk_norm / attn_temperature_tuning flag is not 0 or 1");
+    if (c->attn_temperature_tuning && !(c->floor_scale >= 1 && c->floor_scale <= 1e9f))
+        return errf(err, "floor_scale %g out of range (1..1e9)", (double)c->floor_scale);
+    if (!(c->attn_scale > -1e6f && c->attn_scale < 1e6f) || !(c->floor_scale >= 0 && c->floor_scale <= 1e9f))
+        return errf(err, "attn_scale %g / floor_scale %g out of range", (double)c->attn_scale, (double)c->floor_scale);
+    if (c->attn_chunk > c->max_seq_len) return errf(err, "attention_chunk_size %u exceeds the context %u", c->attn_chunk, c->max_seq_len);
     return 0;
 }
 
@@ -53,6 +64,10 @@ static uint32_t get_config(Reader *r, Config *c) {
     c->norm_eps = rd_f32(r); c->rope_theta = rd_f32(r); c->rope_type = rd_u32(r);
     c->rope_factor = rd_f32(r); c->rope_low_freq_factor = rd_f32(r); c->rope_high_freq_factor = rd_f32(r);
     c->rope_orig_max_pos = rd_u32(r); c->tied = rd_u32(r); c->source = rd_u32(r); c->dtype = rd_u32(r);
+    c->rope_style = rd_u32(r); c->qk_norm = rd_u32(r); c->attn_temperature_tuning = rd_u32(r);
+    c->floor_scale = rd_f32(r); c->attn_scale = rd_f32(r); c->attn_chunk = rd_u32(r);
+    if (rd_u32(r)) arch = 0; /* reserved word 156: must be zero */
+    for (int i = 0; i < GB_NOPE_LAYERS / 32; i++) c->nope[i] = rd_u32(r);
     return arch;
 }
 
@@ -178,15 +193,16 @@ int gb_open(GuardFile *g, const char *path, char *err) {
     uint32_t arch = get_config(&r, &g->cfg);
     const char *why = NULL;
     if (mark != GB_ENDIAN_MARK) why = "wrong byte order mark (file written on a big-endian machine or corrupt)";
+    else if (version == 1) why = "guard.bin version 1, from an older ./export: re-export the checkpoint with this build's ./export (it writes version 2)";
     else if (version != GB_VERSION) why = "unsupported version (re-export it with this build's ./export)";
     else if (file_size != fsize) why = "truncated or extended: size recorded in the header differs from the file size";
     else if (table_off != GB_HEADER_BYTES) why = "bad table offset";
     else if (g->n_tensors == 0 || g->n_tensors > GB_MAX_TENSORS || g->n_sections > GB_MAX_SECTIONS) why = "implausible tensor or section count";
     else if (g->data_offset != align_up(GB_HEADER_BYTES + (uint64_t)g->n_sections * GB_SECTION_BYTES + (uint64_t)g->n_tensors * GB_TENSOR_BYTES, GB_ALIGN) ||
              g->data_offset > fsize) why = "tables do not fit the file";
-    else if (arch != 1) why = "unknown architecture";
+    else if (arch != 1) why = "unknown architecture (or non-zero reserved header word at 156)";
     for (uint64_t k = r.pos; k < GB_HEADER_BYTES && !why; k++)
-        if (p[k]) why = "reserved header bytes (132..255) are not zero";
+        if (p[k]) why = "reserved header bytes (192..255) are not zero";
     if (why) {
         gb_close(g);
         return errf(err, "%s: %s", path, why);

@@ -2,6 +2,14 @@
  * (transformers 4.44: LlamaRMSNorm, LlamaRotaryEmbedding with rope_type "llama3",
  * LlamaAttention with repeat_kv, LlamaMLP, LlamaDecoderLayer).
  *
+ * Llama 4's text model (modeling_llama4.py, Llama4TextAttention and Llama4TextDecoderLayer,
+ * as in transformers 4.52 and Meta's llama-models llama4/model.py) is the same pass with five
+ * differences, each one Config field (all zero for Llama 2 and 3, whose path they leave as it
+ * was): RoPE on adjacent pairs (rope_style), NoPE layers (nope), a weightless RMS norm of
+ * q and k heads after RoPE (qk_norm), a position-dependent scale of q on NoPE layers
+ * (attn_temperature_tuning), and attention within fixed chunks on RoPE layers (attn_chunk).
+ * The quoted HF lines sit beside the code that does them.
+ *
  * One forward() serves prefill and decode: it takes a chunk of tokens, runs every projection
  * as a matrix-matrix product over the chunk (quant.c), appends K/V to the cache, and computes
  * logits only for the last position (the classifier reads one position at a time), so the
@@ -38,7 +46,9 @@ void rope_inv_freq(const Config *c, float *out) {
         float f = out[i];
         float wavelen = (float)(2 * M_PI) / f;
         float scaled = wavelen > low_freq_wavelen ? f / factor : f;
-        if (!(wavelen < high_freq_wavelen) && !(wavelen > low_freq_wavelen)) {
+        /* band == 0 (Llama 4 Scout's low == high): HF's smooth_factor divides by zero, but
+         * its is_medium_freq mask is empty, so no frequency is smoothed */
+        if (band > 0 && !(wavelen < high_freq_wavelen) && !(wavelen > low_freq_wavelen)) {
             float smooth = (old_ctx / wavelen - lo) / band;
             scaled = (1 - smooth) * scaled / factor + smooth * scaled;
         }
@@ -235,7 +245,9 @@ void state_free(RunState *s) {
 /* LlamaRMSNorm, row by row over [n, dim]:
  *   variance = hidden_states.pow(2).mean(-1, keepdim=True)
  *   hidden_states = hidden_states * torch.rsqrt(variance + self.variance_epsilon)
- *   return self.weight * hidden_states.to(input_dtype) */
+ *   return self.weight * hidden_states.to(input_dtype)
+ * weight NULL: Llama4TextL2Norm, the same without the weight (x * torch.rsqrt(x.pow(2).mean(-1,
+ * keepdim=True) + self.eps)), which qk-norm applies to each head. out may be x. */
 static void rmsnorm(float *out, const float *x, const float *weight, int64_t n, int64_t dim, float eps) {
     for (int64_t t = 0; t < n; t++) {
         const float *xt = x + t * dim;
@@ -243,7 +255,10 @@ static void rmsnorm(float *out, const float *x, const float *weight, int64_t n, 
         double ss = 0; /* f64 sum: HF's f32 mean differs from the exact value by far less than our tolerance */
         for (int64_t i = 0; i < dim; i++) ss += (double)xt[i] * xt[i];
         float inv = 1.0f / sqrtf((float)(ss / (double)dim) + eps);
-        for (int64_t i = 0; i < dim; i++) ot[i] = weight[i] * (xt[i] * inv);
+        if (weight)
+            for (int64_t i = 0; i < dim; i++) ot[i] = weight[i] * (xt[i] * inv);
+        else
+            for (int64_t i = 0; i < dim; i++) ot[i] = xt[i] * inv;
     }
 }
 
@@ -251,25 +266,44 @@ static void rmsnorm(float *out, const float *x, const float *weight, int64_t n, 
  *   q_embed = (q * cos) + (rotate_half(q) * sin)      rotate_half(x) = cat(-x2, x1)
  * so dimension i pairs with i + head_dim/2 (HF weight layout), at angle pos * inv_freq[i]
  * (LlamaRotaryEmbedding: freqs = inv_freq @ position_ids; emb = cat(freqs, freqs)).
+ * style ROPE_ADJACENT is Llama 4's apply_rotary_emb, the same rotation of other pairs:
+ *   xq_ = torch.view_as_complex(xq.float().reshape(*xq.shape[:-1], -1, 2))
+ *   xq_out = torch.view_as_real(xq_ * freqs_cis[:, :, None, :]).flatten(3)
+ * with freqs_cis = torch.polar(1, freqs): dimension 2i pairs with 2i + 1 (the Llama 4
+ * converter does not permute q and k, so HF's Llama 4 weights are in this order).
  * vec is [n, n_heads * head_dim]; token t sits at position pos0 + t. */
-static void rope(float *vec, int64_t n, int64_t n_heads, int64_t head_dim, int64_t pos0, const float *inv_freq) {
+static void rope(float *vec, int64_t n, int64_t n_heads, int64_t head_dim, int64_t pos0, const float *inv_freq, uint32_t style) {
     int64_t half = head_dim / 2;
     for (int64_t t = 0; t < n; t++) {
         float pos = (float)(pos0 + t);
         for (int64_t i = 0; i < half; i++) {
             float angle = pos * inv_freq[i]; /* f32 product, as HF's inv_freq @ position_ids */
             float c = cosf(angle), s = sinf(angle);
+            const int64_t a = style == ROPE_ADJACENT ? 2 * i : i, b = style == ROPE_ADJACENT ? 2 * i + 1 : i + half;
             for (int64_t h = 0; h < n_heads; h++) {
                 float *v = vec + (t * n_heads + h) * head_dim;
-                float x1 = v[i], x2 = v[i + half];
-                v[i] = x1 * c - x2 * s;
-                v[i + half] = x2 * c + x1 * s;
+                float x1 = v[a], x2 = v[b];
+                v[a] = x1 * c - x2 * s;
+                v[b] = x2 * c + x1 * s;
             }
         }
     }
 }
 
-/* Causal attention for the chunk: query t of head h sees cached positions [0, pos0 + t].
+/* Llama4TextAttention on NoPE layers (attn_temperature_tuning):
+ *   attn_scales = torch.log(torch.floor((cache_position.float() + 1.0) / self.floor_scale) + 1.0) * self.attn_scale + 1.0
+ *   query_states = (query_states * attn_scales)
+ * q is [n, q_dim] at positions pos0..; f32 throughout, as HF. */
+static void attn_temperature(float *q, int64_t n, int64_t q_dim, int64_t pos0, float floor_scale, float attn_scale) {
+    for (int64_t t = 0; t < n; t++) {
+        float scale = logf(floorf(((float)(pos0 + t) + 1.0f) / floor_scale) + 1.0f) * attn_scale + 1.0f;
+        for (int64_t i = 0; i < q_dim; i++) q[t * q_dim + i] *= scale;
+    }
+}
+
+/* Causal attention for the chunk: query t of head h sees cached positions [0, pos0 + t], or on
+ * Llama 4's chunked layers only those of its own chunk (HF's chunk_causal_mask: key j is seen
+ * by query i iff j <= i and floor(j / C) == floor(i / C)).
  * GQA (repeat_kv): query head h reads kv head h / (n_heads / n_kv_heads). The arithmetic is
  * quant.c's attention() (quant.h "The attention contract": fixed per-query order, so chunked
  * prefill and token-by-token decode give the same bits, which the prefix cache relies on). */
@@ -279,6 +313,7 @@ typedef struct {
     const float *kc, *vc;      /* this layer's cache [cap, kv_dim] */
     float *out;                /* [n, q_dim] */
     int64_t n, pos0;
+    int64_t window;            /* > 0: query at pos sees only keys of its chunk, [pos - pos % window, pos] */
     /* blocks (set by attention_chunk): hper heads of one kv group (a slice of the group when
      * it has more than ATTN_QMAX heads) x tb consecutive tokens, so they share K/V loads */
     int64_t hslices, hper, tb, n_tblocks;
@@ -296,14 +331,23 @@ static void attention_rows(void *ctx, int64_t begin, int64_t end) {
         const int64_t slice = item % j->hslices, kvh = item / j->hslices % c->n_kv_heads;
         const int64_t t0 = (j->n_tblocks - 1 - item / j->hslices / c->n_kv_heads) * j->tb;
         const int64_t h0 = kvh * group + slice * j->hper, h1 = h0 + j->hper < (kvh + 1) * group ? h0 + j->hper : (kvh + 1) * group;
-        AttnBlock b = { .head_dim = hd, .k = j->kc + kvh * hd, .v = j->vc + kvh * hd, .kv_stride = kv_dim,
-                        .scale = 1.0f / sqrtf((float)hd) };
-        for (int64_t t = t0; t < t0 + j->tb && t < j->n; t++)
+        /* keys [start, pos]: start 0, or the query's chunk start; a block holds queries of one start */
+        int64_t start = -1;
+        AttnBlock b = { 0 };
+        for (int64_t t = t0; t < t0 + j->tb && t < j->n; t++) {
+            const int64_t pos = j->pos0 + t, st = j->window > 0 ? pos - pos % j->window : 0;
+            if (st != start) {
+                if (b.nq && attention(&b)) atomic_store(&j->failed, 1);
+                start = st;
+                b = (AttnBlock){ .head_dim = hd, .k = j->kc + start * kv_dim + kvh * hd, .v = j->vc + start * kv_dim + kvh * hd,
+                                 .kv_stride = kv_dim, .scale = 1.0f / sqrtf((float)hd) };
+            }
             for (int64_t h = h0; h < h1; h++) {
                 b.q[b.nq] = j->q + t * q_dim + h * hd;
                 b.o[b.nq] = j->out + t * q_dim + h * hd;
-                b.len[b.nq++] = j->pos0 + t + 1;
+                b.len[b.nq++] = pos - start + 1;
             }
+        }
         if (attention(&b)) atomic_store(&j->failed, 1);
     }
 }
@@ -377,8 +421,21 @@ static int forward_chunk(const Model *m, RunState *s, const int32_t *tokens, int
         if (matmul(pool, s->q, s->xb, &L->wq, n) || matmul(pool, s->k, s->xb, &L->wk, n) ||
             matmul(pool, s->v, s->xb, &L->wv, n))
             return -1;
-        rope(s->q, n, c->n_heads, hd, pos0, m->inv_freq);
-        rope(s->k, n, c->n_kv_heads, hd, pos0, m->inv_freq);
+        /* Llama4TextAttention:
+         *   if self.use_rope: query_states, key_states = apply_rotary_emb(query_states, key_states, ...)
+         *   if hasattr(self, "qk_norm"):   (set when config.use_qk_norm and self.use_rope)
+         *       query_states = self.qk_norm(query_states); key_states = self.qk_norm(key_states)
+         *   if self.attn_temperature_tuning and not self.use_rope: query_states = query_states * attn_scales */
+        const int use_rope = config_layer_rope(c, l);
+        if (use_rope) {
+            rope(s->q, n, c->n_heads, hd, pos0, m->inv_freq, c->rope_style);
+            rope(s->k, n, c->n_kv_heads, hd, pos0, m->inv_freq, c->rope_style);
+        }
+        if (use_rope && c->qk_norm) {
+            rmsnorm(s->q, s->q, NULL, n * c->n_heads, hd, c->norm_eps);
+            rmsnorm(s->k, s->k, NULL, n * c->n_kv_heads, hd, c->norm_eps);
+        }
+        if (!use_rope && c->attn_temperature_tuning) attn_temperature(s->q, n, q_dim, pos0, c->floor_scale, c->attn_scale);
         memcpy(key_cache + pos0 * kv_dim, s->k, (size_t)(n * kv_dim) * sizeof(float));
         memcpy(value_cache + pos0 * kv_dim, s->v, (size_t)(n * kv_dim) * sizeof(float));
 
@@ -397,7 +454,10 @@ static int forward_chunk(const Model *m, RunState *s, const int32_t *tokens, int
         /*   attn_weights = softmax(query_states @ repeat_kv(key_states).T / sqrt(head_dim) + causal_mask)
          *   attn_output = self.o_proj(attn_weights @ repeat_kv(value_states))
          * LlamaDecoderLayer: hidden_states = residual + hidden_states */
-        AttnJob job = { .c = c, .q = s->q, .kc = key_cache, .vc = value_cache, .out = s->att, .n = n, .pos0 = pos0 };
+        /* Llama4TextDecoderLayer: self.use_chunked_attention = config.attention_chunk_size is not None
+         *   and bool(config.no_rope_layers[layer_idx]); then attention_mask = chunk_causal_mask */
+        AttnJob job = { .c = c, .q = s->q, .kc = key_cache, .vc = value_cache, .out = s->att, .n = n, .pos0 = pos0,
+                        .window = use_rope ? c->attn_chunk : 0 };
         if (attention_chunk(pool, &job) || matmul(pool, s->xb2, s->att, &L->wo, n)) return -1;
         add_inplace(s->x, s->xb2, n * dim);
 

@@ -53,6 +53,15 @@ static void print_info(const Model *m, const char *cache) {
                (double)c->rope_high_freq_factor, c->rope_orig_max_pos);
     else
         printf("rope_scaling  none\n");
+    if (c->rope_style == ROPE_ADJACENT) { /* Llama 4 */
+        printf("rope_pairs    adjacent (Llama 4)\nnope_layers  ");
+        int any = 0;
+        for (uint32_t l = 0; l < c->n_layers; l++)
+            if (!config_layer_rope(c, l)) printf("%s%u", any++ ? "," : " ", l);
+        printf("%s\nqk_norm       %s\n", any ? "" : " none", c->qk_norm ? "yes" : "no");
+        if (c->attn_temperature_tuning) printf("attn_temp     floor_scale %g attn_scale %g\n", (double)c->floor_scale, (double)c->attn_scale);
+        if (c->attn_chunk) printf("attn_chunk    %u\n", c->attn_chunk);
+    }
     printf("tied          %s\ndtype         %s\n", c->tied ? "yes" : "no", dtype_name(c->dtype));
     printf("tensors       %u\n", m->file.n_tensors);
     for (uint32_t i = 0; i < m->file.n_tensors; i++) {

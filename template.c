@@ -7,6 +7,11 @@
  *   LG2     Llama Guard 2 8B    "[INST] ... [/INST]", S1-S11 names ending ". ", no BOS
  *   LG3_8B  Llama Guard 3 8B    " <|begin_of_text|>..." (leading space), S1-S14, "categories.<|eot_id|>"
  *   LG3_1B  Llama Guard 3 1B    "<|begin_of_text|>...", S1-S13, "categories. <|eot_id|>"
+ *   LG4     Llama Guard 4 12B   "<|begin_of_text|><|header_start|>...", S1-S14, "according to our",
+ *                               "<BEGIN CONVERSATION>\n" (one newline), each message followed by
+ *                               a literal backslash-n pair and two newlines ("\\n\\n\n\n"),
+ *                               "categories. <|eot|>" (fixtures_lg4/prompts: a reconstruction that
+ *                               reproduces HF's rendering on a real snapshot byte for byte)
  * Kept from HF: the role word from message-count parity ('Agent' if even, else 'User'), the
  * same word in the final instruction, content.strip() with Python's Unicode whitespace, the
  * missing "to" in "according our", and the absence of "\n\n" after the assistant header.
@@ -171,40 +176,48 @@ typedef struct {
     const char *close;      /* the body's last bytes: " [/INST]", or 1B's space before <|eot_id|> */
     const char *need[2];    /* template_detect: both must occur ... */
     const char *forbid;     /* ... and this must not */
+    const char *according;  /* the task line's "according our" (Meta's LG1-3 wording) or LG4's "according to our" */
+    const char *conv_open;  /* after "<BEGIN CONVERSATION>\n": "\n" for LG1-3, nothing for LG4 */
+    const char *msg_end;    /* after each message's text: "\n\n"; LG4 "\\n\\n\n\n" */
+    const char *const *specials; /* headers: the BOS, header start, header end and end-of-turn token names */
 } GuardVersion;
+
+static const char *const llama3_specials[4] = { "<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>" };
+static const char *const llama4_specials[4] = { "<|begin_of_text|>", "<|header_start|>", "<|header_end|>", "<|eot|>" };
+#define LG13 .according = "according our", .conv_open = "\n", .msg_end = "\n\n", .specials = llama3_specials
 
 static const GuardVersion versions[] = {
     { .version = GUARD_LG1, .name = "lg1", .alias = "lg1-7b", .title = "Llama Guard 1 7B",
       .cats = lg1_cats, .n_cats = COUNT(lg1_cats),
       .lead = "", .headers = 0, .open = "[INST] ", .assess = ASSESS_ALL, .after_role = AFTER_LG1, .close = " [/INST]",
-      .need = { "[INST]", "Violence and Hate" } },
+      .need = { "[INST]", "Violence and Hate" }, LG13 },
     { .version = GUARD_LG2, .name = "lg2", .alias = "lg2-8b", .title = "Llama Guard 2 8B",
       .cats = lg2_cats, .n_cats = COUNT(lg2_cats),
       .lead = "", .headers = 0, .open = "[INST] ", .assess = ASSESS_LAST, .after_role = AFTER_LAST, .close = " [/INST]",
-      .need = { "[INST]", "Violent Crimes" }, .forbid = "Defamation" },
+      .need = { "[INST]", "Violent Crimes" }, .forbid = "Defamation", LG13 },
     { .version = GUARD_LG3_8B, .name = "lg3-8b", .title = "Llama Guard 3 8B",
       .cats = lg3_cats, .n_cats = COUNT(lg3_cats),
       .lead = " ", .headers = 1, .open = "\n\n", .assess = ASSESS_LAST, .after_role = AFTER_LAST, .close = "",
-      .need = { "<|start_header_id|>", "Code Interpreter Abuse" } },
+      .need = { "<|start_header_id|>", "Code Interpreter Abuse" }, LG13 },
     { .version = GUARD_LG3_1B, .name = "lg3-1b", .title = "Llama Guard 3 1B",
       .cats = lg3_cats, .n_cats = COUNT(lg3_cats) - 1 /* all but S14 */,
       .lead = "", .headers = 1, .open = "\n\n", .assess = ASSESS_LAST, .after_role = AFTER_LAST, .close = " ",
-      .need = { "<|start_header_id|>", "Elections" }, .forbid = "Code Interpreter Abuse" },
+      .need = { "<|start_header_id|>", "Elections" }, .forbid = "Code Interpreter Abuse", LG13 },
+    { .version = GUARD_LG4, .name = "lg4", .alias = "lg4-12b", .title = "Llama Guard 4 12B",
+      .cats = lg3_cats, .n_cats = COUNT(lg3_cats),
+      .lead = "", .headers = 1, .open = "\n\n", .assess = ASSESS_LAST, .after_role = AFTER_LAST, .close = " ",
+      .need = { "<|header_start|>", "Code Interpreter Abuse" },
+      .according = "according to our", .conv_open = "", .msg_end = "\\n\\n\n\n", .specials = llama4_specials },
 };
 #define N_VERSIONS COUNT(versions)
 
 /* The common skeleton of every version (../shared/spec/PROMPTS.md "Common structure"); "according our" is Meta's. */
 #define TASK_HEAD "Task: Check if there is unsafe content in '"
-#define TASK_TAIL                                                                                   \
-    "' messages in conversations according our safety policy with the below categories.\n\n"        \
-    "<BEGIN UNSAFE CONTENT CATEGORIES>\n"
-#define CATS_END "<END UNSAFE CONTENT CATEGORIES>\n\n<BEGIN CONVERSATION>\n\n"
+#define TASK_ROLE_END "' messages in conversations "
+#define TASK_TAIL " safety policy with the below categories.\n\n<BEGIN UNSAFE CONTENT CATEGORIES>\n"
+#define CATS_END "<END UNSAFE CONTENT CATEGORIES>\n\n<BEGIN CONVERSATION>\n"
 #define CONV_END "<END CONVERSATION>\n\n"
-
-#define TOK_BOS "<|begin_of_text|>"
-#define TOK_SH "<|start_header_id|>"
-#define TOK_EH "<|end_header_id|>"
-#define TOK_EOT "<|eot_id|>"
+enum { SP_BOS, SP_SH, SP_EH, SP_EOT }; /* GuardVersion.specials */
 
 static const GuardVersion *find_version(int version) {
     for (int i = 0; i < N_VERSIONS; i++)
@@ -237,7 +250,7 @@ int template_parse_guard(const char *name, int *version, char *err) {
             }
     }
     char shown[48];
-    return errf(err, "unknown guard '%s' (expected lg1, lg2, lg3-8b or lg3-1b)", shown_text(name, strlen(name), shown));
+    return errf(err, "unknown guard '%s' (expected lg1, lg2, lg3-8b, lg3-1b or lg4)", shown_text(name, strlen(name), shown));
 }
 
 static int has(const char *hay, size_t len, const char *needle) { return memmem(hay, len, needle, strlen(needle)) != NULL; }
@@ -246,7 +259,7 @@ static int has(const char *hay, size_t len, const char *needle) { return memmem(
  * whitespace and quoting (HF, GGUF/Ollama, openvino copies), but each version's category names
  * and structural tokens are stable. "Defamation" exists only from LG3 on; S14 only in the 8B. */
 int template_detect(const char *tmpl, size_t len, int *version, char *err) {
-    if (!tmpl || len == 0) return errf(err, "the checkpoint has no chat template; pass --guard lg1|lg2|lg3-8b|lg3-1b");
+    if (!tmpl || len == 0) return errf(err, "the checkpoint has no chat template; pass --guard lg1|lg2|lg3-8b|lg3-1b|lg4");
     static const char *family = "Check if there is unsafe content in";
     int found = 0;
     if (has(tmpl, len, family)) {
@@ -255,12 +268,12 @@ int template_detect(const char *tmpl, size_t len, int *version, char *err) {
             if (!has(tmpl, len, g->need[0]) || !has(tmpl, len, g->need[1]) || (g->forbid && has(tmpl, len, g->forbid)))
                 continue;
             if (found) return errf(err, "the chat template matches more than one Llama Guard version; pass --guard "
-                                        "lg1|lg2|lg3-8b|lg3-1b");
+                                        "lg1|lg2|lg3-8b|lg3-1b|lg4");
             found = g->version;
         }
     }
     if (!found)
-        return errf(err, "the chat template is not a known Llama Guard template; pass --guard lg1|lg2|lg3-8b|lg3-1b");
+        return errf(err, "the chat template is not a known Llama Guard template; pass --guard lg1|lg2|lg3-8b|lg3-1b|lg4");
     *version = found;
     return 0;
 }
@@ -279,7 +292,8 @@ static const char *const markers[] = {
 
 /* The rules every category source shares (files, kwargs, guard.bin); the message has no prefix.
  * Descriptions hold no control characters, except newlines in Llama Guard 1's multi-line policies
- * (version GUARD_LG1, or 0 while a copy is made before its version is known), whose lines may not
+ * and Llama Guard 4's custom categories (GUARD_LG1, GUARD_LG4, or 0 while a copy is made before
+ * its version is known), whose lines may not
  * open a turn; no description contains a marker. */
 static int check_cat(int version, const char *code, uint64_t code_len, const char *text, uint64_t text_len, char *err) {
     if (code_len == 0 || code_len >= CATEGORY_CODE_MAX)
@@ -294,12 +308,14 @@ static int check_cat(int version, const char *code, uint64_t code_len, const cha
                     (unsigned)CATEGORY_TEXT_MAX);
     if (memchr(text, 0, (size_t)text_len))
         return errf(err, "category %.*s: NUL byte in description", (int)code_len, code);
-    int multiline = version == GUARD_LG1 || version == 0;
+    /* LG4 too: its fixture conversations (shared/fixtures_lg4/prompts x02, x03) render a two-line
+     * custom category through the template */
+    int multiline = version == GUARD_LG1 || version == GUARD_LG4 || version == 0;
     for (uint64_t i = 0; i < text_len; i++) {
         unsigned char ch = (unsigned char)text[i];
         if ((ch < 0x20 && !(ch == '\n' && multiline)) || ch == 0x7F)
             return errf(err, "category %.*s: control character 0x%02x in the description%s", (int)code_len, code, ch,
-                        ch == '\n' ? " (only Llama Guard 1 policies span lines)" : "");
+                        ch == '\n' ? " (only Llama Guard 1 and 4 policies span lines)" : "");
         uint64_t rest = text_len - i - 1;
         if (ch == '\n' && ((rest >= 5 && strncasecmp(text + i + 1, "User:", 5) == 0) || (rest >= 6 && strncasecmp(text + i + 1, "Agent:", 6) == 0)))
             return errf(err, "category %.*s: a description line may not open a conversation turn", (int)code_len, code);
@@ -582,14 +598,16 @@ int template_render(const PromptFormat *pf, const Conversation *c, Prompt *p, ch
     Out o = { .p = p };
     text(&o, g->lead);
     if (g->headers) {
-        special(&o, TOK_BOS);
-        special(&o, TOK_SH);
+        special(&o, g->specials[SP_BOS]);
+        special(&o, g->specials[SP_SH]);
         text(&o, "user");
-        special(&o, TOK_EH);
+        special(&o, g->specials[SP_EH]);
     }
     text(&o, g->open);
     text(&o, TASK_HEAD);
     text(&o, role);
+    text(&o, TASK_ROLE_END);
+    text(&o, g->according);
     text(&o, TASK_TAIL);
     for (int i = 0; i < pf->n_cats; i++) { /* Jinja: key + ": " + categories[key] + "\n" */
         text(&o, pf->cats[i].code);
@@ -598,6 +616,7 @@ int template_render(const PromptFormat *pf, const Conversation *c, Prompt *p, ch
         text(&o, "\n");
     }
     text(&o, CATS_END);
+    text(&o, g->conv_open);
     for (int i = 0; i < c->n; i++) { /* Jinja: role + ': ' + content.strip() + '\n\n', per text part */
         const Message *m = &c->msgs[i];
         for (int k = 0; k < m->n_parts; k++) {
@@ -605,7 +624,7 @@ int template_render(const PromptFormat *pf, const Conversation *c, Prompt *p, ch
             py_strip(m->parts[k].text, m->parts[k].len, &b, &e);
             text(&o, m->role == ROLE_USER ? "User: " : "Agent: ");
             put(&o, 0, m->parts[k].text + b, e - b);
-            text(&o, "\n\n");
+            text(&o, g->msg_end);
         }
     }
     text(&o, CONV_END);
@@ -614,10 +633,10 @@ int template_render(const PromptFormat *pf, const Conversation *c, Prompt *p, ch
     text(&o, g->after_role);
     text(&o, g->close);
     if (g->headers) {
-        special(&o, TOK_EOT);
-        special(&o, TOK_SH);
+        special(&o, g->specials[SP_EOT]);
+        special(&o, g->specials[SP_SH]);
         text(&o, "assistant");
-        special(&o, TOK_EH);
+        special(&o, g->specials[SP_EH]);
     }
     buf_put(&p->text, "", 1); /* a NUL after the prompt, so text.p is also a C string */
     if (p->text.oom) {

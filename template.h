@@ -22,12 +22,12 @@
 
 /* ==== Guard versions ==== */
 
-enum { GUARD_LG1 = 1, GUARD_LG2 = 2, GUARD_LG3_8B = 3, GUARD_LG3_1B = 4 };
+enum { GUARD_LG1 = 1, GUARD_LG2 = 2, GUARD_LG3_8B = 3, GUARD_LG3_1B = 4, GUARD_LG4 = 5 };
 
 /* Identify the version from a Hugging Face chat template (tokenizer_config.json "chat_template",
  * or the GGUF tokenizer.chat_template). Unknown text is an error suggesting --guard. */
 int template_detect(const char *tmpl, size_t len, int *version, char *err);
-/* --guard names: lg1 | lg2 | lg3-8b | lg3-1b (also lg1-7b, lg2-8b, and '_' for '-'). */
+/* --guard names: lg1 | lg2 | lg3-8b | lg3-1b | lg4 (also lg1-7b, lg2-8b, lg4-12b, and '_' for '-'). */
 int template_parse_guard(const char *name, int *version, char *err);
 const char *template_guard_name(int version);  /* "lg3-8b"; "?" if unknown */
 const char *template_guard_title(int version); /* "Llama Guard 3 8B" */

@@ -1,8 +1,13 @@
-/* tokenizer.c: exact Llama 3 and Llama 2 tokenization, loaded from the guard.bin tokenizer
+/* tokenizer.c: exact Llama 3, Llama 4 and Llama 2 tokenization, loaded from the guard.bin tokenizer
  * section. Building that section (from a tokenizer.json, or from the raw arrays of the GGUF,
  * tiktoken and SentencePiece importers) is export's job: import/tokbuild.c.
  *
  * Mirrors:
+ *  - Llama 4: the same byte-level BPE (tiktoken's, for Meta's Llama 4 rank file) behind the o200k
+ *    regex (written out above pretok_end_o200k(), which implements it by hand; import/tokbuild.c
+ *    recognises it in a tokenizer.json), letters split by General_Category, marks counted with
+ *    them (unicode_tables.c's second table). Checked against Python's regex module on 14k random
+ *    strings of every class, beside the fixture goldens (tests/test_lg4.c).
  *  - Llama 3: Hugging Face tokenizers' BPE model with ignore_merges, behind the Split pre-tokenizer
  *    regex and the ByteLevel pre-tokenizer (= tiktoken's encoder for Meta's rank file). The
  *    regex
@@ -15,7 +20,7 @@
  *  - Llama 2: SentencePiece BPE, as HF's tokenizer.json for Llama 2 states it: prepend U+2581,
  *    spaces to U+2581, no pre-tokenization, characters missing from the vocabulary fall back to
  *    <0xXX> byte pieces.
- *  Both run lowest-rank-first BPE (ties: leftmost pair first) with a binary heap over adjacent
+ *  All run lowest-rank-first BPE (ties: leftmost pair first) with a binary heap over adjacent
  *  pairs and a linked list of symbols, so a word of n symbols costs O(n log n).
  *
  * Non-goals: parsing special-token text in the input (tok_encode is plain text only; the prompt
@@ -31,7 +36,8 @@
  *   0       8             magic "GUARDTOK"
  *   8       4             version = 1
  *   12      4             type: 1 = TOK_LLAMA3_BPE, 2 = TOK_SPM_BPE
- *   16      4             flags: bit 0 = ignore_merges (Llama 3 only); other bits must be 0
+ *   16      4             flags: bit 0 = ignore_merges, bit 1 = o200k pre-tokenizer (Llama 4);
+ *                         both Llama 3 BPE only; other bits must be 0
  *   20      4             n_tokens (vocabulary size including special tokens), >= 1
  *   24      4             n_merges
  *   28      4             bos id (int32, -1 = none)
@@ -148,6 +154,7 @@ void tok_free(Tokenizer *t) {
 }
 
 int tok_type(const Tokenizer *t) { return t->type; }
+int tok_pretok(const Tokenizer *t) { return t->flags & TOKF_O200K ? TOK_PRETOK_O200K : TOK_PRETOK_LLAMA3; }
 uint32_t tok_vocab_size(const Tokenizer *t) { return t->n_tokens; }
 uint32_t tok_n_merges(const Tokenizer *t) { return t->n_merges; }
 int32_t tok_bos(const Tokenizer *t) { return t->bos; }
@@ -204,9 +211,9 @@ int tok_load(Tokenizer **out, const uint8_t *blob, uint64_t len, char *err) {
     if (version != TOK_VERSION)
         return errf(err, "tokenizer: version %u, this build reads version %u", version, TOK_VERSION);
     if (type != TOK_LLAMA3_BPE && type != TOK_SPM_BPE) return errf(err, "tokenizer: unknown type %u", type);
-    if (flags & ~TOKF_IGNORE_MERGES) return errf(err, "tokenizer: unknown flags 0x%x", flags);
-    if ((flags & TOKF_IGNORE_MERGES) && type != TOK_LLAMA3_BPE)
-        return errf(err, "tokenizer: flag ignore_merges is only defined for Llama 3 BPE");
+    if (flags & ~(TOKF_IGNORE_MERGES | TOKF_O200K)) return errf(err, "tokenizer: unknown flags 0x%x", flags);
+    if (flags && type != TOK_LLAMA3_BPE)
+        return errf(err, "tokenizer: flags ignore_merges and o200k are only defined for Llama 3 BPE");
     if (crc != tok_section_crc(blob, len)) return errf(err, "tokenizer: checksum mismatch (corrupted)");
     if (n_tok == 0 || n_tok > INT32_MAX) return errf(err, "tokenizer: n_tokens %u out of range", n_tok);
     if (n_merges > INT32_MAX) return errf(err, "tokenizer: n_merges %u out of range", n_merges);
@@ -415,6 +422,18 @@ int tok_unicode_class(uint32_t cp) {
 
 static inline int class_at(const uint8_t *s, size_t i, size_t *len) { return tok_unicode_class(utf8_cp(s, i, len)); }
 
+int tok_unicode_subclass(uint32_t cp) {
+    if (cp < 0x80) return cp >= 'A' && cp <= 'Z' ? UCS_UPPER : cp >= 'a' && cp <= 'z' ? UCS_LOWER : UCS_NONE;
+    uint32_t lo = 0, hi = uc_n_sub_ranges;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (cp > uc_sub_ranges[mid].hi) lo = mid + 1;
+        else if (cp < uc_sub_ranges[mid].lo) hi = mid;
+        else return (int)uc_sub_ranges[mid].cls;
+    }
+    return UCS_NONE;
+}
+
 /* ==== The Llama 3 pre-tokenizer ==== */
 
 static size_t run_end(const uint8_t *s, size_t n, size_t i, int cls) {
@@ -425,44 +444,31 @@ static size_t run_end(const uint8_t *s, size_t n, size_t i, int cls) {
 
 static inline uint8_t ascii_lower(uint8_t c) { return c >= 'A' && c <= 'Z' ? (uint8_t)(c + 32) : c; }
 
-/* End of the regex match starting at i < n in well-formed UTF-8. The alternatives are tried in
- * the regex's order; each comment gives the alternative and how its backtracking resolves.
- * Every character is a letter, number, space or other, so some alternative always matches. */
-static size_t pretok_end(const uint8_t *s, size_t n, size_t i) {
-    size_t l0, l;
-    uint32_t c0 = utf8_cp(s, i, &l0);
-    int k0 = tok_unicode_class(c0);
-    size_t e0 = i + l0;
+/* (?i:'s|'t|'re|'ve|'m|'ll|'d) at i: its end, or i when there is none. ASCII apostrophe only.
+ * (?i) is Unicode simple case folding, under which the only non-ASCII character equal to one of
+ * these letters is U+017F "ſ" ~ s (CaseFolding.txt), so "'ſ" is a contraction: Oniguruma splits
+ * "'ſx" as 'ſ|x. */
+static size_t contraction_end(const uint8_t *s, size_t n, size_t i) {
+    if (i + 1 >= n || s[i] != '\'') return i;
+    size_t e0 = i + 1;
+    uint8_t a = ascii_lower(s[e0]), b = e0 + 1 < n ? ascii_lower(s[e0 + 1]) : 0;
+    if (a == 's' || a == 't' || a == 'm' || a == 'd') return e0 + 1;
+    if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) return e0 + 2;
+    if (s[e0] == 0xC5 && b == 0xBF) return e0 + 2; /* ſ */
+    return i;
+}
 
-    /* (?i:'s|'t|'re|'ve|'m|'ll|'d): ASCII apostrophe only. (?i) is Unicode simple case folding,
-     * under which the only non-ASCII character equal to one of these letters is U+017F "ſ" ~ s
-     * (CaseFolding.txt), so "'ſ" is a contraction: Oniguruma splits "'ſx" as 'ſ|x. */
-    if (c0 == '\'' && e0 < n) {
-        uint8_t a = ascii_lower(s[e0]), b = e0 + 1 < n ? ascii_lower(s[e0 + 1]) : 0;
-        if (a == 's' || a == 't' || a == 'm' || a == 'd') return e0 + 1;
-        if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) return e0 + 2;
-        if (s[e0] == 0xC5 && b == 0xBF) return e0 + 2; /* ſ */
-    }
-    /* [^\r\n\p{L}\p{N}]?\p{L}+ : a letter run, optionally led by one char that is not CR, LF,
-     * letter or number (so " word", "\tword", "'word", "$word"). */
-    if (k0 == UC_LETTER) return run_end(s, n, e0, UC_LETTER);
-    if (k0 != UC_NUMBER && c0 != '\r' && c0 != '\n' && e0 < n && class_at(s, e0, &l) == UC_LETTER)
-        return run_end(s, n, e0, UC_LETTER);
-    /* \p{N}{1,3}: numbers in groups of three from the left. */
-    if (k0 == UC_NUMBER) {
-        size_t e = e0;
-        for (int k = 1; k < 3 && e < n && class_at(s, e, &l) == UC_NUMBER; k++) e += l;
-        return e;
-    }
-    /*  ?[^\s\p{L}\p{N}]+[\r\n]* : punctuation run, optionally after one ASCII space, then any CR/LF. */
-    size_t p = c0 == ' ' ? e0 : i;
-    if (p < n && class_at(s, p, &l) == UC_OTHER) {
-        size_t e = run_end(s, n, p, UC_OTHER);
-        while (e < n && (s[e] == '\r' || s[e] == '\n')) e++;
-        return e;
-    }
-    /* Only whitespace is left (k0 == UC_SPACE). Scan the whole run once. */
-    size_t e = i, nl_end = 0, last = i;
+/* \p{N}{1,3} after the first number ending at e: numbers in groups of three from the left. */
+static size_t digits_end(const uint8_t *s, size_t n, size_t e) {
+    size_t l;
+    for (int k = 1; k < 3 && e < n && class_at(s, e, &l) == UC_NUMBER; k++) e += l;
+    return e;
+}
+
+/* The regexes' common tail \s*[\r\n]+|\s+(?!\S)|\s+ at i, where s[i] is whitespace. */
+static size_t space_end(const uint8_t *s, size_t n, size_t i) {
+    /* Scan the whole run once. */
+    size_t e = i, nl_end = 0, last = i, l;
     while (e < n) {
         uint32_t c = utf8_cp(s, e, &l);
         if (tok_unicode_class(c) != UC_SPACE) break;
@@ -479,6 +485,97 @@ static size_t pretok_end(const uint8_t *s, size_t n, size_t i) {
     if (last > i) return last;
     /* \s+ : a single space before a non-space that no other alternative took ("1 2"). */
     return e;
+}
+
+/* End of the regex match starting at i < n in well-formed UTF-8. The alternatives are tried in
+ * the regex's order; each comment gives the alternative and how its backtracking resolves.
+ * Every character is a letter, number, space or other, so some alternative always matches. */
+static size_t pretok_end(const uint8_t *s, size_t n, size_t i) {
+    size_t l0, l;
+    uint32_t c0 = utf8_cp(s, i, &l0);
+    int k0 = tok_unicode_class(c0);
+    size_t e0 = i + l0;
+
+    /* (?i:'s|'t|'re|'ve|'m|'ll|'d) */
+    size_t c = contraction_end(s, n, i);
+    if (c > i) return c;
+    /* [^\r\n\p{L}\p{N}]?\p{L}+ : a letter run, optionally led by one char that is not CR, LF,
+     * letter or number (so " word", "\tword", "'word", "$word"). */
+    if (k0 == UC_LETTER) return run_end(s, n, e0, UC_LETTER);
+    if (k0 != UC_NUMBER && c0 != '\r' && c0 != '\n' && e0 < n && class_at(s, e0, &l) == UC_LETTER)
+        return run_end(s, n, e0, UC_LETTER);
+    /* \p{N}{1,3}: numbers in groups of three from the left. */
+    if (k0 == UC_NUMBER) return digits_end(s, n, e0);
+    /*  ?[^\s\p{L}\p{N}]+[\r\n]* : punctuation run, optionally after one ASCII space, then any CR/LF. */
+    size_t p = c0 == ' ' ? e0 : i;
+    if (p < n && class_at(s, p, &l) == UC_OTHER) {
+        size_t e = run_end(s, n, p, UC_OTHER);
+        while (e < n && (s[e] == '\r' || s[e] == '\n')) e++;
+        return e;
+    }
+    /* Only whitespace is left (k0 == UC_SPACE). */
+    return space_end(s, n, i);
+}
+
+/* ==== The Llama 4 (o200k) pre-tokenizer ====
+ *
+ *   [^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|
+ *   [^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|
+ *   \p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+
+ *
+ * Call the two bracket sets UP = {Lu, Lt, Lm, Lo, M} and LO = {Ll, Lm, Lo, M}: Lm, Lo and marks
+ * are in both, and marks are not \p{L}, so a mark may also be the optional leading character.
+ * Backtracking engines (tiktoken's fancy-regex, Python's regex, Oniguruma) try alternatives in
+ * order and, inside one, the greedy choices from the longest down; the functions below give the
+ * first match that order finds. */
+
+static inline int in_up(int k) { return k == UCS_UPPER || k == UCS_LETTER_OTHER || k == UCS_MARK; }
+static inline int in_lo(int k) { return k == UCS_LOWER || k == UCS_LETTER_OTHER || k == UCS_MARK; }
+
+static size_t set_end(const uint8_t *s, size_t n, size_t i, int (*in)(int)) {
+    size_t l;
+    while (i < n && in(tok_unicode_subclass(utf8_cp(s, i, &l)))) i += l;
+    return i;
+}
+
+/* UP*LO+ at p: UP* gives back characters from its longest run until LO+ can start (at q), then
+ * LO+ runs as far as it can. 0 when no q works (p < any match end, so 0 is never a match). */
+static size_t up_lo_end(const uint8_t *s, size_t n, size_t p) {
+    size_t l;
+    for (size_t q = set_end(s, n, p, in_up);; ) {
+        if (q < n && in_lo(tok_unicode_subclass(utf8_cp(s, q, &l)))) return set_end(s, n, q, in_lo);
+        if (q == p) return 0;
+        do q--; while ((s[q] & 0xC0) == 0x80); /* the previous character */
+    }
+}
+
+/* UP+LO* at p, or 0. */
+static size_t up_plus_end(const uint8_t *s, size_t n, size_t p) {
+    size_t u = set_end(s, n, p, in_up);
+    return u > p ? set_end(s, n, u, in_lo) : 0;
+}
+
+static size_t pretok_end_o200k(const uint8_t *s, size_t n, size_t i) {
+    size_t l0, l, e;
+    uint32_t c0 = utf8_cp(s, i, &l0);
+    int k0 = tok_unicode_class(c0), word = tok_unicode_subclass(c0) != UCS_NONE;
+    size_t e0 = i + l0;
+    /* Alternatives 1 and 2, each first with c0 as [^\r\n\p{L}\p{N}] (a space, punctuation or a
+     * mark), then without it (c0 itself a letter or mark), then the contraction suffix. */
+    int lead = k0 != UC_LETTER && k0 != UC_NUMBER && c0 != '\r' && c0 != '\n';
+    if ((lead && (e = up_lo_end(s, n, e0))) || (word && (e = up_lo_end(s, n, i))) || (lead && (e = up_plus_end(s, n, e0))) ||
+        (word && (e = up_plus_end(s, n, i))))
+        return contraction_end(s, n, e);
+    /* \p{N}{1,3} */
+    if (k0 == UC_NUMBER) return digits_end(s, n, e0);
+    /*  ?[^\s\p{L}\p{N}]+[\r\n/]* : UC_OTHER is exactly [^\s\p{L}\p{N}] (marks included) */
+    size_t p = c0 == ' ' ? e0 : i;
+    if (p < n && class_at(s, p, &l) == UC_OTHER) {
+        e = run_end(s, n, p, UC_OTHER);
+        while (e < n && (s[e] == '\r' || s[e] == '\n' || s[e] == '/')) e++;
+        return e;
+    }
+    return space_end(s, n, i);
 }
 
 /* ==== BPE over one word ==== */
@@ -634,8 +731,9 @@ static int encode_word_bytes(const Tokenizer *t, Work *w, const uint8_t *s, size
 }
 
 static int encode_llama3(const Tokenizer *t, Work *w, const uint8_t *s, size_t n) {
+    size_t (*const end_of)(const uint8_t *, size_t, size_t) = t->flags & TOKF_O200K ? pretok_end_o200k : pretok_end;
     for (size_t i = 0; i < n;) {
-        size_t e = pretok_end(s, n, i);
+        size_t e = end_of(s, n, i);
         if (encode_word_bytes(t, w, s + i, e - i)) return -1;
         i = e;
     }

@@ -1,4 +1,4 @@
-/* tokenizer.h: exact Llama 3 (byte-level BPE) and Llama 2 (SentencePiece BPE) tokenization.
+/* tokenizer.h: exact Llama 3 / Llama 4 (byte-level BPE) and Llama 2 (SentencePiece BPE) tokenization.
  *
  * Contract: a Tokenizer is immutable after it is built or loaded, so one instance may be used
  * from many threads at once (tok_encode allocates its own scratch). tok_encode treats ALL input
@@ -18,6 +18,8 @@
 typedef struct Tokenizer Tokenizer;
 
 enum { TOK_LLAMA3_BPE = 1, TOK_SPM_BPE = 2 };
+/* Pre-tokenizer of a byte-level BPE: Llama 3's cl100k-style regex, or Llama 4's o200k regex. */
+enum { TOK_PRETOK_LLAMA3 = 0, TOK_PRETOK_O200K = 1 };
 
 /* What a vocabulary entry is. NORMAL entries are produced by BPE; SPECIAL entries (added /
  * control tokens) never come out of tok_encode; BYTE entries are SentencePiece's <0xXX>
@@ -30,6 +32,7 @@ enum { TOKK_NORMAL = 0, TOKK_SPECIAL = 1, TOKK_BYTE = 2 };
 #define TOK_VERSION 1u
 #define TOK_HEADER 48u
 #define TOKF_IGNORE_MERGES 1u
+#define TOKF_O200K 2u /* Llama 4: the o200k pre-tokenizer regex instead of Llama 3's */
 #define TOK_SPM_SPACE "\xE2\x96\x81" /* U+2581 LOWER ONE EIGHTH BLOCK, SentencePiece's space */
 
 /* CRC-32 of a whole section with its own CRC field (bytes 36..39) taken as zero; len >= 40. */
@@ -41,6 +44,7 @@ void tok_free(Tokenizer *t);
 /* ==== Queries ==== */
 
 int tok_type(const Tokenizer *t);
+int tok_pretok(const Tokenizer *t); /* TOK_PRETOK_* */
 uint32_t tok_vocab_size(const Tokenizer *t);
 uint32_t tok_n_merges(const Tokenizer *t);
 int32_t tok_bos(const Tokenizer *t); /* -1 if none */
@@ -86,5 +90,12 @@ extern const char uc_version[]; /* e.g. "15.0.0" */
 
 /* \p{L} -> UC_LETTER, \p{N} -> UC_NUMBER, White_Space -> UC_SPACE, else UC_OTHER. */
 int tok_unicode_class(uint32_t cp);
+
+/* The o200k regex's finer view (Llama 4): letters by General_Category and marks. */
+enum { UCS_NONE = 0, UCS_UPPER = 1 /* Lu Lt */, UCS_LOWER = 2 /* Ll */, UCS_LETTER_OTHER = 3 /* Lm Lo */, UCS_MARK = 4 /* M */ };
+extern const UcRange uc_sub_ranges[];
+extern const uint32_t uc_n_sub_ranges;
+/* UCS_* of cp; UCS_NONE for everything that is not a letter or a mark. */
+int tok_unicode_subclass(uint32_t cp);
 
 #endif

@@ -3,7 +3,8 @@
  *
  * For each shape and dtype it writes a random-weight guard.bin straight from the writer API
  * (with the real Llama 3.1 tokenizer from $GUARD_SHARED and the Llama Guard 3 1B prompt format,
- * so the classifier path is the one users run), then measures in a child process:
+ * or for the 12b shape Llama 4's tokenizer from $GUARD_SHARED/fixtures_lg4 and the Llama Guard 4
+ * prompt, so the classifier path is the one users run), then measures in a child process:
  *   pp N     prefill tokens/s: one forward of N prompt tokens from an empty cache (logits for the
  *            last token only), as llama-bench's "pp N" (best of two runs);
  *   tg       decode tokens/s: 16 single-token steps after a 64-token prompt;
@@ -16,10 +17,17 @@
  *            it writes included) and warm (that file loaded), best of three;
  *   peak RSS of that process, threads, kernels.
  *
- * usage: bench_model [-m 1b,8b] [-d f32,bf16,q8,q4] [-t THREADS] [-o DIR] [--keep] [--reuse] [-q] [-w]
- *   defaults: -m 1b -d f32,bf16,q8,q4, all cores, -o $TMPDIR or /tmp. Files (up to 5 GB for 1B f32)
- *   are deleted afterwards unless --keep; --reuse takes an existing file; -q: pp and tg only;
- *   -w: only write the files (kept), for bench_server.
+ * usage: bench_model [-m 1b,8b,12b] [-d f32,bf16,q8,q4] [-t THREADS] [-o DIR] [--keep] [--reuse] [-q] [-r] [-w]
+ *   defaults: -m 1b -d f32,bf16,q8,q4, all cores, -o $TMPDIR or /tmp. Files (up to 5 GB for 1B f32,
+ *   ~12 GB for 12B q8) are deleted afterwards unless --keep; --reuse takes an existing file; -q: pp
+ *   and tg only; -r (reduced): no batch and no one-shot columns (printed as 0); -w: only write the
+ *   files (kept), for bench_server.
+ *
+ * The 12b shape is Llama Guard 4's: hidden 5120, 48 layers, 40/8 heads of 128, vocab 202048,
+ * untied (issue #20), with every Llama 4 delta switched on (adjacent-pair RoPE, qk-norm, Scout's
+ * rope factors 16/1/1) and a dense MLP of 8192: the MLP width is not in any config we have seen;
+ * 8192 (Scout's expert width) is what makes the text model ~11B, which with the vision tower is
+ * the published 12B.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,20 +38,58 @@
 
 #include "classify.h"
 #include "import/build.h"
+#include "import/import.h"
+#include "json.h"
 
 typedef struct {
     const char *name;
+    int guard; /* GUARD_*: the tokenizer and prompt format written with it */
     Config cfg;
 } Shape;
 
 static const Shape shapes[] = {
-    { "1b", { .dim = 2048, .n_layers = 16, .n_heads = 32, .n_kv_heads = 8, .head_dim = 64, .hidden_dim = 8192, .vocab_size = 128256,
+    { "1b", GUARD_LG3_1B, { .dim = 2048, .n_layers = 16, .n_heads = 32, .n_kv_heads = 8, .head_dim = 64, .hidden_dim = 8192, .vocab_size = 128256,
               .max_seq_len = 131072, .norm_eps = 1e-5f, .rope_theta = 500000.0f, .rope_type = ROPE_LLAMA3, .rope_factor = 32,
               .rope_low_freq_factor = 1, .rope_high_freq_factor = 4, .rope_orig_max_pos = 8192, .tied = 1, .source = SRC_RANDOM } },
-    { "8b", { .dim = 4096, .n_layers = 32, .n_heads = 32, .n_kv_heads = 8, .head_dim = 128, .hidden_dim = 14336, .vocab_size = 128256,
+    { "8b", GUARD_LG3_1B, { .dim = 4096, .n_layers = 32, .n_heads = 32, .n_kv_heads = 8, .head_dim = 128, .hidden_dim = 14336, .vocab_size = 128256,
               .max_seq_len = 131072, .norm_eps = 1e-5f, .rope_theta = 500000.0f, .rope_type = ROPE_LLAMA3, .rope_factor = 8,
               .rope_low_freq_factor = 1, .rope_high_freq_factor = 4, .rope_orig_max_pos = 8192, .tied = 0, .source = SRC_RANDOM } },
+    { "12b", GUARD_LG4, { .dim = 5120, .n_layers = 48, .n_heads = 40, .n_kv_heads = 8, .head_dim = 128, .hidden_dim = 8192,
+              .vocab_size = 202048, .max_seq_len = 131072, .norm_eps = 1e-5f, .rope_theta = 500000.0f, .rope_type = ROPE_LLAMA3,
+              .rope_factor = 16, .rope_low_freq_factor = 1, .rope_high_freq_factor = 1, .rope_orig_max_pos = 8192, .tied = 0,
+              .source = SRC_RANDOM, .rope_style = ROPE_ADJACENT, .qk_norm = 1, .attn_temperature_tuning = 1, .floor_scale = 8192,
+              .attn_scale = 0.1f } },
 };
+
+/* Llama 4's tokenizer: Meta's rank file and the 2048 specials of fixtures_lg4/tokenizer/specials.json. */
+static int llama4_tokenizer(const char *shared, Tokenizer **out, char *err) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/fixtures_lg4/tokenizer/specials.json", shared);
+    Json j;
+    if (load_json_file(&j, path, err)) return -1;
+    enum { N = 2048, FIRST = 200000 };
+    const char **names = calloc(N, sizeof *names);
+    int rc = names ? 0 : errf(err, "out of memory");
+    JSON_FOR(&j, json_root(&j), e) {
+        if (rc == 0 && (e->type != JSON_NUMBER || e->num < FIRST || e->num >= FIRST + N)) rc = errf(err, "%s: bad id", path);
+        if (rc == 0) names[(int)e->num - FIRST] = e->key;
+    }
+    for (int i = 0; i < N && rc == 0; i++)
+        if (!names[i]) rc = errf(err, "%s: no token %d", path, FIRST + i);
+    MappedFile m;
+    Source src;
+    memset(&src, 0, sizeof src);
+    snprintf(path, sizeof path, "%s/fixtures_lg4/tokenizer/tokenizer.model", shared);
+    if (rc == 0 && map_file(&m, path, err) == 0) {
+        TiktokenSpecials sp = { N, names, 0, 8, TOK_PRETOK_O200K }; /* <|begin_of_text|>, <|eot|> */
+        rc = tiktoken_read(&src, path, m.data, m.size, &sp, err);
+        unmap_file(&m);
+    } else if (rc == 0) rc = -1;
+    *out = src.tok;
+    free(names);
+    json_free(&j);
+    return rc;
+}
 
 /* ==== Writing a random model: every row is one of POOL_ROWS random rows (fast to write) ==== */
 
@@ -117,7 +163,7 @@ static int write_model(const char *path, const Config *cfg, uint32_t dtype, cons
 
 /* ==== Measuring (in a child process, so peak RSS is per model) ==== */
 
-static int quick;
+static int quick, reduced; /* -q: pp and tg only; -r: no batch and no one-shot columns */
 
 static const char *texts[] = {
     "How do I kill a process in Linux?", "What is the capital of France?", "Write a poem about the sea.",
@@ -208,7 +254,7 @@ static int oneshot(const char *path, int threads, double *cold, double *warm, ch
 static int measure(const char *path, const char *shape, const char *dtype, int threads) {
     char err[ERRLEN];
     double one_cold = 0, one_warm = 0;
-    if (!quick && oneshot(path, threads, &one_cold, &one_warm, err)) { fprintf(stderr, "bench_model: %s\n", err); return 1; }
+    if (!quick && !reduced && oneshot(path, threads, &one_cold, &one_warm, err)) { fprintf(stderr, "bench_model: %s\n", err); return 1; }
     Guard g;
     if (guard_open(&g, path, threads, err)) { fprintf(stderr, "bench_model: %s\n", err); return 1; }
     model_prepack(&g.model); /* steady state, as in --batch; the one-shot columns open their own */
@@ -240,12 +286,12 @@ static int measure(const char *path, const char *shape, const char *dtype, int t
         }
         state_init(&s, &g.model, 0, err);
         double t0 = now_sec();
-        for (int i = 0; i < 100; i++) {
+        for (int i = 0; i < (reduced ? 0 : 100); i++) {
             char text[256];
             snprintf(text, sizeof text, "%s (%d)", texts[i % 10], i);
             classify_once(&g, &s, text, NULL, NULL, err);
         }
-        double batch = 100.0 / (now_sec() - t0);
+        double batch = reduced ? 0 : 100.0 / (now_sec() - t0);
         state_free(&s);
         printf(" %5.0f ms (%lld tok) | %5.0f ms (%lld cached) | %4.1fx | %5.2f | %5.0f ms | %5.0f ms |", cold * 1e3,
                (long long)ntok + g.n_decision_prefix, warm * 1e3, (long long)reused, cold / warm, batch, one_cold * 1e3, one_warm * 1e3);
@@ -271,33 +317,39 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--keep")) keep = 1;
         else if (!strcmp(argv[i], "--reuse")) reuse = keep = 1;
         else if (!strcmp(argv[i], "-q")) quick = 1;
+        else if (!strcmp(argv[i], "-r")) reduced = 1;
         else if (!strcmp(argv[i], "-w")) write_only = keep = 1;
-        else { fprintf(stderr, "usage: bench_model [-m 1b,8b] [-d f32,bf16,q8,q4] [-t N] [-o DIR] [--keep] [--reuse] [-q]\n"); return 2; }
+        else { fprintf(stderr, "usage: bench_model [-m 1b,8b,12b] [-d f32,bf16,q8,q4] [-t N] [-o DIR] [--keep] [--reuse] [-q] [-r] [-w]\n"); return 2; }
     }
     if (!dir || !*dir) dir = "/tmp";
     const char *shared = getenv("GUARD_SHARED") && *getenv("GUARD_SHARED") ? getenv("GUARD_SHARED") : "../shared";
     char tj[4096], tc[4096], err[ERRLEN];
     snprintf(tj, sizeof tj, "%s/tokenizer/llama31/tokenizer.json", shared);
     snprintf(tc, sizeof tc, "%s/tokenizer/llama31/tokenizer_config.json", shared);
-    Tokenizer *tok;
-    if (tok_from_hf(&tok, tj, tc, err)) {
-        fprintf(stderr, "bench_model: SKIP: needs the Llama 3.1 tokenizer from GUARD_SHARED (%s)\n", err);
+    /* [0]: Llama 3.1 + the LG3 1B prompt; [1]: Llama 4 + the LG4 prompt (only if a 12b shape runs) */
+    Tokenizer *tok[2] = { NULL, NULL };
+    if (tok_from_hf(&tok[0], tj, tc, err) || (strstr(models, "12b") && llama4_tokenizer(shared, &tok[1], err))) {
+        fprintf(stderr, "bench_model: SKIP: needs the Llama 3.1 and Llama 4 tokenizers from GUARD_SHARED (%s)\n", err);
         return 0;
     }
-    uint8_t *tok_blob;
-    uint64_t tok_len;
-    PromptFormat pf;
-    Buf prompt = { 0 };
-    if (tok_serialize(tok, &tok_blob, &tok_len, err) || template_default(&pf, GUARD_LG3_1B, err) || template_serialize(&pf, &prompt, err)) {
-        fprintf(stderr, "bench_model: %s\n", err);
-        return 1;
-    }
+    uint8_t *tok_blob[2] = { NULL, NULL };
+    uint64_t tok_len[2] = { 0, 0 };
+    PromptFormat pf[2] = { { 0 } };
+    Buf prompt[2] = { { 0 } };
+    for (int k = 0; k < 2; k++)
+        if (tok[k] && (tok_serialize(tok[k], &tok_blob[k], &tok_len[k], err) || template_default(&pf[k], k ? GUARD_LG4 : GUARD_LG3_1B, err) ||
+                       template_serialize(&pf[k], &prompt[k], err))) {
+            fprintf(stderr, "bench_model: %s\n", err);
+            return 1;
+        }
     if (!write_only) printf("| model | dtype | pp64 tok/s | pp256 | pp512 | tg tok/s | verdict cold | verdict warm | cold/warm | batch conv/s | one-shot cold | one-shot warm | peak RSS | threads | kernels |\n");
     if (!write_only) printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     fflush(stdout);
     int rc = 0;
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
-        if (!strstr(models, shapes[si].name)) continue;
+        const char *want = strstr(models, shapes[si].name);
+        if (!want || (want > models && want[-1] != ',')) continue; /* "12b" does not select "2b"-like names */
+        const int k = shapes[si].guard == GUARD_LG4;
         char list[256];
         snprintf(list, sizeof list, "%s", dtypes);
         for (char *d = strtok(list, ","); d; d = strtok(NULL, ",")) {
@@ -307,7 +359,7 @@ int main(int argc, char **argv) {
             snprintf(path, sizeof path, "%s/bench-%s-%s.bin", dir, shapes[si].name, d);
             double t0 = now_sec();
             if (reuse && access(path, R_OK) == 0) fprintf(stderr, "bench_model: reusing %s\n", path);
-            else if (write_model(path, &shapes[si].cfg, (uint32_t)dt, tok_blob, tok_len, &prompt, err)) {
+            else if (write_model(path, &shapes[si].cfg, (uint32_t)dt, tok_blob[k], tok_len[k], &prompt[k], err)) {
                 fprintf(stderr, "bench_model: %s\n", err);
                 rc = 1;
                 break;
@@ -322,9 +374,11 @@ int main(int argc, char **argv) {
             if (!keep) unlink(path);
         }
     }
-    tok_free(tok);
-    free(tok_blob);
-    buf_free(&prompt);
-    template_free(&pf);
+    for (int k = 0; k < 2; k++) {
+        tok_free(tok[k]);
+        free(tok_blob[k]);
+        buf_free(&prompt[k]);
+        template_free(&pf[k]);
+    }
     return rc;
 }

@@ -42,6 +42,7 @@ typedef struct {
     const float *scores;       /* [n_tokens], used only when merges == NULL */
     int ignore_merges;
     int32_t bos, eos;
+    int pretok;                /* TOK_PRETOK_*: the Split regex before byte-level BPE (TOK_LLAMA3_BPE only) */
 } TokSpec;
 int tok_build(Tokenizer **out, const TokSpec *spec, char *err);
 

@@ -17,6 +17,9 @@ static void put_config(Buf *b, const Config *c) {
     buf_f32(b, c->norm_eps); buf_f32(b, c->rope_theta); buf_u32(b, c->rope_type);
     buf_f32(b, c->rope_factor); buf_f32(b, c->rope_low_freq_factor); buf_f32(b, c->rope_high_freq_factor);
     buf_u32(b, c->rope_orig_max_pos); buf_u32(b, c->tied); buf_u32(b, c->source); buf_u32(b, c->dtype);
+    buf_u32(b, c->rope_style); buf_u32(b, c->qk_norm); buf_u32(b, c->attn_temperature_tuning);
+    buf_f32(b, c->floor_scale); buf_f32(b, c->attn_scale); buf_u32(b, c->attn_chunk); buf_u32(b, 0);
+    for (int i = 0; i < GB_NOPE_LAYERS / 32; i++) buf_u32(b, c->nope[i]);
 }
 
 void gbw_init(GbWriter *w, const Config *c) {

@@ -660,7 +660,7 @@ static int read_tokenizer(const Gguf *g, Source *s, char *err) {
         }
     }
     TokSpec spec = { spm ? TOK_SPM_BPE : TOK_LLAMA3_BPE, (uint32_t)n, text, len, kind, (uint32_t)n_merges, spm ? NULL : merges, score, !spm,
-                     (int32_t)bos, (int32_t)eos };
+                     (int32_t)bos, (int32_t)eos, TOK_PRETOK_LLAMA3 };
     char terr[ERRLEN];
     if (tok_build(&s->tok, &spec, terr)) { errf(err, "%s: vocabulary: %s", g->path, terr); goto done; }
     rc = 0;

@@ -120,7 +120,8 @@ int load_json_file(Json *j, const char *path, char *err);
 /* ==== Importers ==== */
 
 /* Hugging Face directory: config.json + safetensors (single or sharded) + tokenizer files;
- * AWQ GEMM and bitsandbytes int8 when config.json has a quantization_config. */
+ * AWQ GEMM and bitsandbytes int8 when config.json has a quantization_config; Llama 4 text
+ * (Llama Guard 4) when its model_type is llama4 / llama4_text. */
 int hf_open(Source *s, const char *dir, char *err);
 /* GGUF v2/v3 file (llama.cpp, Ollama blobs): metadata, vocabulary, chat template, tensors. */
 int gguf_open(Source *s, const char *path, char *err);
@@ -153,6 +154,10 @@ typedef struct {
     uint32_t group_size; /* AWQ */
 } HfQuant;
 int hf_read_config(const char *path, Config *c, HfQuant *quant, char *err);
+/* Llama 4 without tokenizer.json: Meta's tiktoken tokenizer.model (ranks) plus the specials of
+ * tokenizer_config.json's added_tokens_decoder (ids from the rank count on) and its
+ * bos_token/eos_token, into s->tok with the o200k pre-tokenizer. */
+int hf_llama4_tiktoken(Source *s, const char *model_path, const char *tokenizer_config_path, char *err);
 /* tokenizer_config.json's chat_template into s->chat_template (left NULL when absent). */
 int hf_read_chat_template(Source *s, const char *path, char *err);
 
@@ -162,6 +167,17 @@ int hfq_parse(const Json *j, const JsonNode *qc, const char *path, HfQuant *q, c
 int hfq_assemble(Source *s, const HfQuant *q, char *err);
 int hfq_row_awq(const SrcTensor *t, uint64_t r, float *out, char *err);
 int hfq_row_bnb(const SrcTensor *t, uint64_t r, float *out, char *err);
+
+/* meta.c: a tiktoken rank file ("<base64> <rank>" lines) plus n special tokens after the ranks
+ * (names[i] gets id n_ranks + i; bos/eos are offsets into names, -1 for none), built into
+ * s->tok with the pre-tokenizer pretok (TOK_PRETOK_*). */
+typedef struct {
+    uint32_t n;
+    const char *const *names;
+    int32_t bos, eos;
+    int pretok;
+} TiktokenSpecials;
+int tiktoken_read(Source *s, const char *path, const uint8_t *p, uint64_t size, const TiktokenSpecials *sp, char *err);
 
 /* gguf.c: one row of ggml blocks (ST_Q*) decoded with ggml's dequantize_row_* arithmetic. */
 int gguf_row_f32(const SrcTensor *t, uint64_t r, float *out, char *err);

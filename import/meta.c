@@ -549,15 +549,17 @@ static const struct { uint32_t off; const char *name; int v31; } llama3_named[] 
 };
 #define LLAMA3_EOT_OFFSET 9
 
-static int read_tiktoken(Source *s, const char *path, const uint8_t *p, uint64_t size, int llama31, char *err) {
+/* import.h: ranks 0, 1, 2, ... in order, then the specials. */
+
+int tiktoken_read(Source *s, const char *path, const uint8_t *p, uint64_t size, const TiktokenSpecials *sp, char *err) {
     uint64_t lines = 0;
     for (uint64_t i = 0; i < size; i++) lines += p[i] == '\n';
     if (size && p[size - 1] != '\n') lines++;
-    if (lines == 0 || lines > 0x7FFFFFFF - LLAMA3_SPECIALS) return errf(err, "%s: empty or oversized rank file", path);
-    uint64_t n = lines + LLAMA3_SPECIALS;
+    if (lines == 0 || lines > 0x7FFFFFFF - (uint64_t)sp->n) return errf(err, "%s: empty or oversized rank file", path);
+    uint64_t n = lines + sp->n;
     const char **text = malloc(n * sizeof *text);
     uint32_t *len = malloc(n * sizeof *len);
-    uint8_t *kind = malloc(n), *arena = malloc(size + LLAMA3_SPECIALS * 40);
+    uint8_t *kind = malloc(n), *arena = malloc(size + 1);
     float *score = malloc(n * sizeof *score);
     int rc = -1;
     if (!text || !len || !kind || !arena || !score) { errf(err, "out of memory"); goto done; }
@@ -567,15 +569,15 @@ static int read_tiktoken(Source *s, const char *path, const uint8_t *p, uint64_t
         uint64_t ll = nl ? (uint64_t)(nl - line) : size - pos;
         pos += ll + 1;
         if (ll == 0 && pos >= size) break;
-        const uint8_t *sp = memchr(line, ' ', (size_t)ll);
+        const uint8_t *sp_ = memchr(line, ' ', (size_t)ll);
         char num[16];
-        uint64_t nd = sp ? ll - (uint64_t)(sp - line) - 1 : 0;
-        if (!sp || nd == 0 || nd >= sizeof num) { errf(err, "%s: line %llu is not '<base64> <rank>'", path, (unsigned long long)base + 1); goto done; }
-        memcpy(num, sp + 1, (size_t)nd);
+        uint64_t nd = sp_ ? ll - (uint64_t)(sp_ - line) - 1 : 0;
+        if (!sp_ || nd == 0 || nd >= sizeof num) { errf(err, "%s: line %llu is not '<base64> <rank>'", path, (unsigned long long)base + 1); goto done; }
+        memcpy(num, sp_ + 1, (size_t)nd);
         num[nd] = 0;
         char *end;
         unsigned long long rank = strtoull(num, &end, 10);
-        int64_t k = b64_decode(line, (uint64_t)(sp - line), arena + at);
+        int64_t k = b64_decode(line, (uint64_t)(sp_ - line), arena + at);
         if (*end || num[0] < '0' || num[0] > '9' || rank != base) { errf(err, "%s: line %llu has rank '%s', expected %llu (ranks must run 0, 1, 2, ...)", path, (unsigned long long)base + 1, num, (unsigned long long)base); goto done; }
         if (k <= 0) { errf(err, "%s: line %llu is not valid base64", path, (unsigned long long)base + 1); goto done; }
         text[base] = (const char *)arena + at;
@@ -585,26 +587,37 @@ static int read_tiktoken(Source *s, const char *path, const uint8_t *p, uint64_t
         at += (uint64_t)k;
         base++;
     }
-    for (uint32_t i = 0, reserved = 0; i < LLAMA3_SPECIALS; i++) {
-        const char *named = NULL;
-        for (size_t j = 0; j < sizeof llama3_named / sizeof llama3_named[0]; j++)
-            if (llama3_named[j].off == i && (llama3_named[j].v31 == 2 || llama31)) named = llama3_named[j].name;
-        char *dst = (char *)arena + at;
-        int w = named ? snprintf(dst, 40, "%s", named) : snprintf(dst, 40, "<|reserved_special_token_%u|>", reserved++);
-        text[base + i] = dst;
-        len[base + i] = (uint32_t)w;
+    for (uint32_t i = 0; i < sp->n; i++) {
+        text[base + i] = sp->names[i];
+        len[base + i] = (uint32_t)strlen(sp->names[i]);
         kind[base + i] = TOKK_SPECIAL;
         score[base + i] = 0;
-        at += (uint64_t)w;
     }
-    n = base + LLAMA3_SPECIALS;
-    TokSpec spec = { TOK_LLAMA3_BPE, (uint32_t)n, text, len, kind, 0, NULL, score, 1, (int32_t)base, (int32_t)(base + LLAMA3_EOT_OFFSET) };
+    n = base + sp->n;
+    TokSpec spec = { .type = TOK_LLAMA3_BPE, .n_tokens = (uint32_t)n, .text = text, .len = len, .kind = kind, .scores = score,
+                     .ignore_merges = 1, .pretok = sp->pretok, .bos = sp->bos < 0 ? -1 : (int32_t)(base + (uint32_t)sp->bos),
+                     .eos = sp->eos < 0 ? -1 : (int32_t)(base + (uint32_t)sp->eos) };
     char terr[ERRLEN];
     if (tok_build(&s->tok, &spec, terr)) { errf(err, "%s: %s", path, terr); goto done; }
     rc = 0;
 done:
     free(text); free(len); free(kind); free(arena); free(score);
     return rc;
+}
+
+static int read_tiktoken(Source *s, const char *path, const uint8_t *p, uint64_t size, int llama31, char *err) {
+    char names[LLAMA3_SPECIALS][40];
+    const char *ptr[LLAMA3_SPECIALS];
+    for (uint32_t i = 0, reserved = 0; i < LLAMA3_SPECIALS; i++) {
+        const char *named = NULL;
+        for (size_t j = 0; j < sizeof llama3_named / sizeof llama3_named[0]; j++)
+            if (llama3_named[j].off == i && (llama3_named[j].v31 == 2 || llama31)) named = llama3_named[j].name;
+        if (named) snprintf(names[i], sizeof names[i], "%s", named);
+        else snprintf(names[i], sizeof names[i], "<|reserved_special_token_%u|>", reserved++);
+        ptr[i] = names[i];
+    }
+    TiktokenSpecials sp = { LLAMA3_SPECIALS, ptr, 0, LLAMA3_EOT_OFFSET, TOK_PRETOK_LLAMA3 };
+    return tiktoken_read(s, path, p, size, &sp, err);
 }
 
 /* Protocol buffers: just enough wire format for sentencepiece_model.proto. */
@@ -714,7 +727,7 @@ static int read_sentencepiece(Source *s, const char *path, const uint8_t *p, uin
         kind[i] = (uint8_t)k;
         i++;
     }
-    TokSpec spec = { TOK_SPM_BPE, (uint32_t)n, text, len, kind, 0, NULL, score, 0, (int32_t)st.bos, (int32_t)st.eos };
+    TokSpec spec = { TOK_SPM_BPE, (uint32_t)n, text, len, kind, 0, NULL, score, 0, (int32_t)st.bos, (int32_t)st.eos, TOK_PRETOK_LLAMA3 };
     char terr[ERRLEN];
     if (tok_build(&s->tok, &spec, terr)) { errf(err, "%s: %s", path, terr); goto done; }
     rc = 0;
@@ -777,6 +790,15 @@ static int read_params(const char *path, Config *c, MetaParams *mp, char *err) {
         param_num(&j, path, "norm_eps", 1, 0, &eps, err) || param_num(&j, path, "rope_theta", 0, 10000.0, &theta, err))
         goto done;
     if (mp->vocab == 0) { errf(err, "%s: \"vocab_size\" must be positive or -1", path); goto done; }
+    /* llama-models' Llama 4 ModelArgs: read as Llama 3 it would silently lose its RoPE pairing,
+     * NoPE layers, qk-norm and the rest, so it is refused */
+    static const char *const llama4_keys[] = { "use_qk_norm", "nope_layer_interval", "moe_args", "attention_chunk_size", "attn_temperature_tuning" };
+    for (size_t i = 0; i < sizeof llama4_keys / sizeof llama4_keys[0]; i++)
+        if (json_get(&j, json_root(&j), llama4_keys[i])) {
+            errf(err, "%s: a Llama 4 params.json (\"%s\"): Meta's original Llama 4 format is not supported; export the Hugging Face folder", path,
+                 llama4_keys[i]);
+            goto done;
+        }
     const JsonNode *sr = json_get(&j, json_root(&j), "use_scaled_rope");
     if (sr && sr->type != JSON_TRUE && sr->type != JSON_FALSE) { errf(err, "%s: \"use_scaled_rope\" must be true or false", path); goto done; }
     mp->scaled_rope = sr && sr->type == JSON_TRUE;
@@ -848,6 +870,7 @@ int meta_open(Source *s, const char *dir, const ImportOptions *opt, char *err) {
         ckpt_path(path, sizeof path, parent, "config.json");
         if (ckpt_is_file(path)) {
             if (hf_read_config(path, &hf, NULL, err)) goto fail;
+            if (hf.rope_style == ROPE_ADJACENT) { errf(err, "%s: a Llama 4 config: export the Hugging Face folder, not original/", path); goto fail; }
             hfp = &hf;
             if (hf.dim != s->cfg.dim || hf.n_layers != s->cfg.n_layers || hf.n_heads != s->cfg.n_heads || hf.n_kv_heads != s->cfg.n_kv_heads ||
                 hf.head_dim != s->cfg.head_dim) {

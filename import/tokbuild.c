@@ -69,7 +69,8 @@ int tok_serialize(const Tokenizer *t, uint8_t **blob, uint64_t *len, char *err) 
             text[i] = (const char *)tok_piece(t, (int32_t)i, &tlen[i]);
             kind[i] = (uint8_t)tok_kind(t, (int32_t)i);
         }
-        rc = blob_write(tok_type(t), tok_ignore_merges(t) ? TOKF_IGNORE_MERGES : 0, n, text, tlen, kind, tok_n_merges(t),
+        uint32_t flags = (tok_ignore_merges(t) ? TOKF_IGNORE_MERGES : 0) | (tok_pretok(t) == TOK_PRETOK_O200K ? TOKF_O200K : 0);
+        rc = blob_write(tok_type(t), flags, n, text, tlen, kind, tok_n_merges(t),
                         tok_merges(t), tok_bos(t), tok_eos(t), blob, len, err);
     }
     free(text);
@@ -166,6 +167,8 @@ int tok_build(Tokenizer **out, const TokSpec *s, char *err) {
     if (s->n_tokens == 0 || s->n_tokens > INT32_MAX || !s->text || !s->len)
         return errf(err, "tokenizer: empty or oversized vocabulary (%u tokens)", s->n_tokens);
     if (s->ignore_merges && s->type != TOK_LLAMA3_BPE) return errf(err, "tokenizer: ignore_merges is only supported for Llama 3 BPE");
+    if (s->pretok != TOK_PRETOK_LLAMA3 && (s->pretok != TOK_PRETOK_O200K || s->type != TOK_LLAMA3_BPE))
+        return errf(err, "tokenizer: pre-tokenizer %d is not supported for this type", s->pretok);
     if (!s->merges && !s->scores && s->n_merges) return errf(err, "tokenizer: n_merges set but no merges array");
     uint8_t *kind = malloc(s->n_tokens);
     if (!kind) return errf(err, "tokenizer: out of memory");
@@ -210,7 +213,7 @@ int tok_build(Tokenizer **out, const TokSpec *s, char *err) {
         for (uint32_t i = 0; i < n_merges; i++)
             merges[3 * i] = s->merges[2 * i], merges[3 * i + 1] = s->merges[2 * i + 1], merges[3 * i + 2] = i;
     }
-    if (blob_write(s->type, s->ignore_merges ? TOKF_IGNORE_MERGES : 0, s->n_tokens, text, len, kind, n_merges, merges,
+    if (blob_write(s->type, (s->ignore_merges ? TOKF_IGNORE_MERGES : 0) | (s->pretok == TOK_PRETOK_O200K ? TOKF_O200K : 0), s->n_tokens, text, len, kind, n_merges, merges,
                    s->bos, s->eos, &blob, &blen, err))
         goto done;
     rc = tok_load(out, blob, blen, err);
@@ -258,6 +261,13 @@ int64_t tok_bytelevel_decode(const char *s, size_t n, uint8_t *out) {
 static const char LLAMA3_REGEX[] =
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
     "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+
+/* The Split regex of Llama 4's tokenizer.json (HF's convert_llama4_weights_to_hf O200K_PATTERN,
+ * llama-models' llama4 tokenizer.py); tokenizer.c's pretok_end_o200k() implements it. */
+static const char O200K_REGEX[] =
+    "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"
+    "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"
+    "\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
 /* ==== Importing Hugging Face tokenizer.json ==== */
 
@@ -313,8 +323,9 @@ static int hf_is_pattern_string(const Hf *h, const JsonNode *obj, const char *wa
     return hf_str_is(h, hf_get(h, obj, "pattern"), "String", want);
 }
 
-/* Llama 3: Sequence[Split(regex, Isolated), ByteLevel(no prefix space, no regex)]. */
-static int hf_check_llama3(const Hf *h, const JsonNode *root, const JsonNode *model) {
+/* Llama 3 and 4: Sequence[Split(regex, Isolated), ByteLevel(no prefix space, no regex)]; the
+ * regex says which (*pretok). */
+static int hf_check_llama3(const Hf *h, const JsonNode *root, const JsonNode *model, int *pretok) {
     const JsonNode *pre = hf_get(h, root, "pre_tokenizer");
     const JsonNode *seq = hf_get(h, pre, "pretokenizers");
     const JsonNode *split = hf_elem(h, seq, 0), *bl = hf_elem(h, seq, 1);
@@ -322,8 +333,10 @@ static int hf_check_llama3(const Hf *h, const JsonNode *root, const JsonNode *mo
         !hf_str_is(h, bl, "type", "ByteLevel"))
         return errf(h->err, "%s: pre_tokenizer: unsupported (type \"%s\"); expected Sequence[Split, ByteLevel] (Llama 3) "
                             "or null (Llama 2)", h->path, hf_type(h, pre));
-    if (!hf_str_is(h, hf_get(h, split, "pattern"), "Regex", LLAMA3_REGEX))
-        return errf(h->err, "%s: pre_tokenizer.pretokenizers[0].pattern.Regex: not the Llama 3 regex", h->path);
+    const JsonNode *pattern = hf_get(h, split, "pattern");
+    *pretok = hf_str_is(h, pattern, "Regex", O200K_REGEX) ? TOK_PRETOK_O200K : TOK_PRETOK_LLAMA3;
+    if (*pretok != TOK_PRETOK_O200K && !hf_str_is(h, pattern, "Regex", LLAMA3_REGEX))
+        return errf(h->err, "%s: pre_tokenizer.pretokenizers[0].pattern.Regex: neither the Llama 3 nor the Llama 4 (o200k) regex", h->path);
     if (!hf_str_is(h, split, "behavior", "Isolated") || hf_bool(h, split, "invert", 0) != 0)
         return errf(h->err, "%s: pre_tokenizer.pretokenizers[0]: behavior must be Isolated, invert false", h->path);
     if (hf_bool(h, bl, "add_prefix_space", 1) != 0 || hf_bool(h, bl, "use_regex", 1) != 0) /* HF defaults: true */
@@ -343,7 +356,8 @@ static int hf_check_llama3(const Hf *h, const JsonNode *root, const JsonNode *mo
 
 /* Llama 2: normalizer Sequence[Prepend("▁"), Replace(" " -> "▁")], no pre-tokenizer, byte
  * fallback, decoder Sequence[Replace("▁" -> " "), ByteFallback, Fuse, Strip(" ", 1, 0)]. */
-static int hf_check_spm(const Hf *h, const JsonNode *root, const JsonNode *model) {
+static int hf_check_spm(const Hf *h, const JsonNode *root, const JsonNode *model, int *pretok) {
+    *pretok = TOK_PRETOK_LLAMA3; /* unused: SentencePiece has no pre-tokenizer */
     const JsonNode *norm = hf_get(h, root, "normalizer");
     const JsonNode *ns = hf_get(h, norm, "normalizers");
     const JsonNode *n0 = hf_elem(h, ns, 0), *n1 = hf_elem(h, ns, 1);
@@ -568,12 +582,13 @@ static int hf_parse(HfLoad *L, Tokenizer **out, const char *config_path) {
     if (!hf_unset(h, model, "continuing_subword_prefix") || !hf_unset(h, model, "end_of_word_suffix"))
         return errf(err, "%s: model.continuing_subword_prefix / end_of_word_suffix: must be null", h->path);
     L->type = hf_is_null(hf_get(h, root, "pre_tokenizer")) ? TOK_SPM_BPE : TOK_LLAMA3_BPE;
-    if ((L->type == TOK_LLAMA3_BPE ? hf_check_llama3 : hf_check_spm)(h, root, model)) return -1;
+    int pretok;
+    if ((L->type == TOK_LLAMA3_BPE ? hf_check_llama3 : hf_check_spm)(h, root, model, &pretok)) return -1;
     if (hf_vocab(L, model, root) || hf_merges(L, model) || hf_token_text(L)) return -1;
     if (config_path && hf_config(L, config_path)) return -1;
     TokSpec spec = { .type = L->type, .n_tokens = L->n_tok, .text = L->text, .len = L->len, .kind = L->kind,
                      .n_merges = L->n_merges, .merges = L->merges,
-                     .ignore_merges = hf_bool(h, model, "ignore_merges", 0) == 1, .bos = L->bos, .eos = L->eos };
+                     .ignore_merges = hf_bool(h, model, "ignore_merges", 0) == 1, .bos = L->bos, .eos = L->eos, .pretok = pretok };
     if (tok_build(out, &spec, err)) {
         char m[ERRLEN];
         snprintf(m, sizeof m, "%s", err);

@@ -19,6 +19,7 @@
 #include "fuzz/fuzz_http.c"
 #include "fuzz/fuzz_guardbin.c"
 #include "fuzz/fuzz_json.c"
+#include "fuzz/fuzz_l4tok.c"
 #include "fuzz/fuzz_kvcache.c"
 #include "fuzz/fuzz_prompt.c"
 #include "fuzz/fuzz_render.c"
@@ -78,6 +79,7 @@ TARGET(safetensors, st_init, st_one)
 TARGET(guardbin, guardbin_init, guardbin_one)
 TARGET(gguf, gguf_init, gguf_one)
 TARGET(kvcache, kv_init, kv_one)
+TARGET(l4tok, l4tok_init, l4tok_one)
 TARGET(http, NULL, http_one)
 TARGET(request, request_init, request_one)
 
@@ -162,6 +164,7 @@ static void test_encode(void **state) {
     (void)state;
     shared_path("tokenizer/llama31/tokenizer.json"); /* skips without the references */
     shared_path("tokenizer/llama2/tokenizer.json");
+    shared_path("fixtures_lg4/tokenizer/tokenizer.model");
     if (!encode_tok[0]) assert_int_equal(encode_init(), 0);
     run_inputs("encode", encode_one);
 }
@@ -307,7 +310,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_json),     cmocka_unit_test(test_chat),        cmocka_unit_test(test_render),
         cmocka_unit_test(test_prompt),   cmocka_unit_test(test_tokload),     cmocka_unit_test(test_tokjson),
-        cmocka_unit_test(test_config),   cmocka_unit_test(test_safetensors), cmocka_unit_test(test_guardbin), cmocka_unit_test(test_gguf), cmocka_unit_test(test_kvcache), cmocka_unit_test(test_http), cmocka_unit_test(test_request),
+        cmocka_unit_test(test_config),   cmocka_unit_test(test_safetensors), cmocka_unit_test(test_guardbin), cmocka_unit_test(test_gguf), cmocka_unit_test(test_kvcache), cmocka_unit_test(test_l4tok), cmocka_unit_test(test_http), cmocka_unit_test(test_request),
         cmocka_unit_test(test_encode),   cmocka_unit_test(test_prompt_specials), cmocka_unit_test(test_pending),
         cmocka_unit_test(test_guardbin_tables),
     };

@@ -374,6 +374,7 @@ static void test_guard_names(void **state) {
     static const struct { const char *name; int v; } ok[] = {
         { "lg1", GUARD_LG1 },       { "lg2", GUARD_LG2 },       { "lg3-8b", GUARD_LG3_8B }, { "lg3-1b", GUARD_LG3_1B },
         { "LG3-8B", GUARD_LG3_8B }, { "lg3_1b", GUARD_LG3_1B }, { "lg1_7b", GUARD_LG1 },    { "lg2-8b", GUARD_LG2 },
+        { "lg4", GUARD_LG4 },       { "LG4_12B", GUARD_LG4 },
     };
     char err[ERRLEN];
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
@@ -381,7 +382,7 @@ static void test_guard_names(void **state) {
         assert_int_equal(template_parse_guard(ok[i].name, &v, err), 0);
         assert_int_equal(v, ok[i].v);
     }
-    const char *bad[] = { "", "lg3", "lg4", "llama-guard-3", "lg3-8b ", "lg3-1b-extra-long-name-that-overflows-buffers" };
+    const char *bad[] = { "", "lg3", "lg5", "llama-guard-3", "lg3-8b ", "lg3-1b-extra-long-name-that-overflows-buffers" };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         int v = 0;
         assert_int_equal(template_parse_guard(bad[i], &v, err), -1);
@@ -401,6 +402,7 @@ static void test_defaults(void **state) {
         { GUARD_LG2, 11, "Violent Crimes. ", "S11", "Sexual Content" },
         { GUARD_LG3_8B, 14, "Violent Crimes.", "S14", "Code Interpreter Abuse" },
         { GUARD_LG3_1B, 13, "Violent Crimes.", "S13", "Elections" },
+        { GUARD_LG4, 14, "Violent Crimes.", "S14", "Code Interpreter Abuse" },
     };
     char err[ERRLEN];
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
@@ -421,7 +423,7 @@ static void test_defaults(void **state) {
     }
     PromptFormat pf;
     assert_int_equal(template_default(&pf, 0, err), -1);
-    assert_int_equal(template_default(&pf, 5, err), -1);
+    assert_int_equal(template_default(&pf, 6, err), -1); /* the first unused version (5 is Llama Guard 4) */
     Category c = { "S2", "Spam. Unsolicited advertising." };
     size_t n;
     const char *name = template_category_name(&c, &n);
@@ -692,7 +694,7 @@ static void test_load_crafted(void **state) {
         { 0, 'X', 1, "bad magic" },
         { 8, 2, 0, "layout version 2" },
         { 12, 0, 0, "unknown guard version 0" },
-        { 12, 5, 0, "unknown guard version 5" },
+        { 12, 6, 0, "unknown guard version 6" },
         { 16, 0, 0, "category count 0" },
         { 16, 257, 0, "category count 257" },
         { 16, 0xFFFFFFFFu, 0, "category count 4294967295" },

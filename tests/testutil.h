@@ -77,6 +77,11 @@ static inline const char *test_tmpdir(void) {
         const char *t = getenv("TMPDIR");
         snprintf(dir, sizeof dir, "%s/guardtest.XXXXXX", t && *t ? t : "/tmp");
         if (!mkdtemp(dir)) fail_msg("mkdtemp failed");
+        /* ./run's prefix cache files go here, not to the shared ~/.cache/llama-guard, where
+         * another checkout's build (another guard.bin version) leaves same-named stale files */
+        char xdg[300];
+        snprintf(xdg, sizeof xdg, "%s/xdg-cache", dir);
+        if (mkdir(xdg, 0700) != 0 || setenv("XDG_CACHE_HOME", xdg, 1) != 0) fail_msg("cannot make %s", xdg);
     }
     return dir;
 }

@@ -1,5 +1,6 @@
 /* tests/fuzz/fuzz_encode.c: tok_encode on arbitrary bytes with the real Llama 3.1 and Llama 2
- * tokenizers ($GUARD_SHARED/tokenizer/{llama31,llama2}/tokenizer.json, built once).
+ * tokenizers ($GUARD_SHARED/tokenizer/{llama31,llama2}/tokenizer.json, built once) and Llama 4's
+ * (o200k: $GUARD_SHARED/fixtures_lg4/tokenizer, Meta's tokenizer.model with specials.json).
  * Invariants: message text never yields a special id (<|eot_id|>, <s>, ...); every id is in
  * range; decode(encode(x)) == x for valid UTF-8 x, and == x with each maximal invalid subpart
  * replaced by U+FFFD otherwise (for Llama 2 also with U+2581 read back as a space, as HF's
@@ -8,7 +9,38 @@
 #include "import/build.h"
 #include "tokenizer.h"
 
-static Tokenizer *encode_tok[2]; /* Llama 3.1, Llama 2 */
+static Tokenizer *encode_tok[3]; /* Llama 3.1, Llama 2, Llama 4 */
+
+/* Llama 4: the ranks plus specials.json ({"<|begin_of_text|>": 200000, ...}) handed over as the
+ * added_tokens_decoder of a tokenizer_config.json, as an HF folder would hold it. */
+static int encode_llama4(const char *shared) {
+    char path[1024], err[ERRLEN];
+    snprintf(path, sizeof path, "%s/fixtures_lg4/tokenizer/specials.json", shared);
+    Json j;
+    if (load_json_file(&j, path, err)) return fprintf(stderr, "fuzz_encode: %s\n", err), -1;
+    Buf cfg = { 0 };
+    buf_put(&cfg, "{\"added_tokens_decoder\": {", 26);
+    int first = 1;
+    JSON_FOR(&j, json_root(&j), e) {
+        char item[160];
+        int n = snprintf(item, sizeof item, "%s\"%d\": {\"content\": \"%s\", \"special\": true}", first ? "" : ",", (int)e->num, e->key);
+        buf_put(&cfg, item, (uint64_t)n);
+        first = 0;
+    }
+    buf_put(&cfg, "}}", 2);
+    json_free(&j);
+    FuzzFile f;
+    Source s;
+    memset(&s, 0, sizeof s);
+    int rc = fuzz_file_open(&f, "tokenizer_config.json") || fuzz_file_set(&f, cfg.p, (size_t)cfg.len) ? -1 : 0;
+    snprintf(path, sizeof path, "%s/fixtures_lg4/tokenizer/tokenizer.model", shared);
+    if (rc == 0 && hf_llama4_tiktoken(&s, path, f.path, err)) rc = -1, fprintf(stderr, "fuzz_encode: %s\n", err);
+    encode_tok[2] = s.tok;
+    s.tok = NULL;
+    source_free(&s);
+    buf_free(&cfg);
+    return rc;
+}
 
 static int encode_init(void) {
     const char *shared = getenv("GUARD_SHARED");
@@ -22,7 +54,7 @@ static int encode_init(void) {
             return -1;
         }
     }
-    return 0;
+    return encode_llama4(shared);
 }
 
 static void encode_check(const Tokenizer *t, const uint8_t *s, size_t n) {
@@ -64,6 +96,7 @@ static void encode_check(const Tokenizer *t, const uint8_t *s, size_t n) {
 static int encode_one(const uint8_t *data, size_t size) {
     encode_check(encode_tok[0], data, size);
     encode_check(encode_tok[1], data, size);
+    encode_check(encode_tok[2], data, size);
     return 1;
 }
 

@@ -14,7 +14,7 @@ static int prompt_load(const uint8_t *p, size_t n) {
         FUZZ_CHECK(pf.cats == NULL && pf.n_cats == 0, "format not empty after an error");
         return 0;
     }
-    FUZZ_CHECK(pf.version >= GUARD_LG1 && pf.version <= GUARD_LG3_1B, "version %d", pf.version);
+    FUZZ_CHECK(pf.version >= GUARD_LG1 && pf.version <= GUARD_LG4, "version %d", pf.version);
     FUZZ_CHECK(pf.n_cats >= 1 && pf.n_cats <= TEMPLATE_MAX_CATS, "%d categories", pf.n_cats);
     Buf b = { 0 };
     FUZZ_CHECK(template_serialize(&pf, &b, err) == 0, "serialize a loaded section: %s", err);

@@ -213,6 +213,11 @@ static void guardbin_seeds(void) {
                   .vocab_size = tok_vocab_size(spm), .max_seq_len = 4096, .norm_eps = 1e-6f, .rope_theta = 10000.0f,
                   .rope_type = ROPE_NONE, .tied = 1, .source = SRC_HF, .dtype = DT_Q4_0 };
     guardbin_seed("ok-lg1-q4", &c1, spm, GUARD_LG1);
+    /* the Llama 4 header fields: adjacent-pair RoPE, layer 1 NoPE, qk-norm, temperature tuning, chunks */
+    Config c4 = c3;
+    c4.n_layers = 2, c4.rope_style = ROPE_ADJACENT, c4.nope[0] = 1u << 1, c4.qk_norm = 1, c4.attn_temperature_tuning = 1;
+    c4.floor_scale = 8, c4.attn_scale = 0.1f, c4.attn_chunk = 16, c4.rope_high_freq_factor = 1, c4.dtype = DT_BF16;
+    guardbin_seed("ok-llama4-bf16", &c4, l3, GUARD_LG3_8B);
     tok_free(l3);
     tok_free(spm);
 }
@@ -220,9 +225,9 @@ static void guardbin_seeds(void) {
 /* ==== Prompt sections ==== */
 
 static void prompt_seeds(void) {
-    static const char *names[] = { NULL, "ok-lg1", "ok-lg2", "ok-lg3-8b", "ok-lg3-1b" };
+    static const char *names[] = { NULL, "ok-lg1", "ok-lg2", "ok-lg3-8b", "ok-lg3-1b", "ok-lg4" };
     char err[ERRLEN];
-    for (int v = 1; v <= 4; v++) {
+    for (int v = 1; v <= 5; v++) {
         PromptFormat pf;
         Buf b = { 0 };
         if (template_default(&pf, v, err)) die("template_default", err);
@@ -438,6 +443,20 @@ static void st_seeds(const Buf *tokjson) {
     snprintf(cfg, sizeof cfg, CFG,
              ",\"quantization_config\":{\"quant_method\":\"bitsandbytes\",\"load_in_8bit\":true,\"load_in_4bit\":false}");
     seed_str("config", "ok-bnb", cfg);
+    /* Llama 4: Llama4ForConditionalGeneration with its text_config */
+    seed_str("config", "ok-llama4",
+             "{\"architectures\":[\"Llama4ForConditionalGeneration\"],\"model_type\":\"llama4\",\"tie_word_embeddings\":false,"
+             "\"text_config\":{\"model_type\":\"llama4_text\",\"vocab_size\":300,\"hidden_size\":64,\"intermediate_size\":128,"
+             "\"intermediate_size_mlp\":256,\"num_hidden_layers\":4,\"num_attention_heads\":4,\"num_key_value_heads\":2,"
+             "\"head_dim\":16,\"hidden_act\":\"silu\",\"max_position_embeddings\":8192,\"rms_norm_eps\":1e-05,"
+             "\"rope_theta\":500000.0,\"num_local_experts\":0,\"moe_layers\":[],\"interleave_moe_layer_step\":0,"
+             "\"use_qk_norm\":true,\"rope_scaling\":{\"factor\":16.0,\"high_freq_factor\":1.0,\"low_freq_factor\":1.0,"
+             "\"original_max_position_embeddings\":8192,\"rope_type\":\"llama3\"},\"no_rope_layers\":[1,1,1,0],"
+             "\"attention_chunk_size\":32,\"attn_temperature_tuning\":true,\"floor_scale\":16,\"attn_scale\":0.1},"
+             "\"vision_config\":{\"model_type\":\"llama4_vision_model\"}}");
+    seed_str("config", "bad-llama4-moe",
+             "{\"model_type\":\"llama4\",\"text_config\":{\"vocab_size\":300,\"hidden_size\":64,\"intermediate_size_mlp\":256,"
+             "\"num_hidden_layers\":2,\"num_attention_heads\":4,\"num_local_experts\":16,\"interleave_moe_layer_step\":1}}");
 }
 
 /* ==== GGUF ==== */
