@@ -38,6 +38,10 @@ static int produce(void *ctx, uint32_t i, uint8_t *dst, uint64_t size, char *err
         for (uint64_t r = 0; r < rows; r++) memcpy(dst + r * rb, src_raw_row(s, t->dtype, r), (size_t)rb);
         return 0;
     }
+    /* ExecuTorch int4 -> q4: the same nibbles and scales rearranged into Q4_0 blocks */
+    int native = src_row_native(s, t->dtype, 0, dst, err);
+    for (uint64_t r = 1; r < rows && native == 0; r++) native = src_row_native(s, t->dtype, r, dst + r * rb, err);
+    if (native <= 0) return native;
     float *row = malloc((size_t)cols * sizeof(float));
     if (!row) return errf(err, "out of memory converting '%s'", t->name);
     int rc = 0;
@@ -68,7 +72,7 @@ static int plan_tensors(GbWriter *w, const Source *src, const SrcTensor **plan, 
     uint64_t q_dim = (uint64_t)c->n_heads * c->head_dim, kv_dim = (uint64_t)c->n_kv_heads * c->head_dim;
     if (add_tensor(w, src, plan, "model.embed_tokens.weight", c->vocab_size, c->dim, dtype, err) ||
         add_tensor(w, src, plan, "model.norm.weight", 1, c->dim, DT_F32, err) ||
-        (!c->tied && add_tensor(w, src, plan, "lm_head.weight", c->vocab_size, c->dim, dtype, err)))
+        (!c->tied && add_tensor(w, src, plan, "lm_head.weight", src->n_head_ids ? src->n_head_ids : c->vocab_size, c->dim, dtype, err)))
         return -1;
     for (uint32_t l = 0; l < c->n_layers; l++) {
         const struct { const char *suffix; uint64_t rows, cols; int norm; } parts[] = {
@@ -139,15 +143,16 @@ static void usage(FILE *f) {
     fprintf(f, "usage: ./export CHECKPOINT OUT.bin [--dtype f32|bf16|q8|q4] [--guard lg1|lg2|lg3-8b|lg3-1b] [--rope-factor F]\n"
                "  CHECKPOINT: a Hugging Face folder (config.json, model.safetensors or shards with\n"
                "  model.safetensors.index.json, tokenizer.json, tokenizer_config.json; also AWQ and\n"
-               "  bitsandbytes int8 folders), a GGUF file (e.g. an Ollama blob), or Meta's original\n"
-               "  folder (params.json, consolidated.00.pth, tokenizer.model, or a repo holding original/).\n"
-               "  --dtype   weight format in guard.bin (default f32; bf16 is exact for bf16 checkpoints)\n"
+               "  bitsandbytes int8 folders), a GGUF file (e.g. an Ollama blob), Meta's original\n"
+               "  folder (params.json, consolidated.00.pth, tokenizer.model, or a repo holding original/),\n"
+               "  or Meta's ExecuTorch INT4 folder (llama_guard_3_1b_pruned_xnnpack.pte, params.json, tokenizer.model).\n"
+               "  --dtype   weight format in guard.bin (default f32, q4 for the INT4 .pte; bf16 is exact for bf16 checkpoints)\n"
                "  --guard   the Llama Guard version, when the chat template does not say\n"
                "  --rope-factor  llama3 RoPE factor of a Meta original checkpoint without config.json\n");
 }
 
 int main(int argc, char **argv) {
-    const char *in = NULL, *out = NULL, *dtype_arg = "f32", *guard_arg = NULL;
+    const char *in = NULL, *out = NULL, *dtype_arg = NULL, *guard_arg = NULL;
     ImportOptions iopt = { 0 };
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--dtype") == 0 && i + 1 < argc) dtype_arg = argv[++i];
@@ -164,8 +169,8 @@ int main(int argc, char **argv) {
         else { usage(stderr); return 2; }
     }
     if (!in || !out) { usage(stderr); return 2; }
-    int dtype = strcmp(dtype_arg, "q8") == 0 ? DT_Q8_0 : strcmp(dtype_arg, "q4") == 0 ? DT_Q4_0 : dtype_from_name(dtype_arg);
-    if (dtype != DT_F32 && dtype != DT_BF16 && dtype != DT_Q8_0 && dtype != DT_Q4_0) {
+    int dtype = !dtype_arg ? -2 : strcmp(dtype_arg, "q8") == 0 ? DT_Q8_0 : strcmp(dtype_arg, "q4") == 0 ? DT_Q4_0 : dtype_from_name(dtype_arg);
+    if (dtype != -2 && dtype != DT_F32 && dtype != DT_BF16 && dtype != DT_Q8_0 && dtype != DT_Q4_0) {
         fprintf(stderr, "export: --dtype %s is not one of f32, bf16, q8, q4\n", dtype_arg);
         return 2;
     }
@@ -180,14 +185,23 @@ int main(int argc, char **argv) {
     Buf prompt_blob = { 0 };
     int rc = 2;
     if (source_open(&src, in, &iopt, err)) goto fail;
+    /* the default keeps what the checkpoint is: f32, except an int4 release, which maps onto q4 without loss */
+    if (dtype == -2) dtype = src.cfg.source == SRC_PTE ? DT_Q4_0 : DT_F32;
+    if (!guard_arg) guard_arg = src.guard_hint;
     src.cfg.dtype = (uint32_t)dtype;
     gbw_init(&w, &src.cfg);
     plan = calloc((size_t)src.cfg.n_layers * 9 + 3, sizeof *plan);
     if (!plan) { errf(err, "out of memory"); goto fail_w; }
+    uint8_t head_blob[4 + 4 * GB_HEAD_MAX];
     if (plan_prompt(&src, guard_arg, &pf, err) || template_serialize(&pf, &prompt_blob, err) ||
         tok_serialize(src.tok, &tok_blob, &tok_len, err) || gbw_add_section(&w, SEC_TOKENIZER, tok_blob, tok_len, err) ||
         gbw_add_section(&w, SEC_PROMPT, prompt_blob.p, prompt_blob.len, err) || plan_tensors(&w, &src, plan, (uint32_t)dtype, err))
         goto fail_w;
+    /* a pruned head: which vocabulary id each lm_head row scores (FORMAT.md "output ids") */
+    if (src.n_head_ids) {
+        gb_head_ids_encode(head_blob, src.head_ids, src.n_head_ids);
+        if (gbw_add_section(&w, SEC_HEAD_IDS, head_blob, 4 + 4 * (uint64_t)src.n_head_ids, err)) goto fail_w;
+    }
     Job job = { plan, &w };
     if (gbw_write(&w, out, produce, &job, err)) goto fail_w;
     fprintf(stderr, "export: wrote %s (%s, %u layers, dim %u, vocab %u, %s)\n", out, template_guard_title(pf.version), src.cfg.n_layers,

@@ -186,6 +186,16 @@ static inline float qblock_values(uint32_t dt, const uint8_t *blk, int8_t v[QK])
     return f16_to_f32(ld_u16(blk));
 }
 
+/* The scale an activation block keeps: amax/127 rounded to f16 as ggml's Q8_0 stores it (so a
+ * q4/q8 linear computes what ggml's Q4_0/Q8_0 x Q8_0 dot products do, and the INT4 release's
+ * q8act reference), except where f16 has no such value: above its range (no made-up inf) and
+ * where it would round to 0 (a block of tiny values keeps them); there the f32 value stays.
+ * The codes are nearbyint(x / f32 scale) either way. */
+static inline float act_scale(float d) {
+    float h = f16_to_f32(f32_to_f16(d));
+    return h > 0 && h <= 65504.0f ? h : d;
+}
+
 /* Quantize one block of activations (quant.h: "activation blocks"). */
 static void act_block_ref(const float *x, ActQ8 *a) {
     float amax = 0.0f;
@@ -202,7 +212,7 @@ static void act_block_ref(const float *x, ActQ8 *a) {
         return;
     }
     float id = 1.0f / d;
-    a->d = d;
+    a->d = act_scale(d);
     for (int i = 0; i < QK; i++) a->q[i] = (int8_t)nearbyintf(x[i] * id);
 }
 
@@ -556,7 +566,7 @@ INLINE_X86 void act_row_x86(const float *x, ActQ8 *a, uint64_t nb, int offset) {
         __m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(v[2], id)), i3 = _mm256_cvtps_epi32(_mm256_mul_ps(v[3], id));
         __m256i q = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
         q = _mm256_permutevar8x32_epi32(q, order); /* undo the per-lane interleave of packs */
-        a[b].d = d;
+        a[b].d = act_scale(d);
         _mm256_storeu_si256((__m256i *)a[b].q, _mm256_xor_si256(q, bias));
     }
 }
@@ -1344,7 +1354,7 @@ static void act_neon(const float *x, ActQ8 *a, uint64_t nb) {
             continue;
         }
         const float id = 1.0f / d;
-        a[b].d = d;
+        a[b].d = act_scale(d);
         for (int i = 0; i < 8; i += 2) {
             int32x4_t q0 = vcvtnq_s32_f32(vmulq_n_f32(v[i], id)), q1 = vcvtnq_s32_f32(vmulq_n_f32(v[i + 1], id));
             int16x8_t q16 = vcombine_s16(vqmovn_s32(q0), vqmovn_s32(q1));
