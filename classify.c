@@ -8,7 +8,10 @@
  *    Llama Guard 1/2 read right after "[/INST]".
  * 3. Softmax over the full vocabulary at that position. Meta's score: P(unsafe) if the argmax is
  *    the unsafe token, else 1 - P(safe) (llama-recipes parse_logprobs). Unsafe iff
- *    score >= threshold.
+ *    score >= threshold. A pruned output head (the INT4 release, guard.bin "output ids") gives
+ *    -inf to every id outside it: that -inf is data, not corruption (exp(-inf) = 0, so the
+ *    softmax is over the head's ids, as Meta's forward() defines it, and decoding can only
+ *    emit those ids); NaN and +inf remain corruption.
  * 4. Only when unsafe: feed the unsafe token and decode greedily until a stop token or
  *    DECODE_CAP, then parse the category codes the model names.
  * Label tokens are looked up by encoding the label text with the file's own tokenizer, never

@@ -113,14 +113,15 @@ static uint64_t follow(const FbTable *t, uint64_t p, const char *kind) {
     return p + off;
 }
 
+/* out may be t itself (walking down a chain): t is read before out is written. */
 int fb_table(const FbTable *t, uint32_t field, FbTable *out) {
-    memset(out, 0, sizeof *out);
-    out->b = t->b;
+    FbTable r = { .b = t->b };
     uint64_t p = field_pos(t, field, 4);
-    if (!p) return t->b->bad ? -1 : 0;
-    uint64_t at = follow(t, p, "table");
-    if (!at || table_at(mut(t), at, t->depth + 1, out)) return -1;
-    return 1;
+    int rc = p ? 1 : t->b->bad ? -1 : 0;
+    uint64_t at = p ? follow(t, p, "table") : 0;
+    if (p && (!at || table_at(mut(t), at, t->depth + 1, &r))) rc = -1;
+    *out = r;
+    return rc;
 }
 
 /* The count at p and the check that count * elem bytes follow it. */
@@ -165,11 +166,14 @@ int fb_string_is(const FbTable *t, uint32_t field, const char *want) {
 }
 
 int fb_vec_table(const FbTable *t, const FbVec *v, uint64_t i, FbTable *out) {
-    memset(out, 0, sizeof *out);
-    out->b = t->b;
-    if (t->b->bad) return -1;
-    if (i >= v->len) return fb_fail(mut(t), "vector index %llu out of range", (unsigned long long)i);
-    uint64_t p = v->pos + 4 * i, at = follow(t, p, "table");
-    if (!at || table_at(mut(t), at, t->depth + 1, out)) return -1;
-    return 0;
+    FbTable r = { .b = t->b };
+    int rc = -1;
+    if (t->b->bad) rc = -1;
+    else if (i >= v->len) fb_fail(mut(t), "vector index %llu out of range", (unsigned long long)i);
+    else {
+        uint64_t at = follow(t, v->pos + 4 * i, "table");
+        rc = at && table_at(mut(t), at, t->depth + 1, &r) == 0 ? 0 : -1;
+    }
+    *out = r;
+    return rc;
 }

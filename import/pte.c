@@ -976,7 +976,12 @@ static int walk(Prog *g, PteModel *m) {
     }
     if (!is_tensor(g, g->user_in[0], ST_LONG, 2) || !is_tensor(g, g->user_in[1], ST_LONG, 1) || dim_of(g, g->user_in[0], 1) != max_seq - 1)
         return fail(g, "forward's inputs are not tokens LONG [1, %lld] and start_pos LONG [1]", (long long)max_seq - 1);
-    /* every delegate segment is used by one delegate */
+    /* every delegate is called once, and each has its own segment */
+    for (uint64_t i = 0, k; i < g->n_deleg; i++) {
+        uint64_t calls = 0;
+        for (k = 0; k < g->ni; k++) calls += g->ins[k].kind == IA_DELEGATE && g->ins[k].op == i;
+        if (calls != 1) return fail(g, "delegate %llu is called %llu times (each linear of this export runs once)", (unsigned long long)i, (unsigned long long)calls);
+    }
     for (uint64_t i = 0; i < g->n_deleg; i++)
         for (uint64_t k = 0; k < i; k++)
             if (g->deleg_seg[i] == g->deleg_seg[k]) return fail(g, "delegates %llu and %llu share segment %u", (unsigned long long)k, (unsigned long long)i, g->deleg_seg[i]);

@@ -210,12 +210,355 @@ static void check_linears(const char *dtype, const char *mode, double tol) {
 static void test_linears_q8act(void **st) { (void)st; check_linears("q4", "q8act", TOL_LINEAR); }
 static void test_linears_ideal(void **st) { (void)st; check_linears("f32", "ideal", TOL_LINEAR); }
 
+/* ==== End to end through ./run ==== */
+
+/* The fixture's six conversations: --show-tokens equals the reference ids, and --batch's
+ * p_unsafe (Meta's) is within tol of mode's. */
+static void check_e2e(const char *dtype, const char *mode, double tol) {
+    const char *bin = exported(dtype), *dir = test_tmpdir();
+    char *text = slurp(shared_path("imports/pte_mini/golden/e2e.jsonl"), NULL), err[ERRLEN], batch[700], out[1 << 16];
+    snprintf(batch, sizeof batch, "%s/e2e-%s.jsonl", dir, mode);
+    FILE *bf = fopen(batch, "w");
+    assert_non_null(bf);
+    Json cases[8];
+    int n = 0;
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+        assert_true(n < 8);
+        Json *j = &cases[n++];
+        assert_int_equal(json_parse(j, line, strlen(line), err), 0);
+        const JsonNode *root = json_root(j), *msgs = json_get(j, root, "messages"), *cats = json_get(j, root, "categories");
+        const char *id = json_get(j, root, "id")->str;
+        /* the conversation as ./run's JSON input, the categories as a --categories file */
+        char conv[700], catf[700] = "";
+        snprintf(conv, sizeof conv, "%s/%s.json", dir, id);
+        FILE *cf = fopen(conv, "w");
+        assert_non_null(cf);
+        fputc('[', cf);
+        fprintf(bf, "{\"id\":\"%s\",\"messages\":[", id);
+        int k = 0;
+        JSON_FOR(j, msgs, m) {
+            Buf b = { 0 };
+            const char *content = json_get(j, m, "content")->str;
+            buf_put(&b, "\"", 1);
+            for (const char *c = content; *c; c++) {
+                char esc[8];
+                if (*c == '"' || *c == '\\') { esc[0] = '\\'; esc[1] = *c; buf_put(&b, esc, 2); }
+                else if ((unsigned char)*c < 0x20) { snprintf(esc, sizeof esc, "\\u%04x", *c); buf_put(&b, esc, 6); }
+                else buf_put(&b, c, 1);
+            }
+            buf_put(&b, "\"", 1);
+            const char *role = json_get(j, m, "role")->str;
+            fprintf(cf, "%s{\"role\":\"%s\",\"content\":%.*s}", k ? "," : "", role, (int)b.len, (const char *)b.p);
+            fprintf(bf, "%s{\"role\":\"%s\",\"content\":%.*s}", k ? "," : "", role, (int)b.len, (const char *)b.p);
+            buf_free(&b);
+            k++;
+        }
+        fputs("]\n", cf);
+        fclose(cf);
+        fputc(']', bf);
+        if (cats && cats->type == JSON_OBJECT) {
+            snprintf(catf, sizeof catf, "%s/%s.cats", dir, id);
+            FILE *f = fopen(catf, "w");
+            assert_non_null(f);
+            fputs(",\"categories\":{", bf);
+            int c = 0;
+            JSON_FOR(j, cats, e) {
+                fprintf(f, "%s: %s\n", e->key, e->str);
+                fprintf(bf, "%s\"%s\":\"%s\"", c++ ? "," : "", e->key, e->str);
+            }
+            fputc('}', bf);
+            fclose(f);
+        }
+        fputs("}\n", bf);
+        /* prompt ids */
+        char cmd_cats[800] = "";
+        if (catf[0]) snprintf(cmd_cats, sizeof cmd_cats, "--categories '%s'", catf);
+        assert_int_equal(run_cmd(out, sizeof out, "%s '%s' -i '%s' %s --show-tokens", RUN, bin, conv, cmd_cats), 0);
+        const JsonNode *ids = json_get(j, root, "ids");
+        char *p = out;
+        int64_t count = 0;
+        JSON_FOR(j, ids, e) {
+            char *end;
+            long v = strtol(p, &end, 10);
+            if (end == p || v != (long)e->num) fail_msg("%s: prompt token %lld is %ld, reference %ld", id, (long long)count, v, (long)e->num);
+            p = end;
+            count++;
+        }
+        while (*p == ' ' || *p == '\n') p++;
+        if (*p) fail_msg("%s: ./run shows more tokens than the reference's %lld", id, (long long)count);
+    }
+    fclose(bf);
+    /* P(unsafe), all six in one ./run */
+    assert_true(run_cmd(out, sizeof out, "%s '%s' --batch '%s' --no-cache", RUN, bin, batch) <= 1);
+    char *line = out;
+    for (int i = 0; i < n; i++) {
+        const JsonNode *root = json_root(&cases[i]);
+        const char *id = json_get(&cases[i], root, "id")->str, *pu = strstr(line, "\"p_unsafe\":");
+        if (!pu || !strstr(line, id)) fail_msg("%s: no result line from ./run --batch:\n%s", id, out);
+        double got = strtod(pu + 11, NULL), want = json_get(&cases[i], json_get(&cases[i], json_get(&cases[i], root, "modes"), mode), "p_unsafe_meta")->num;
+        printf("  %-4s %-34s P(unsafe) %.7f vs %s %.7f  |diff| %.1e (tolerance %.0e)\n", *dtype ? dtype : "q4", id, got, mode, want, fabs(got - want), tol);
+        assert_true(fabs(got - want) <= tol);
+        line = strchr(line, '\n');
+        assert_non_null(line);
+        line++;
+        json_free(&cases[i]);
+    }
+    free(text);
+}
+
+static void test_e2e_f32(void **st) { (void)st; check_e2e("f32", "ideal", TOL_E2E_F32); }
+static void test_e2e_q4(void **st) { (void)st; check_e2e("", "q8act", TOL_E2E_Q4); }
+
+/* ==== The FlatBuffers reader on hand-made buffers ==== */
+
+static void put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
+static void put32(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> 8 * i); }
+
+/* root -> table T (vtable at 8: 2 fields, object 12 bytes) at 16: field 0 a uoffset at 20 to a
+ * vector / string at 28, field 1 a u32 at 24 = 77. */
+static size_t fb_sample(uint8_t *b, uint32_t count, const char *str) {
+    memset(b, 0, 256);
+    put32(b, 16);
+    put16(b + 8, 8), put16(b + 10, 12), put16(b + 12, 4), put16(b + 14, 8);
+    put32(b + 16, 8);  /* soffset: vtable = 16 - 8 */
+    put32(b + 20, 8);  /* uoffset: 20 + 8 = 28 */
+    put32(b + 24, 77);
+    put32(b + 28, count);
+    size_t n = 32;
+    if (str) { memcpy(b + 32, str, strlen(str) + 1); n += strlen(str) + 1; }
+    return n;
+}
+
+/* Read field 0 as a string (kind 's'), a u32 vector ('v') or a table ('t'), and field 1. */
+static int fb_try(const uint8_t *b, size_t n, char kind, char *err) {
+    FbBuf fb = { b, n, "sample", err, 0 };
+    FbTable root, child;
+    FbVec v;
+    const char *s;
+    uint32_t len;
+    if (fb_root(&fb, NULL, &root)) return -1;
+    int rc = kind == 's' ? fb_string(&root, 0, &s, &len) : kind == 'v' ? fb_vector(&root, 0, 4, &v) : fb_table(&root, 0, &child);
+    if (rc < 0) return -1;
+    return fb_u32(&root, 1, 0) == 77 && !fb.bad ? 0 : -1;
+}
+
+static void expect_fb_error(const uint8_t *b, size_t n, char kind, const char *what) {
+    char err[ERRLEN] = "";
+    if (fb_try(b, n, kind, err) == 0) fail_msg("accepted a buffer with %s", what);
+    if (!strstr(err, what) || strchr(err, '\n')) fail_msg("error for %s is '%s'", what, err);
+}
+
+static void test_flatbuf_reader(void **st) {
+    (void)st;
+    uint8_t b[256];
+    char err[ERRLEN];
+    size_t n = fb_sample(b, 5, "hello");
+    assert_int_equal(fb_try(b, n, 's', err), 0);
+    FbBuf fb = { b, n, "sample", err, 0 };
+    FbTable root;
+    const char *s;
+    uint32_t len;
+    assert_int_equal(fb_root(&fb, NULL, &root), 0);
+    assert_int_equal(fb_string(&root, 0, &s, &len), 1);
+    assert_int_equal(len, 5);
+    assert_memory_equal(s, "hello", 5);
+    assert_int_equal(fb_u32(&root, 2, 9), 9); /* past the vtable: absent, default */
+
+    n = fb_sample(b, 5, "hello"); put32(b, 250);                 expect_fb_error(b, n, 's', "outside the buffer");
+    n = fb_sample(b, 5, "hello"); put32(b + 16, 0x7FFFFFF0);     expect_fb_error(b, n, 's', "vtable of the table at 16 lies outside");
+    n = fb_sample(b, 5, "hello"); put32(b + 16, (uint32_t)-200); expect_fb_error(b, n, 's', "vtable of the table at 16 lies outside");
+    n = fb_sample(b, 5, "hello"); put16(b + 8, 7);               expect_fb_error(b, n, 's', "bad size");
+    n = fb_sample(b, 5, "hello"); put16(b + 8, 200);             expect_fb_error(b, n, 's', "bad size");
+    n = fb_sample(b, 5, "hello"); put16(b + 14, 250);            expect_fb_error(b, n, 's', "field 1 of the table at 16 lies outside");
+    n = fb_sample(b, 5, "hello"); put32(b + 20, 0x10000);        expect_fb_error(b, n, 's', "points past the end");
+    n = fb_sample(b, 5, "hello"); b[37] = 'x';                   expect_fb_error(b, 38, 's', "not NUL-terminated");
+    n = fb_sample(b, 0x7FFFFFFF, NULL);                          expect_fb_error(b, n, 'v', "more than the buffer holds");
+    n = fb_sample(b, 0xFFFFFFFF, NULL);                          expect_fb_error(b, n, 'v', "more than the buffer holds");
+    n = fb_sample(b, 5, "hello"); put32(b + 20, 0);              expect_fb_error(b, n, 't', "a cycle");
+    /* nesting: a chain of tables, each field 0 naming the next (all sharing one vtable) */
+    uint8_t deep[1024] = { 0 };
+    put32(deep, 16);
+    put16(deep + 8, 6), put16(deep + 10, 8), put16(deep + 12, 4);
+    for (uint32_t k = 0; k < 60; k++) {
+        uint32_t t = 16 + 8 * k;
+        put32(deep + t, t - 8);
+        put32(deep + t + 4, 4); /* the next table starts right after this field */
+    }
+    FbBuf db = { deep, 16 + 8 * 60, "deep", err, 0 };
+    FbTable t;
+    int depth = 0;
+    assert_int_equal(fb_root(&db, NULL, &t), 0);
+    while (fb_table(&t, 0, &t) == 1) depth++;
+    assert_true(db.bad);
+    assert_int_equal(depth, FB_MAX_DEPTH);
+    if (!strstr(err, "nested deeper")) fail_msg("deep chain: %s", err);
+}
+
+/* ==== Malformed and foreign .pte files through ./export ==== */
+
+static uint8_t *pte_bytes;
+static size_t pte_size;
+
+static const uint8_t *load_pte(void) {
+    if (!pte_bytes) pte_bytes = (uint8_t *)slurp(shared_path("imports/pte_mini/llama_guard_3_1b_pruned_xnnpack.pte"), &pte_size);
+    return pte_bytes;
+}
+
+/* A release folder in the temp dir holding p[0..n) as its .pte, beside the fixture's params and tokenizer. */
+static const char *pte_folder(const char *name, const uint8_t *p, size_t n) {
+    static char dir[700];
+    char path[800];
+    snprintf(dir, sizeof dir, "%s/%s", test_tmpdir(), name);
+    mkdir(dir, 0700);
+    snprintf(path, sizeof path, "%s/llama_guard_3_1b_pruned_xnnpack.pte", dir);
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(p, 1, n, f), n);
+    fclose(f);
+    const char *names[] = { "params.json", "tokenizer.model" };
+    for (int i = 0; i < 2; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        unlink(path);
+        assert_int_equal(symlink(shared_path("imports/pte_mini/%s", names[i]), path), 0);
+    }
+    return dir;
+}
+
+static void expect_refused(const char *dir, const char *what) {
+    char out[4096], bin[800];
+    snprintf(bin, sizeof bin, "%s/out.bin", dir);
+    unlink(bin);
+    int rc = run_cmd(out, sizeof out, "%s '%s' '%s'", EXPORT, dir, bin);
+    size_t len = strlen(out);
+    if (rc != 2 || !strstr(out, what) || len == 0 || strchr(out, '\n') != out + len - 1)
+        fail_msg("%s: expected exit 2 and one line naming '%s', got %d: %s", dir, what, rc, out);
+    assert_false(file_exists(bin));
+    printf("  refused: %s", strstr(out, ": ") ? strstr(out, ": ") + 2 : out);
+}
+
+/* Absolute position of field i of the table at t (0 if absent), read without our reader. */
+static size_t field_at(const uint8_t *p, size_t t, int i) {
+    size_t vt = t - (size_t)(int32_t)ld_u32(p + t);
+    return (size_t)(4 + 2 * i) < ld_u16(p + vt) && ld_u16(p + vt + 4 + 2 * i) ? t + ld_u16(p + vt + 4 + 2 * i) : 0;
+}
+static size_t deref(const uint8_t *p, size_t at) { return at + ld_u32(p + at); }
+
+static void test_malformed_pte(void **st) {
+    (void)st;
+    const uint8_t *orig = load_pte();
+    uint8_t *p = malloc(pte_size);
+    assert_non_null(p);
+    size_t root = ld_u32(orig), plans = deref(orig, field_at(orig, root, 1)), segs = deref(orig, field_at(orig, root, 4));
+    size_t plan0 = deref(orig, plans + 4), name = deref(orig, field_at(orig, plan0, 0));
+    size_t seg1 = deref(orig, segs + 8);
+    assert_int_equal(field_at(orig, deref(orig, segs + 4), 0), 0); /* segment 0 at offset 0 (the default, not stored) */
+    uint64_t base = ld_u64(orig + 24), seg1_off = ld_u64(orig + field_at(orig, seg1, 0)) + base;
+    struct { const char *name, *what; size_t at, n; uint32_t v; int width; } cases[] = {
+        { "short", "no ET12", 0, 6, 0, 0 },
+        { "trunc-program", "outside the 20000-byte file", 0, 20000, 0, 0 },
+        { "trunc-segments", "runs past the end of the", 0, 30000000, 0, 0 },
+        { "root", "outside the buffer", 0, 0, 0x7FFF0000u, 4 },
+        { "vtable", "vtable of the table at", root, 0, 0x7FFFFFF0u, 4 },
+        { "huge-vector", "more than the buffer holds", plans, 0, 0x40000000u, 4 },
+        { "cycle", "a cycle", field_at(orig, root, 1), 0, 0, 4 },
+        { "string", "not NUL-terminated", name + 4 + ld_u32(orig + name), 0, 'x', 1 },
+        { "header-length", "extended header length 16", 12, 0, 16, 4 },
+        { "magic", "no ET12", 4, 0, 'X', 1 },
+        { "overlap", "overlaps the one before it", field_at(orig, seg1, 0), 0, 128, 4 }, /* segment 0 starts at 0 and is larger */
+        { "xnn-magic", "no XH00 header", (size_t)seg1_off + 4, 0, 'Y', 1 },
+        { "xnn-graph-size", "lies outside the blob", (size_t)seg1_off + 14, 0, 0x7FFFFFFFu, 4 },
+        { "xnn-ident", "file identifier is not XN01", (size_t)seg1_off + 32 + 4, 0, 'Z', 1 },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        memcpy(p, orig, pte_size);
+        size_t n = cases[i].n ? cases[i].n : pte_size;
+        if (cases[i].width == 4) put32(p + cases[i].at, cases[i].v);
+        else if (cases[i].width == 1) p[cases[i].at] = (uint8_t)cases[i].v;
+        expect_refused(pte_folder(cases[i].name, p, n), cases[i].what);
+    }
+    /* operators and structure: a renamed op, and w3 feeding the sigmoid instead of w1 */
+    memcpy(p, orig, pte_size);
+    uint8_t *op = memmem(p, 40000, "aten::sigmoid", 13);
+    assert_non_null(op);
+    memcpy(op, "aten::sigmaid", 13);
+    expect_refused(pte_folder("operator", p, pte_size), "operator 'aten::sigmaid.out'");
+    /* the call that computes k runs delegate 4 (w1's [768, 512] blob): alone, and swapped with w1's */
+    size_t chain = deref(orig, deref(orig, field_at(orig, plan0, 5)) + 4), ins = deref(orig, field_at(orig, chain, 2)), at[5] = { 0 };
+    for (uint32_t i = 0; i < ld_u32(orig + ins); i++) {
+        size_t x = deref(orig, ins + 4 + 4 * i), tf = field_at(orig, x, 0);
+        if (tf && orig[tf] == 2) { /* DelegateCall */
+            size_t call = deref(orig, field_at(orig, x, 1)), di = field_at(orig, call, 0);
+            if (di && ld_u32(orig + di) < 5) at[ld_u32(orig + di)] = di;
+        }
+    }
+    assert_true(at[1] && at[4]);
+    memcpy(p, orig, pte_size);
+    put32(p + at[1], 4);
+    expect_refused(pte_folder("rewired", p, pte_size), "delegate 1 is called 0 times");
+    put32(p + at[4], 1);
+    expect_refused(pte_folder("swapped", p, pte_size), "delegate 4 (layer 0 wk) is [768, 512]; the graph needs [128, 512]");
+    free(p);
+}
+
+/* The real ExecuTorch programs of pte_real/: other models, backends and layouts. */
+static void test_real_programs(void **st) {
+    (void)st;
+    const struct { const char *file, *what; } real[] = {
+        { "add.pte", "no XNNPACK delegates" },
+        { "ModuleLinear-no-constant-segment.pte", "constant_buffer" },
+        { "KeywordSpotting.pte", "cortex_m::quantize_per_tensor" },
+        { "stories260k_hybrid_llama_qnn.pte", "kv_forward" },
+    };
+    for (size_t i = 0; i < sizeof real / sizeof real[0]; i++) {
+        size_t n;
+        uint8_t *p = (uint8_t *)slurp(shared_path("imports/pte_real/%s", real[i].file), &n);
+        char name[64];
+        snprintf(name, sizeof name, "real%zu", i);
+        expect_refused(pte_folder(name, p, n), real[i].what);
+        /* the reader alone, on every prefix length class: never out of bounds (ASan under make sanitize) */
+        PteModel m;
+        char err[ERRLEN];
+        for (size_t cut = 0; cut < n; cut += n / 97 + 1) {
+            if (pte_read(&m, p, cut, real[i].file, 0, err) == 0) fail_msg("%s cut at %zu accepted", real[i].file, cut);
+            assert_null(strchr(err, '\n'));
+        }
+        free(p);
+    }
+}
+
+/* guard.bin version 1 (before the output ids section) gets the re-export error. */
+static void test_version1_refused(void **st) {
+    (void)st;
+    size_t n;
+    uint8_t *p = (uint8_t *)slurp(exported(""), &n);
+    put32(p + 8, 1);
+    uint64_t data_off = ld_u64(p + 32);
+    put32(p + 48, 0);
+    put32(p + 48, crc32_update(0, p, (size_t)data_off));
+    char path[700], out[4096];
+    snprintf(path, sizeof path, "%s/v1.bin", test_tmpdir());
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(p, 1, n, f), n);
+    fclose(f);
+    free(p);
+    assert_int_equal(run_cmd(out, sizeof out, "%s '%s' --info", RUN, path), 2);
+    if (!strstr(out, "version 1") || !strstr(out, "re-export")) fail_msg("version 1 file: %s", out);
+    unlink(path);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_f32_ideal),
         cmocka_unit_test(test_q4_native),
         cmocka_unit_test(test_linears_q8act),
         cmocka_unit_test(test_linears_ideal),
+        cmocka_unit_test(test_e2e_f32),
+        cmocka_unit_test(test_e2e_q4),
+        cmocka_unit_test(test_flatbuf_reader),
+        cmocka_unit_test(test_malformed_pte),
+        cmocka_unit_test(test_real_programs),
+        cmocka_unit_test(test_version1_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
