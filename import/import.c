@@ -78,21 +78,21 @@ static int row_float(const SrcTensor *t, uint64_t r, float *out, char *err) {
 }
 
 const SrcType src_types[ST_TYPE_COUNT] = {
-    [ST_F32] = { "F32", row_float, 0 },
-    [ST_F16] = { "F16", row_float, 0 },
-    [ST_BF16] = { "BF16", row_float, 0 },
-    [ST_Q4_0] = { "Q4_0", gguf_row_f32, DT_Q4_0 },
-    [ST_Q4_1] = { "Q4_1", gguf_row_f32, 0 },
-    [ST_Q5_0] = { "Q5_0", gguf_row_f32, 0 },
-    [ST_Q5_1] = { "Q5_1", gguf_row_f32, 0 },
-    [ST_Q8_0] = { "Q8_0", gguf_row_f32, DT_Q8_0 },
-    [ST_Q4_K] = { "Q4_K", gguf_row_f32, 0 },
-    [ST_Q5_K] = { "Q5_K", gguf_row_f32, 0 },
-    [ST_Q6_K] = { "Q6_K", gguf_row_f32, 0 },
-    [ST_AWQ] = { "AWQ", hfq_row_awq, 0 },
-    [ST_BNB_INT8] = { "bnb-int8", hfq_row_bnb, 0 },
-    [ST_PTE_Q4] = { "ExecuTorch int4 g256", pte_row_q4_f32, 0, DT_Q4_0, pte_row_q4_native },
-    [ST_PTE_EMB4] = { "ExecuTorch int4 g32 embedding", pte_row_emb4_f32, 0, DT_Q4_0, pte_row_emb4_native },
+    [ST_F32] = { .name = "F32", .row_f32 = row_float },
+    [ST_F16] = { .name = "F16", .row_f32 = row_float },
+    [ST_BF16] = { .name = "BF16", .row_f32 = row_float },
+    [ST_Q4_0] = { .name = "Q4_0", .row_f32 = gguf_row_f32, .copy_dt = DT_Q4_0 },
+    [ST_Q4_1] = { .name = "Q4_1", .row_f32 = gguf_row_f32 },
+    [ST_Q5_0] = { .name = "Q5_0", .row_f32 = gguf_row_f32 },
+    [ST_Q5_1] = { .name = "Q5_1", .row_f32 = gguf_row_f32 },
+    [ST_Q8_0] = { .name = "Q8_0", .row_f32 = gguf_row_f32, .copy_dt = DT_Q8_0 },
+    [ST_Q4_K] = { .name = "Q4_K", .row_f32 = gguf_row_f32 },
+    [ST_Q5_K] = { .name = "Q5_K", .row_f32 = gguf_row_f32 },
+    [ST_Q6_K] = { .name = "Q6_K", .row_f32 = gguf_row_f32 },
+    [ST_AWQ] = { .name = "AWQ", .row_f32 = hfq_row_awq },
+    [ST_BNB_INT8] = { .name = "bnb-int8", .row_f32 = hfq_row_bnb },
+    [ST_PTE_Q4] = { .name = "ExecuTorch int4 g256", .row_f32 = pte_row_q4_f32, .native_dt = DT_Q4_0, .row_native = pte_row_q4_native },
+    [ST_PTE_EMB4] = { .name = "ExecuTorch int4 g32 embedding", .row_f32 = pte_row_emb4_f32, .native_dt = DT_Q4_0, .row_native = pte_row_emb4_native },
 };
 
 uint64_t src_stored_row(const SrcTensor *t, uint64_t r) {

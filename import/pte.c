@@ -162,7 +162,7 @@ static int read_header(Prog *g, uint64_t *program_size) {
     const uint8_t *p = g->file;
     uint64_t n = g->file_n;
     if (n < 8 || memcmp(p + 4, "ET12", 4) != 0) {
-        if (n >= 8 && memcmp(p + 4, "ET", 2) == 0)
+        if (n >= 8 && memcmp(p + 4, "ET", 2) == 0 && p[6] >= '0' && p[6] <= '9' && p[7] >= '0' && p[7] <= '9')
             return fail(g, "ExecuTorch program version '%.4s' is not ET12 (the 2024 layout of the Llama Guard 3 1B INT4 release)", (const char *)p + 4);
         return fail(g, "not an ExecuTorch program (no ET12 identifier)");
     }

@@ -18,6 +18,7 @@
 #include "classify.h"
 #include "import/build.h"
 #include "fuzz.h"
+#include "import/pte.h"
 
 static const char *out_root = "tests/fuzz/corpus";
 
@@ -619,6 +620,36 @@ static void text_seeds(void) {
     seed_str("encode", "ok-contractions", "I'M here, you'Ve 'll 'S \xC5\xBF'\xC5\xBF x'd\r\n\r\n   \n");
 }
 
+/* pte: the fixture's program (everything before its segments: ~31 KB) alone, and with its
+ * smallest delegate blob (the 20-row head, ~6 KB), from $GUARD_SHARED/imports/pte_mini. */
+static void pte_seeds(void) {
+    const char *sh = getenv("GUARD_SHARED");
+    char path[1024], err[ERRLEN];
+    snprintf(path, sizeof path, "%s/imports/pte_mini/llama_guard_3_1b_pruned_xnnpack.pte", sh && *sh ? sh : "../shared");
+    MappedFile m;
+    if (map_file(&m, path, err)) {
+        fprintf(stderr, "make_seeds: no pte seeds: %s\n", err);
+        return;
+    }
+    uint64_t base = m.size >= 32 ? ld_u64(m.data + 24) : 0;
+    if (base == 0 || base > m.size) die("pte seeds", "the fixture has no segment base");
+    seed("pte", "ok-program", m.data, (size_t)base);
+    PteModel pm;
+    if (pte_read(&pm, m.data, m.size, path, 0, err)) die("pte seeds", err);
+    /* the head's blob: from its weight pointer back to the segment start (segments are 128-aligned after base) */
+    uint64_t w = (uint64_t)(pm.head.w - m.data), start = base + (w - base) / 128 * 128;
+    while (start > base && memcmp(m.data + start + 4, "XH00", 4) != 0) start -= 128;
+    uint64_t end = w + (uint64_t)pm.head.n * pm.head.k / 2;
+    Buf b = { 0 };
+    buf_put(&b, m.data, base);
+    buf_put(&b, FUZZ_SEP, strlen(FUZZ_SEP));
+    buf_put(&b, m.data + start, end - start);
+    seed_buf("pte", "ok-program-and-head", &b);
+    buf_free(&b);
+    pte_free(&pm);
+    unmap_file(&m);
+}
+
 int main(int argc, char **argv) {
     if (argc > 1) out_root = argv[1];
     guardbin_seeds();
@@ -629,6 +660,7 @@ int main(int argc, char **argv) {
     buf_free(&l3);
     gguf_seeds();
     text_seeds();
+    pte_seeds();
     printf("seeds written to %s\n", out_root);
     return 0;
 }
