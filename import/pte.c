@@ -116,6 +116,7 @@ typedef struct {
     uint32_t op;              /* OP_* or the delegate index */
     uint32_t nargs;
     const int32_t *args;      /* value indices, into Prog.args */
+    uint64_t args_at;         /* where they start in Prog.args */
 } Ins;
 
 typedef struct {
@@ -376,9 +377,10 @@ static int read_instructions(Prog *g, const FbTable *plan) {
     if (iv.len == 0 || iv.len > PTE_MAX_VALUES) return fail(g, "forward has %llu instructions", (unsigned long long)iv.len);
     g->ni = iv.len;
     g->ins = calloc(iv.len, sizeof *g->ins);
-    g->args = calloc(iv.len * PTE_MAX_ARGS, sizeof *g->args);
     g->producer = malloc(g->nv * sizeof *g->producer);
-    if (!g->ins || !g->args || !g->producer) return fail(g, "out of memory");
+    /* every argument is 4 bytes of the program, so the program's size bounds them all */
+    uint64_t total = 0, cap = 0;
+    if (!g->ins || !g->producer) return fail(g, "out of memory");
     for (uint64_t i = 0; i < g->nv; i++) g->producer[i] = -1;
     for (uint64_t i = 0; i < iv.len; i++) {
         FbTable in, call;
@@ -397,8 +399,15 @@ static int read_instructions(Prog *g, const FbTable *plan) {
         if (av.len == 0 || av.len > PTE_MAX_ARGS) return fail(g, "instruction %llu has %llu arguments", (unsigned long long)i, (unsigned long long)av.len);
         x->op = x->kind == IA_KERNEL ? g->op[idx] : (uint32_t)idx;
         x->nargs = (uint32_t)av.len;
-        int32_t *a = g->args + i * PTE_MAX_ARGS;
-        x->args = a;
+        if (total + av.len > cap) {
+            cap = cap ? cap * 2 : 4096;
+            int32_t *q = realloc(g->args, cap * sizeof *q);
+            if (!q) return fail(g, "out of memory");
+            g->args = q;
+        }
+        int32_t *a = g->args + total;
+        x->args_at = total;
+        total += av.len;
         for (uint64_t k = 0; k < av.len; k++) {
             a[k] = (int32_t)ld_u32(fb_elem(&call, &av, k, 4));
             if (a[k] < 0 || (uint64_t)a[k] >= g->nv) return fail(g, "instruction %llu: argument %llu is not a value", (unsigned long long)i, (unsigned long long)k);
@@ -409,6 +418,7 @@ static int read_instructions(Prog *g, const FbTable *plan) {
         if (g->producer[out] >= 0) return fail(g, "instruction %llu writes value %d, already written by instruction %lld", (unsigned long long)i, out, (long long)g->producer[out]);
         g->producer[out] = (int64_t)i;
     }
+    for (uint64_t i = 0; i < iv.len; i++) g->ins[i].args = g->args + g->ins[i].args_at; /* the array has stopped moving */
     return 0;
 }
 
