@@ -157,6 +157,14 @@ static int fail(Prog *g, const char *fmt, ...) {
     return -1;
 }
 
+/* An untrusted name for a message: up to its first byte that is not printable ASCII, at most n-1 bytes. */
+static const char *printable(char *dst, size_t n, const char *s, uint32_t len) {
+    size_t k = 0;
+    for (; k < len && k + 1 < n && s[k] >= 0x20 && s[k] <= 0x7E; k++) dst[k] = s[k];
+    dst[k] = 0;
+    return dst;
+}
+
 /* ==== 1. File header and segments ==== */
 
 static int read_header(Prog *g, uint64_t *program_size) {
@@ -329,11 +337,9 @@ static int read_operators(Prog *g, const FbTable *plan) {
         g->op[i] = OP_COUNT;
         for (uint32_t k = 0; k < OP_COUNT; k++)
             if (strcmp(full, op_names[k]) == 0) g->op[i] = k;
-        if (g->op[i] == OP_COUNT) {
-            for (const char *c = full; *c; c++)
-                if (*c < 0x20 || *c > 0x7E) { full[c - full] = 0; break; }
-            return fail(g, "forward uses operator '%s', which the Llama Guard 3 1B INT4 export does not", full);
-        }
+        char safe[256];
+        if (g->op[i] == OP_COUNT)
+            return fail(g, "forward uses operator '%s', which the Llama Guard 3 1B INT4 export does not", printable(safe, sizeof safe, full, (uint32_t)strlen(full)));
     }
     return 0;
 }
@@ -350,13 +356,9 @@ static int read_delegates(Prog *g, const FbTable *plan) {
         const char *id;
         uint32_t il;
         if (fb_vec_table(plan, &dv, i, &d) || fb_string(&d, 0, &id, &il) < 0 || fb_table(&d, 1, &ref) < 0) return -1;
-        if (il != 14 || memcmp(id, "XnnpackBackend", 14) != 0) {
-            char safe[64];
-            uint32_t k = 0;
-            for (; k < il && k < sizeof safe - 1 && id[k] >= 0x20 && id[k] <= 0x7E; k++) safe[k] = id[k];
-            safe[k] = 0;
-            return fail(g, "delegate %llu is for backend '%s'; only XnnpackBackend is supported", (unsigned long long)i, safe);
-        }
+        char safe[64];
+        if (il != 14 || memcmp(id, "XnnpackBackend", 14) != 0)
+            return fail(g, "delegate %llu is for backend '%s'; only XnnpackBackend is supported", (unsigned long long)i, printable(safe, sizeof safe, id, il));
         if (!ref.pos) return fail(g, "delegate %llu has no processed data", (unsigned long long)i);
         uint8_t loc = fb_u8(&ref, 0, 0);
         uint32_t idx = fb_u32(&ref, 1, 0);
@@ -942,13 +944,8 @@ static int walk(Prog *g, PteModel *m) {
         }
         int k = 0;
         while (k < META_COUNT && !(strlen(meta_names[k]) == nl && memcmp(meta_names[k], name, nl) == 0)) k++;
-        if (k == META_COUNT) {
-            char safe[48];
-            uint32_t j = 0;
-            for (; j < nl && j < sizeof safe - 1 && name[j] >= 0x20 && name[j] <= 0x7E; j++) safe[j] = name[j];
-            safe[j] = 0;
-            return fail(g, "the program has a method '%s', which the Llama Guard 3 1B INT4 export does not", safe);
-        }
+        char safe[48];
+        if (k == META_COUNT) return fail(g, "the program has a method '%s', which the Llama Guard 3 1B INT4 export does not", printable(safe, sizeof safe, name, nl));
         if (have[k]) return fail(g, "method %s appears twice", meta_names[k]);
         have[k] = 1;
         if (read_meta_plan(g, &plan, meta[k], 4, &nout[k])) return -1;
