@@ -248,6 +248,9 @@ int gb_open(GuardFile *g, const char *path, char *err) {
     }
     if (r.bad) { gb_close(g); return errf(err, "%s: tables truncated", path); }
     if (check_tensors(g, err)) { gb_close(g); return -1; }
+    int32_t ids[GB_HEAD_MAX];
+    uint32_t n_head;
+    if (gb_head_ids(g, ids, &n_head, err)) { gb_close(g); return -1; } /* the output ids section, if any */
     return 0;
 }
 

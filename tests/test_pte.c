@@ -547,6 +547,40 @@ static void test_version1_refused(void **st) {
     unlink(path);
 }
 
+/* The output ids section of a pruned guard.bin, edited: each edit is refused at open. */
+static void test_bad_output_ids(void **st) {
+    (void)st;
+    size_t n;
+    uint8_t *orig = (uint8_t *)slurp(exported(""), &n), *p = malloc(n);
+    assert_non_null(p);
+    uint64_t at = 0;
+    for (uint32_t i = 0; i < ld_u32(orig + 44); i++)
+        if (ld_u32(orig + 256 + 24 * i) == SEC_HEAD_IDS) at = ld_u64(orig + 256 + 24 * i + 8);
+    assert_true(at != 0);
+    assert_int_equal(ld_u32(orig + at), N_HEAD);
+    const struct { const char *what; uint64_t off; uint32_t v; } cases[] = {
+        { "appears twice", 8, 271 },                 /* id 1 := id 0 */
+        { "outside the vocabulary", 4, 128256 },
+        { "holds 21 ids in 84 bytes", 0, 21 },
+        { "holds 0 ids", 0, 0 },
+    };
+    char path[700], out[4096];
+    snprintf(path, sizeof path, "%s/bad-ids.bin", test_tmpdir());
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        memcpy(p, orig, n);
+        put32(p + at + cases[i].off, cases[i].v);
+        FILE *f = fopen(path, "wb");
+        assert_non_null(f);
+        assert_int_equal(fwrite(p, 1, n, f), n);
+        fclose(f);
+        int rc = run_cmd(out, sizeof out, "%s '%s' --info", RUN, path);
+        if (rc != 2 || !strstr(out, cases[i].what)) fail_msg("output ids edit '%s': exit %d, %s", cases[i].what, rc, out);
+    }
+    unlink(path);
+    free(p);
+    free(orig);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_f32_ideal),
@@ -559,6 +593,7 @@ int main(void) {
         cmocka_unit_test(test_malformed_pte),
         cmocka_unit_test(test_real_programs),
         cmocka_unit_test(test_version1_refused),
+        cmocka_unit_test(test_bad_output_ids),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -149,13 +149,20 @@ static void kvcache_seed(const char *model_path, const Config *c) {
     gb_close(&g);
 }
 
-static void guardbin_seed(const char *name, const Config *c, const Tokenizer *tok, int version) {
+/* n_head > 0: a pruned output head over head[0..n_head) (c must not be tied). */
+static void guardbin_seed(const char *name, const Config *c, const Tokenizer *tok, int version, const int32_t *head, uint32_t n_head) {
     char err[ERRLEN];
     GbWriter w;
     gbw_init(&w, c);
     uint64_t q = (uint64_t)c->n_heads * c->head_dim, kv = (uint64_t)c->n_kv_heads * c->head_dim;
     add(&w, "model.embed_tokens.weight", c->dtype, c->vocab_size, c->dim);
     add(&w, "model.norm.weight", DT_F32, 0, c->dim);
+    uint8_t ids[4 + 4 * GB_HEAD_MAX];
+    if (n_head) {
+        add(&w, "lm_head.weight", c->dtype, n_head, c->dim);
+        gb_head_ids_encode(ids, head, n_head);
+        if (gbw_add_section(&w, SEC_HEAD_IDS, ids, 4 + 4 * (uint64_t)n_head, err)) die("section", err);
+    }
     for (uint32_t l = 0; l < c->n_layers; l++) {
         char n[GB_NAME_MAX];
 #define L(suffix, dt, r, k) (snprintf(n, sizeof n, "model.layers.%u." suffix, l), add(&w, n, dt, r, k))
@@ -192,7 +199,7 @@ static void guardbin_seed(const char *name, const Config *c, const Tokenizer *to
     char sname[64];
     snprintf(sname, sizeof sname, "ok-%s", tok_type(tok) == TOK_LLAMA3_BPE ? "l3" : "spm");
     seed("tokload", sname, tb, (size_t)tl);
-    if (version == GUARD_LG3_1B) kvcache_seed(tmp, c);
+    if (version == GUARD_LG3_1B && !n_head) kvcache_seed(tmp, c);
     unmap_file(&m);
     unlink(tmp);
     free(tb);
@@ -207,11 +214,16 @@ static void guardbin_seeds(void) {
                   .vocab_size = tok_vocab_size(l3), .max_seq_len = 4096, .norm_eps = 1e-5f, .rope_theta = 500000.0f,
                   .rope_type = ROPE_LLAMA3, .rope_factor = 32, .rope_low_freq_factor = 1, .rope_high_freq_factor = 4,
                   .rope_orig_max_pos = 8192, .tied = 1, .source = SRC_HF, .dtype = DT_F16 };
-    guardbin_seed("ok-lg3-1b-f16", &c3, l3, GUARD_LG3_1B);
+    guardbin_seed("ok-lg3-1b-f16", &c3, l3, GUARD_LG3_1B, NULL, 0);
     Config c1 = { .dim = 32, .n_layers = 1, .n_heads = 2, .n_kv_heads = 2, .head_dim = 16, .hidden_dim = 32,
                   .vocab_size = tok_vocab_size(spm), .max_seq_len = 4096, .norm_eps = 1e-6f, .rope_theta = 10000.0f,
                   .rope_type = ROPE_NONE, .tied = 1, .source = SRC_HF, .dtype = DT_Q4_0 };
-    guardbin_seed("ok-lg1-q4", &c1, spm, GUARD_LG1);
+    guardbin_seed("ok-lg1-q4", &c1, spm, GUARD_LG1, NULL, 0);
+    /* the INT4 release's shape of head: a few rows, every other logit -inf */
+    Config cp = c3;
+    cp.tied = 0, cp.source = SRC_PTE, cp.dtype = DT_Q4_0, cp.dim = 32, cp.head_dim = 16, cp.hidden_dim = 32;
+    const int32_t head[] = { 3, 1, 4 };
+    guardbin_seed("ok-lg3-1b-pruned-q4", &cp, l3, GUARD_LG3_1B, head, 3);
     tok_free(l3);
     tok_free(spm);
 }
