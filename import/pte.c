@@ -1230,7 +1230,7 @@ static int recover_rope(const PteModel *m, Config *c, const char *path, char *er
     int scaled = c->rope_type == ROPE_LLAMA3;
     c->rope_type = ROPE_NONE;
     char what[300];
-    snprintf(what, sizeof what, "%.250s: RoPE table divisors", path);
+    snprintf(what, sizeof what, "%.200s: the RoPE tables against rope_freq_base %g: divisor", path, c->rope_theta);
     if (rope_from_divisors(c, div, what, err)) goto done;
     if (scaled != (c->rope_type == ROPE_LLAMA3)) {
         errf(err, "%s: params.json says use_scaled_rope %s but the program's RoPE tables are %sscaled", path, scaled ? "true" : "false", scaled ? "not " : "");

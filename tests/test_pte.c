@@ -500,6 +500,35 @@ static void test_malformed_pte(void **st) {
     free(p);
 }
 
+/* params.json must agree with the program: its shapes, eps and RoPE (checked against the tables). */
+static void test_params_cross_checked(void **st) {
+    (void)st;
+    const uint8_t *p = load_pte();
+    char *params = slurp(shared_path("imports/pte_mini/params.json"), NULL);
+    const struct { const char *from, *to, *what; } cases[] = {
+        { "\"n_layers\": 2", "\"n_layers\": 3", "\"n_layers\" disagrees with the program (which has 2)" },
+        { "\"hidden_dim\": 768", "\"hidden_dim\": 8192", "\"hidden_dim\" disagrees" },
+        { "\"norm_eps\": 1e-05", "\"norm_eps\": 1e-06", "norm_eps" },
+        { "\"use_scaled_rope\": true", "\"use_scaled_rope\": false", "use_scaled_rope false but the program's RoPE tables are scaled" },
+        { "500000.0", "10000.0", "the RoPE tables against rope_freq_base 10000" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char name[32], path[800];
+        snprintf(name, sizeof name, "params%zu", i);
+        const char *dir = pte_folder(name, p, pte_size);
+        char *at = strstr(params, cases[i].from);
+        assert_non_null(at);
+        snprintf(path, sizeof path, "%s/params.json", dir);
+        unlink(path);
+        FILE *f = fopen(path, "w");
+        assert_non_null(f);
+        fprintf(f, "%.*s%s%s", (int)(at - params), params, cases[i].to, at + strlen(cases[i].from));
+        fclose(f);
+        expect_refused(dir, cases[i].what);
+    }
+    free(params);
+}
+
 /* The real ExecuTorch programs of pte_real/: other models, backends and layouts. */
 static void test_real_programs(void **st) {
     (void)st;
@@ -591,6 +620,7 @@ int main(void) {
         cmocka_unit_test(test_e2e_q4),
         cmocka_unit_test(test_flatbuf_reader),
         cmocka_unit_test(test_malformed_pte),
+        cmocka_unit_test(test_params_cross_checked),
         cmocka_unit_test(test_real_programs),
         cmocka_unit_test(test_version1_refused),
         cmocka_unit_test(test_bad_output_ids),
