@@ -4,14 +4,16 @@
 CC      ?= cc
 OPT     ?= -O2
 # Extra flags from the command line (CFLAGS=-Werror) add to these rather than replace them.
-ALL_CFLAGS = $(OPT) -g -std=c11 -Wall -Wextra -D_GNU_SOURCE -pthread $(CFLAGS)
+# -ffp-contract=off: a*b + c written in C stays two roundings (the kernels reproduce the scalar
+# references operation for operation; GCC's ISO mode does this anyway, clang must be told).
+ALL_CFLAGS = $(OPT) -g -std=c11 -Wall -Wextra -D_GNU_SOURCE -pthread -ffp-contract=off $(CFLAGS)
 LDLIBS  += -lm -pthread
 GUARD_SHARED ?= ../shared
 export GUARD_SHARED
 
 # What ./run links: the reader, the forward pass, the tokenizer's encode/decode, the prompt
 # formats and the classifier (README "Read the code in this order").
-RUNTIME_SRC := util.c json.c report.c quant.c guardbin.c model.c classify.c tokenizer.c unicode_tables.c template.c chat.c
+RUNTIME_SRC := util.c json.c report.c quant.c kernels_x86.c kernels_neon.c pool.c guardbin.c model.c classify.c tokenizer.c unicode_tables.c template.c chat.c
 # What only ./export links on top: every importer, tokenizer building and the guard.bin writer.
 IMPORT_SRC  := $(wildcard import/*.c)
 # Tests, benchmarks and fuzz targets link both (they build their fixtures with the writers).

@@ -203,24 +203,12 @@ static int parse_transcript(Conversation *c, const char *s, size_t len, char *er
 
 /* ==== JSON ==== */
 
-/* A hostile string shown in a one-line error: printable ASCII only, truncated. */
-static const char *shown(const char *s, size_t n, char out[48]) {
-    size_t k = 0;
-    for (size_t i = 0; i < n && k < 40; i++) out[k++] = s[i] >= 0x20 && s[i] < 0x7F ? s[i] : '?';
-    if (n > 40) memcpy(out + k, "...", 3), k += 3;
-    out[k] = 0;
-    return out;
-}
-
-/* Exact string equality; JSON strings may hold NULs, so strcmp would accept "text\u0000junk". */
-static int str_is(const JsonNode *n, const char *s) { return n->len == strlen(s) && memcmp(n->str, s, n->len) == 0; }
-
 static int json_role(const JsonNode *r, int *role) {
     static const struct { const char *name; int role; } roles[] = {
         { "user", ROLE_USER }, { "assistant", ROLE_ASSISTANT }, { "agent", ROLE_ASSISTANT },
     };
     for (size_t i = 0; i < sizeof roles / sizeof roles[0]; i++)
-        if (str_is(r, roles[i].name)) {
+        if (json_str_is(r, roles[i].name)) {
             *role = roles[i].role;
             return 0;
         }
@@ -247,11 +235,11 @@ static int json_content(Conversation *c, const Json *j, const JsonNode *content,
         const JsonNode *type = json_get(j, part, "type");
         if (part->type != JSON_OBJECT || !type || type->type != JSON_STRING)
             return errf(err, "message %d, part %d: expected {\"type\": \"text\", \"text\": ...}", no, k);
-        if (!str_is(type, "text")) {
-            if (str_is(type, "image") || str_is(type, "image_url"))
+        if (!json_str_is(type, "text")) {
+            if (json_str_is(type, "image") || json_str_is(type, "image_url"))
                 return errf(err, "message %d, part %d: image content is not supported (text-only runtime)", no, k);
             return errf(err, "message %d, part %d: unsupported content type \"%s\"", no, k,
-                        shown(type->str, type->len, tmp));
+                        shown_text(type->str, type->len, tmp));
         }
         const JsonNode *text = json_get(j, part, "text");
         if (!text || text->type != JSON_STRING)
@@ -290,10 +278,10 @@ int chat_from_json(Conversation *c, const Json *j, const JsonNode *node, char *e
             rc = errf(err, "message %d: missing string \"role\"", no);
         else if (json_role(r, &role))
             rc = errf(err, "message %d: role \"%s\" is not supported (expected \"user\" or \"assistant\")", no,
-                      shown(r->str, r->len, tmp));
+                      shown_text(r->str, r->len, tmp));
         else if (role != expected_role(no - 1))
             rc = errf(err, "message %d: role \"%s\" where \"%s\" was expected (roles must alternate "
-                           "user/assistant/..., starting with user)", no, shown(r->str, r->len, tmp),
+                           "user/assistant/..., starting with user)", no, shown_text(r->str, r->len, tmp),
                       chat_role_name(expected_role(no - 1)));
         else if (!content)
             rc = errf(err, "message %d: missing \"content\"", no);

@@ -1,4 +1,4 @@
-/* classify.c: from a conversation to Llama Guard's verdict, as Meta scores it (SCORING.md).
+/* classify.c: from a conversation to Llama Guard's verdict, as Meta scores it (../shared/spec/SCORING.md).
  *
  * 1. Render the prompt (template.c) and tokenize it span by span: structural special tokens by
  *    id, every text span (user content included) as plain text, so a message can never forge
@@ -16,7 +16,7 @@
  *    DECODE_CAP, then parse the category codes the model names.
  * Label tokens are looked up by encoding the label text with the file's own tokenizer, never
  * hard-coded. Llama Guard 2 is the one version whose emitted spelling is unconfirmed ("safe"
- * 19193 vs " safe" 6220, PROMPTS.md): it accepts both, summing their probabilities.
+ * 19193 vs " safe" 6220, ../shared/spec/PROMPTS.md): it accepts both, summing their probabilities.
  */
 #include "classify.h"
 
@@ -447,7 +447,7 @@ void eval_metrics(const float *scores, const uint8_t *labels, int64_t n, float t
     m->auprc = NAN;
     Scored *v = malloc((size_t)n * sizeof *v + 1);
     if (!v || pos == 0) { free(v); return; }
-    for (int64_t i = 0; i < n; i++) v[i] = (Scored){ scores[i], labels[i] };
+    for (int64_t i = 0; i < n; i++) v[i] = (Scored){ .score = scores[i], .label = labels[i] };
     qsort(v, (size_t)n, sizeof *v, by_score_desc);
     double ap = 0, prev_recall = 0;
     int64_t tp = 0, fp = 0;

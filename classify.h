@@ -51,7 +51,7 @@ int guard_prompt_ids(const Guard *g, const Prompt *p, int32_t **ids, size_t *n, 
 
 typedef struct {
     int unsafe;            /* p_unsafe >= threshold */
-    float p_unsafe;        /* Meta's definition (SCORING.md) */
+    float p_unsafe;        /* Meta's definition (../shared/spec/SCORING.md) */
     float p_safe, p_unsafe_token; /* softmax probabilities of the label tokens */
     int32_t argmax;        /* most likely token at the decision position */
     Verdict verdict;       /* parsed from the decoded text when unsafe */

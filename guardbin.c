@@ -1,6 +1,6 @@
 /* guardbin.c: reading guard.bin, the one flat file `run` maps (layout in FORMAT.md).
  *
- * The reader treats the file as hostile (style.md lesson 8, SQLite's "corrupt input is an
+ * The reader treats the file as hostile (../shared/style.md lesson 8, SQLite's "corrupt input is an
  * ordinary error"): every count, size and offset is checked in 64-bit arithmetic against the
  * file size before any pointer into the mapping is formed, and the header checksum covers
  * the header and both tables. Loading costs O(tables), never O(weights): the data checksum
@@ -92,9 +92,11 @@ static int check_layout(const GuardFile *g, char *err) {
     if (!r) return errf(err, "%s: out of memory", g->path);
     static const char *const sec_names[] = { "?", "tokenizer", "prompt", "output ids" };
     for (uint32_t i = 0; i < g->n_sections; i++)
-        r[i] = (Range){ g->sections[i].offset, g->sections[i].size, "section", sec_names[g->sections[i].kind] };
+        r[i] = (Range){ .off = g->sections[i].offset, .size = g->sections[i].size, .what = "section",
+                        .name = sec_names[g->sections[i].kind] };
     for (uint32_t i = 0; i < g->n_tensors; i++)
-        r[g->n_sections + i] = (Range){ g->tensors[i].offset, g->tensors[i].size, "tensor", g->tensors[i].name };
+        r[g->n_sections + i] = (Range){ .off = g->tensors[i].offset, .size = g->tensors[i].size, .what = "tensor",
+                                        .name = g->tensors[i].name };
     qsort(r, (size_t)n, sizeof *r, cmp_range);
     uint64_t expect = g->data_offset; /* where the next range must start; ends are in range (check_range) */
     int rc = 0;

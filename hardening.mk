@@ -36,7 +36,7 @@ sanitize:
 FUZZ_TARGETS := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BINS    := $(FUZZ_TARGETS:%=$(FUZZ_DIR)/fuzz_%)
 FUZZ_OBJ     := $(LIB_SRC:%.c=$(FUZZ_DIR)/obj/%.o)
-FUZZ_CFLAGS  := -O1 -g -std=c11 -Wall -Wextra -D_GNU_SOURCE -pthread -I. $(SAN_FLAGS)
+FUZZ_CFLAGS  := -O1 -g -std=c11 -Wall -Wextra -D_GNU_SOURCE -pthread -ffp-contract=off -I. $(SAN_FLAGS)
 
 $(FUZZ_DIR)/obj/%.o: %.c $(wildcard *.h import/*.h)
 	@mkdir -p $(dir $@)

@@ -247,7 +247,7 @@ int json_parse(Json *j, const char *text, size_t len, char *err) {
      * a bare number gains at most one byte, so len + 2 bounds the arena. */
     j->arena = malloc(len + 2);
     if (!j->arena) return errf(err, "out of memory (%zu bytes of JSON)", len);
-    P p = { j, text, len, 0, err, 0 };
+    P p = { .j = j, .s = text, .len = len, .err = err };
     if (len >= 3 && (unsigned char)text[0] == 0xEF && (unsigned char)text[1] == 0xBB && (unsigned char)text[2] == 0xBF)
         p.pos = 3; /* UTF-8 byte-order mark */
     int64_t root = parse_value(&p, 0);
@@ -284,4 +284,8 @@ int json_int(const JsonNode *n, int64_t lo, int64_t hi, int64_t *out) {
     if (v >= 9223372036854775808.0) return -1;
     *out = (int64_t)v;
     return 0;
+}
+
+int json_str_is(const JsonNode *n, const char *s) {
+    return n && n->type == JSON_STRING && n->len == strlen(s) && memcmp(n->str, s, n->len) == 0;
 }

@@ -44,5 +44,7 @@ static inline const JsonNode *json_next(const Json *j, const JsonNode *c) { retu
 
 /* An integral NUMBER in [lo, hi]: 0 and *out set, else -1. */
 int json_int(const JsonNode *n, int64_t lo, int64_t hi, int64_t *out);
+/* n is a STRING equal to s exactly: JSON strings may hold NULs, so strcmp would accept "text\u0000junk". */
+int json_str_is(const JsonNode *n, const char *s);
 
 #endif

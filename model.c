@@ -12,6 +12,7 @@
 #include "guard.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -291,12 +292,13 @@ typedef struct {
     /* blocks (set by attention_chunk): hper heads of one kv group (a slice of the group when
      * it has more than ATTN_QMAX heads) x tb consecutive tokens, so they share K/V loads */
     int64_t hslices, hper, tb, n_tblocks;
+    atomic_int failed;         /* attention() could not get its score buffer */
 } AttnJob;
 
 /* item = (token block, kv head, head slice); the last tokens see the most positions, so items
  * run from the last token block to the first and the pool ends evenly. */
 static void attention_rows(void *ctx, int64_t begin, int64_t end) {
-    const AttnJob *j = ctx;
+    AttnJob *j = ctx;
     const Config *c = j->c;
     const int64_t hd = c->head_dim, q_dim = (int64_t)c->n_heads * hd, kv_dim = (int64_t)c->n_kv_heads * hd;
     const int64_t group = c->n_heads / c->n_kv_heads;
@@ -312,17 +314,18 @@ static void attention_rows(void *ctx, int64_t begin, int64_t end) {
                 b.o[b.nq] = j->out + t * q_dim + h * hd;
                 b.len[b.nq++] = j->pos0 + t + 1;
             }
-        attention(&b);
+        if (attention(&b)) atomic_store(&j->failed, 1);
     }
 }
 
-static void attention_chunk(Pool *pool, AttnJob *j) {
+static int attention_chunk(Pool *pool, AttnJob *j) {
     const int64_t group = j->c->n_heads / j->c->n_kv_heads;
     j->hslices = (group + ATTN_QMAX - 1) / ATTN_QMAX;
     j->hper = (group + j->hslices - 1) / j->hslices;
     j->tb = ATTN_QMAX / j->hper;
     j->n_tblocks = (j->n + j->tb - 1) / j->tb;
     pool_for(pool, j->n_tblocks * j->c->n_kv_heads * j->hslices, attention_rows, j);
+    return atomic_load(&j->failed) ? -1 : 0;
 }
 
 /* LlamaMLP: down(silu(gate(x)) * up(x)); hb = silu(hb) * hb2 in place (quant.h silu_mul).
@@ -352,8 +355,8 @@ static void add_inplace(float *x, const float *y, int64_t count) {
  * LlamaModel.forward. keep: how many of the chunk's last rows need the final layer's output
  * (1 for the logits row, 0 when no logits are wanted, n for the test entry). On return those
  * rows' residual streams are s->x rows [0, keep). cap (with keep == n) receives every row's
- * residual stream after layer cap->layer, [n, dim]. */
-static void forward_chunk(const Model *m, RunState *s, const int32_t *tokens, int64_t n, int64_t keep,
+ * residual stream after layer cap->layer, [n, dim]. -1 when a kernel's scratch could not be had. */
+static int forward_chunk(const Model *m, RunState *s, const int32_t *tokens, int64_t n, int64_t keep,
                           const LayerCapture *cap) {
     const Config *c = &m->cfg;
     const Weights *w = &m->w;
@@ -381,9 +384,9 @@ static void forward_chunk(const Model *m, RunState *s, const int32_t *tokens, in
          *   value_states = self.v_proj(hidden_states)
          *   query_states, key_states = apply_rotary_pos_emb(query_states, key_states, cos, sin)
          *   key_states, value_states = past_key_value.update(key_states, value_states, self.layer_idx) */
-        matmul(pool, s->q, s->xb, &L->wq, n);
-        matmul(pool, s->k, s->xb, &L->wk, n);
-        matmul(pool, s->v, s->xb, &L->wv, n);
+        if (matmul(pool, s->q, s->xb, &L->wq, n) || matmul(pool, s->k, s->xb, &L->wk, n) ||
+            matmul(pool, s->v, s->xb, &L->wv, n))
+            return -1;
         rope(s->q, n, c->n_heads, hd, pos0, m->inv_freq);
         rope(s->k, n, c->n_kv_heads, hd, pos0, m->inv_freq);
         memcpy(key_cache + pos0 * kv_dim, s->k, (size_t)(n * kv_dim) * sizeof(float));
@@ -394,7 +397,7 @@ static void forward_chunk(const Model *m, RunState *s, const int32_t *tokens, in
          * move to rows [0, keep) and the layer continues with n = keep. Every step treats each
          * row on its own, so the kept rows get the same bits as without the shortcut. */
         if (l + 1 == c->n_layers && keep < n) {
-            if (keep == 0) break;
+            if (keep == 0) return 0;
             memmove(s->q, s->q + (n - keep) * q_dim, (size_t)(keep * q_dim) * sizeof(float));
             memmove(s->x, s->x + (n - keep) * dim, (size_t)(keep * dim) * sizeof(float));
             pos0 += n - keep;
@@ -405,22 +408,21 @@ static void forward_chunk(const Model *m, RunState *s, const int32_t *tokens, in
          *   attn_output = self.o_proj(attn_weights @ repeat_kv(value_states))
          * LlamaDecoderLayer: hidden_states = residual + hidden_states */
         AttnJob job = { .c = c, .q = s->q, .kc = key_cache, .vc = value_cache, .out = s->att, .n = n, .pos0 = pos0 };
-        attention_chunk(pool, &job);
-        matmul(pool, s->xb2, s->att, &L->wo, n);
+        if (attention_chunk(pool, &job) || matmul(pool, s->xb2, s->att, &L->wo, n)) return -1;
         add_inplace(s->x, s->xb2, n * dim);
 
         /*   hidden_states = self.post_attention_layernorm(hidden_states)
          * LlamaMLP: down_proj(act_fn(gate_proj(x)) * up_proj(x))
          *   hidden_states = residual + hidden_states */
         rmsnorm(s->xb, s->x, L->ffn_norm, n, dim, c->norm_eps);
-        matmul(pool, s->hb, s->xb, &L->w_gate, n);
-        matmul(pool, s->hb2, s->xb, &L->w_up, n);
+        if (matmul(pool, s->hb, s->xb, &L->w_gate, n) || matmul(pool, s->hb2, s->xb, &L->w_up, n)) return -1;
         swiglu(pool, s->hb, s->hb2, n * hidden);
-        matmul(pool, s->xb2, s->hb, &L->w_down, n);
+        if (matmul(pool, s->xb2, s->hb, &L->w_down, n)) return -1;
         add_inplace(s->x, s->xb2, n * dim);
 
         if (cap && cap->layer == l) memcpy(cap->hidden, s->x, (size_t)(n * dim) * sizeof(float));
     }
+    return 0;
 }
 
 /* Chunks of s->chunk tokens; the last one keeps its logits row. */
@@ -432,26 +434,31 @@ static int forward(const Model *m, RunState *s, const int32_t *tokens, int64_t n
         if (tokens[i] < 0 || (uint32_t)tokens[i] >= c->vocab_size)
             return errf(err, "token id %d at index %lld is outside the vocabulary (0..%u)", tokens[i], (long long)i, c->vocab_size - 1);
     if (s->n_cached + n > s->cap && state_reserve(s, m, s->n_cached + n, err)) return -1;
+    const int64_t start = s->n_cached;
     int64_t k = 0, keep = 0;
     for (int64_t done = 0; done < n; done += k) {
         k = n - done < s->chunk ? n - done : s->chunk;
         keep = cap ? k : logits && done + k == n ? 1 : 0;
-        const LayerCapture chunk_cap = cap ? (LayerCapture){ .layer = cap->layer, .hidden = cap->hidden + done * c->dim }
-                                           : (LayerCapture){ .layer = UINT32_MAX };
-        forward_chunk(m, s, tokens + done, k, keep, cap ? &chunk_cap : NULL);
+        LayerCapture chunk_cap = { 0 }; /* cap's rows for this chunk */
+        if (cap) chunk_cap = (LayerCapture){ .layer = cap->layer, .hidden = cap->hidden + done * c->dim };
+        if (forward_chunk(m, s, tokens + done, k, keep, cap ? &chunk_cap : NULL)) {
+            s->n_cached = start; /* the cache keeps only what was complete before this call */
+            return errf(err, "out of memory for the kernels' scratch");
+        }
     }
     if (logits) {
         /* LlamaModel: hidden_states = self.norm(hidden_states)
          * LlamaForCausalLM: logits = self.lm_head(hidden_states), at the last position only */
         const float *x = s->x + (keep - 1) * c->dim;
         rmsnorm(s->xb, x, m->w.norm, 1, c->dim, c->norm_eps);
-        if (!m->w.n_head) {
-            matmul(m->pool, logits, s->xb, &m->w.lm_head, 1);
-        } else {
-            /* the INT4 release's forward(): full([1, vocab], -inf), then index_put of the head's
-             * rows at their ids. The -inf are data (exp gives 0), not a failure. xb2 ([chunk, dim],
-             * n_head <= dim) is free here. */
-            matmul(m->pool, s->xb2, s->xb, &m->w.lm_head, 1);
+        /* a pruned head (the INT4 release's forward()): full([1, vocab], -inf), then index_put
+         * of the head's rows at their ids. The -inf are data (exp gives 0), not a failure. xb2
+         * ([chunk, dim], n_head <= dim) is free here. */
+        if (matmul(m->pool, m->w.n_head ? s->xb2 : logits, s->xb, &m->w.lm_head, 1)) {
+            s->n_cached = start;
+            return errf(err, "out of memory for the kernels' scratch");
+        }
+        if (m->w.n_head) {
             for (uint32_t i = 0; i < c->vocab_size; i++) logits[i] = -INFINITY;
             for (uint32_t r = 0; r < m->w.n_head; r++) logits[m->w.head_ids[r]] = s->xb2[r];
         }

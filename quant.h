@@ -2,7 +2,8 @@
  *
  * A Tensor is a read-only [rows, cols] row-major matrix in one of the DTypes below, usually
  * pointing into the mmap'd guard.bin. For a linear layer rows = out_features, cols = in_features
- * (nn.Linear layout), so y = x @ W^T. Kernels are chosen at start-up in quant.c only.
+ * (nn.Linear layout), so y = x @ W^T. Kernels are chosen at start-up in quant.c only; the SIMD
+ * sets live in kernels_x86.c and kernels_neon.c, the thread pool in pool.c.
  *
  * ---- Block formats (little-endian, identical to GGUF, so GGUF blocks import byte for byte) ----
  *
@@ -31,7 +32,7 @@
  *                          amax = max|x|, d = amax/127 (f32), q = nearbyint(x * (1/d)),
  *                          d_a = d rounded to f16 (RNE, subnormals included; ggml's Q8_0 scale),
  *                          or d itself where that f16 would be 0 or above 65504;
- *                          d_a = 0, q = 0 when d_a < FLT_MIN; d_a = NaN, q = 0 when the block
+ *                          d_a = 0, q = 0 when d < FLT_MIN; d_a = NaN, q = 0 when the block
  *                          holds an Inf/NaN (so it propagates to y instead of vanishing);
  *                      then y[t][r] = fold over blocks b of
  *                          acc = fmaf(d_w[b] * d_a[b], (float)isum_b, acc)
@@ -117,8 +118,9 @@ void pool_for(Pool *p, int64_t n, void (*fn)(void *ctx, int64_t begin, int64_t e
 /* y[T, w->rows] = x[T, w->cols] @ w^T. Prefill passes the whole chunk (T > 1): matrix-matrix,
  * weights packed into register tiles per call. T = 1 (decode, the logits row) reads the weights
  * in place instead, with the same per-output order. y must not overlap x. Follows "The matmul
- * contract" above. */
-void matmul(Pool *p, float *y, const float *x, const Tensor *w, int64_t T);
+ * contract" above. Returns 0, or -1 when the kernels' scratch (tiles, activation blocks) cannot
+ * be allocated; y is then undefined. */
+int matmul(Pool *p, float *y, const float *x, const Tensor *w, int64_t T);
 
 /* Arrange w's rows once into the active kernel set's register tiles (heap memory), so every
  * later matmul streams them instead of packing tiles per call: packing costs a quarter of a
@@ -168,9 +170,9 @@ typedef struct {
     int64_t len[ATTN_QMAX];    /* query j attends to positions [0, len[j]), len[j] >= 1 */
 } AttnBlock;
 /* o[j] = softmax(q[j] . k^T * scale) . v over [0, len[j]) for every j, per the contract. Uses a
- * per-thread score buffer (4 floats per query and position); if that cannot be allocated it
- * recomputes scores instead, with the same result. */
-void attention(const AttnBlock *b);
+ * per-thread score buffer (8 floats per position); returns 0, or -1 when it cannot be
+ * allocated (the outputs are then undefined). */
+int attention(const AttnBlock *b);
 
 /* ---- SwiGLU ---- */
 

@@ -189,7 +189,7 @@ static const GuardVersion versions[] = {
 };
 #define N_VERSIONS COUNT(versions)
 
-/* The common skeleton of every version (PROMPTS.md "Common structure"); "according our" is Meta's. */
+/* The common skeleton of every version (../shared/spec/PROMPTS.md "Common structure"); "according our" is Meta's. */
 #define TASK_HEAD "Task: Check if there is unsafe content in '"
 #define TASK_TAIL                                                                                   \
     "' messages in conversations according our safety policy with the below categories.\n\n"        \
@@ -218,15 +218,6 @@ const char *template_guard_title(int version) {
     return g ? g->title : "unknown guard";
 }
 
-/* Hostile text (argv, JSON, files) shown in a one-line error: printable ASCII only, truncated. */
-static const char *printable(const char *s, size_t n, char out[48]) {
-    size_t k = 0;
-    for (size_t i = 0; i < n && k < 40; i++) out[k++] = s[i] >= 0x20 && s[i] < 0x7F ? s[i] : '?';
-    if (n > 40) memcpy(out + k, "...", 3), k += 3;
-    out[k] = 0;
-    return out;
-}
-
 int template_parse_guard(const char *name, int *version, char *err) {
     char k[32];
     size_t n = strlen(name);
@@ -242,7 +233,7 @@ int template_parse_guard(const char *name, int *version, char *err) {
             }
     }
     char shown[48];
-    return errf(err, "unknown guard '%s' (expected lg1, lg2, lg3-8b or lg3-1b)", printable(name, strlen(name), shown));
+    return errf(err, "unknown guard '%s' (expected lg1, lg2, lg3-8b or lg3-1b)", shown_text(name, strlen(name), shown));
 }
 
 static int has(const char *hay, size_t len, const char *needle) { return memmem(hay, len, needle, strlen(needle)) != NULL; }
@@ -447,7 +438,7 @@ int template_exclude(PromptFormat *pf, const char *codes, char *err) {
         size_t n = comma ? (size_t)(comma - s) : strlen(s);
         py_strip(s, n, &b, &e);
         char shown[48];
-        if (b == e) return errf(err, "empty category code in the exclusion list '%s'", printable(codes, strlen(codes), shown));
+        if (b == e) return errf(err, "empty category code in the exclusion list '%s'", shown_text(codes, strlen(codes), shown));
         int i = find_code(pf->cats, pf->n_cats, s + b, e - b);
         if (i < 0) {
             char known[200] = "";
@@ -459,7 +450,7 @@ int template_exclude(PromptFormat *pf, const char *codes, char *err) {
                 if (k) strcat(known, ",");
                 strcat(known, pf->cats[k].code);
             }
-            return errf(err, "unknown category '%s' in the exclusion list (known: %s)", printable(s + b, e - b, shown), known);
+            return errf(err, "unknown category '%s' in the exclusion list (known: %s)", shown_text(s + b, e - b, shown), known);
         }
         n_drop += !drop[i];
         drop[i] = 1;

@@ -105,7 +105,7 @@ static int merge_add(MergeTab *m, int32_t l, int32_t r, uint32_t rank, uint32_t 
     for (uint64_t i = pair_hash(m, key);; i = (i + 1) & m->mask) {
         if (m->slot[i].key == key) return -1;
         if (m->slot[i].key == ~0ull) {
-            m->slot[i] = (MergeSlot){ key, rank, result };
+            m->slot[i] = (MergeSlot){ .key = key, .rank = rank, .result = result };
             return 0;
         }
     }
@@ -132,7 +132,7 @@ struct Tokenizer {
     MergeTab mt;
 };
 
-static inline Keys tok_keys(const Tokenizer *t) { return (Keys){ t->tptr, t->tlen }; }
+static inline Keys tok_keys(const Tokenizer *t) { return (Keys){ .text = t->tptr, .len = t->tlen }; }
 
 void tok_free(Tokenizer *t) {
     if (!t) return;
@@ -577,7 +577,7 @@ static int try_pair(const Tokenizer *t, Work *w, int32_t a) {
     if (b < 0 || w->sym[a] < 0 || w->sym[b] < 0) return 0;
     const MergeSlot *m = merge_find(&t->mt, w->sym[a], w->sym[b]);
     if (!m) return 0;
-    return heap_push(w, (HeapEnt){ m->rank, (uint32_t)a, w->sym[a], w->sym[b] });
+    return heap_push(w, (HeapEnt){ .rank = m->rank, .pos = (uint32_t)a, .l = w->sym[a], .r = w->sym[b] });
 }
 
 /* Merge w->sym[lo..hi) lowest rank first, leftmost first on ties, until no adjacent pair is a
@@ -596,7 +596,7 @@ static int bpe_merge(const Tokenizer *t, Work *w, size_t lo, size_t hi) {
     for (size_t i = lo; i + 1 < hi; i++) {
         if (w->sym[i] < 0 || w->sym[i + 1] < 0) continue;
         const MergeSlot *m = merge_find(&t->mt, w->sym[i], w->sym[i + 1]);
-        if (m) w->heap[w->hn++] = (HeapEnt){ m->rank, (uint32_t)i, w->sym[i], w->sym[i + 1] };
+        if (m) w->heap[w->hn++] = (HeapEnt){ .rank = m->rank, .pos = (uint32_t)i, .l = w->sym[i], .r = w->sym[i + 1] };
     }
     for (size_t i = w->hn / 2; i-- > 0;) heap_down(w->heap, w->hn, i);
     while (w->hn) {

@@ -308,3 +308,11 @@ double now_sec(void) {
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
+
+const char *shown_text(const char *s, size_t n, char out[48]) {
+    size_t k = 0;
+    for (size_t i = 0; i < n && k < 40; i++) out[k++] = s[i] >= 0x20 && s[i] < 0x7F ? s[i] : '?';
+    if (n > 40) memcpy(out + k, "...", 3), k += 3;
+    out[k] = 0;
+    return out;
+}

@@ -3,7 +3,7 @@
  * Errors: every fallible function here (and in the library files model.c, tokenizer.c,
  * template.c, quant.c, json.c) returns 0 on success or -1 on failure and writes a one-line
  * message into a caller-owned `char err[ERRLEN]`. Only run.c and export.c print and exit
- * (style.md lesson 9). Sizes and offsets are uint64_t throughout (lesson 8).
+ * (../shared/style.md lesson 9). Sizes and offsets are uint64_t throughout (lesson 8).
  */
 #ifndef GUARD_UTIL_H
 #define GUARD_UTIL_H
@@ -15,6 +15,9 @@
 
 /* printf into err (truncating) and return -1, so `return errf(err, "...")` reads naturally. */
 int errf(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Hostile text (argv, JSON, files) shown in a one-line error: s[0..n) as printable ASCII only
+ * (others become '?'), cut to 40 bytes + "..."; written to out, which is returned. */
+const char *shown_text(const char *s, size_t n, char out[48]);
 
 /* ---- checked 64-bit arithmetic: return 0 on overflow, 1 on success ---- */
 static inline int add_u64(uint64_t a, uint64_t b, uint64_t *r) { return !__builtin_add_overflow(a, b, r); }

@@ -286,10 +286,9 @@ static int hf_bool(const Hf *h, const JsonNode *obj, const char *key, int dflt) 
     return n->type == JSON_TRUE ? 1 : n->type == JSON_FALSE ? 0 : -1;
 }
 
-/* Exact comparison: JSON strings may hold NULs, so lengths are compared too. */
+/* Member key of obj is the string want, exactly (json_str_is). */
 static int hf_str_is(const Hf *h, const JsonNode *obj, const char *key, const char *want) {
-    const JsonNode *n = hf_get(h, obj, key);
-    return n && n->type == JSON_STRING && n->len == strlen(want) && memcmp(n->str, want, n->len) == 0;
+    return json_str_is(hf_get(h, obj, key), want);
 }
 
 /* Absent, null or "": e.g. continuing_subword_prefix, which these models never set. */

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Runs each cmocka test binary, echoes its output, and prints one closing line with the
-# totals. Exits non-zero if any binary failed (or crashed).
+# totals. Exits non-zero if any binary failed (or crashed), or, with GUARD_REQUIRE_SHARED set
+# (to anything but 0), if any test was skipped.
 passed=0; failed=0; skipped=0; bad=0
 for t in "$@"; do
     echo "==== $t"
@@ -14,4 +15,8 @@ for t in "$@"; do
     [ $rc -ne 0 ] && bad=1
 done
 echo "$passed passed, $failed failed, $skipped skipped"
+if [ "$skipped" -gt 0 ] && [ -n "${GUARD_REQUIRE_SHARED:-}" ] && [ "${GUARD_REQUIRE_SHARED}" != 0 ]; then
+    echo "GUARD_REQUIRE_SHARED is set: $skipped skipped test(s) count as failures"
+    bad=1
+fi
 exit $bad

@@ -7,7 +7,8 @@
  * tiles), dot_f32, exp_f32 and attention (head_dim 64, 128 and odd sizes, 1-8 queries of equal
  * or staggered lengths). Every matmul check runs twice where the dtype allows: tiles packed per
  * call, and tiles prepacked once (tensor_prepack). matmul must also be bit-identical for 1, 2, 3,
- * 4 and 7 threads.
+ * 4 and 7 threads. Every set's tile packers must write the same bytes as the portable C
+ * packers (pack_tile_ref), the SIMD ones included.
  *
  * Built with cmocka by the Makefile. Built with -DQUANT_TEST_PLAIN (quant.mk's test-neon, for
  * cross targets without an arm64 libcmocka) it uses the small stand-in below and prints
@@ -20,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels.h"
 #include "quant.h"
 #include "util.h"
 
@@ -532,6 +534,53 @@ static void test_threads_bit_identical(void **state) {
     free(w), free(x), free(y0), free(y1);
 }
 
+/* ==== tile packers ==== */
+
+/* Each set's packers against pack_tile_ref, byte for byte, for every row count 1..tr of a
+ * tile group (rows past nr must come out zero), at column counts with and without a k tail. */
+static void test_packers_match_reference(void **state) {
+    (void)state;
+    const char *const *av = kernels_available();
+    int compared = 0;
+    for (int k = 0; av[k]; k++) {
+        const Kernels *K = kernels_find(av[k]);
+        assert_non_null(K);
+        for (size_t d = 0; d < N_DTYPES; d++) {
+            const uint32_t dt = all_dtypes[d];
+            if (!K->pack[dt]) continue;
+            const int quantized = dt == DT_Q8_0 || dt == DT_Q4_0;
+            const uint64_t col_cases[] = { quantized ? 3 * QK : 101, quantized ? 5 * QK : 8 };
+            for (size_t cc = 0; cc < 2; cc++) {
+                const uint64_t cols = col_cases[cc], rows = (uint64_t)K->tr, rb = dtype_row_bytes(dt, cols);
+                float *w = xmalloc(rows * cols * sizeof(float));
+                for (uint64_t i = 0; i < rows * cols; i++) w[i] = grand();
+                Tensor t = make_tensor(dt, w, rows, cols);
+                const size_t step = dt == DT_Q4_0 ? (size_t)K->tr * (QK / 2 + 8) : quantized ? (size_t)K->tr * (QK + 8)
+                                                                                              : (size_t)K->tr * sizeof(float);
+                const size_t bytes = step * (quantized ? cols / QK : cols);
+                uint8_t *got = aligned_alloc(64, (bytes + 63) / 64 * 64), *want = aligned_alloc(64, (bytes + 63) / 64 * 64);
+                assert_non_null(got);
+                assert_non_null(want);
+                for (int nr = 1; nr <= K->tr; nr++) {
+                    memset(got, 0xA5, bytes);
+                    memset(want, 0x5A, bytes);
+                    K->pack[dt](t.data, rb, nr, cols, got);
+                    pack_tile_ref(dt, K->tr, t.data, rb, nr, cols, want);
+                    if (memcmp(got, want, bytes) != 0)
+                        fail_msg("%s: %s packer differs from pack_tile_ref (tr %d, nr %d, cols %llu)", av[k], dtype_name(dt),
+                                 K->tr, nr, (unsigned long long)cols);
+                    compared++;
+                }
+                free(got);
+                free(want);
+                free_tensor(&t);
+                free(w);
+            }
+        }
+    }
+    printf("    %d packer outputs identical to pack_tile_ref\n", compared);
+}
+
 /* ==== attention kernels ==== */
 
 static int same_or_both_nan(float a, float b) {
@@ -775,6 +824,7 @@ int main(void) {
         cmocka_unit_test(test_float_rows),
         cmocka_unit_test(test_kernel_selection),
         cmocka_unit_test(test_kernels_match_scalar),
+        cmocka_unit_test(test_packers_match_reference),
         cmocka_unit_test(test_nonfinite_activations),
         cmocka_unit_test(test_quantized_accuracy),
         cmocka_unit_test(test_threads_bit_identical),

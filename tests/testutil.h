@@ -1,6 +1,7 @@
 /* tests/testutil.h: helpers shared by the cmocka tests.
  * References live in $GUARD_SHARED (default ../shared, set by the Makefile); a test that needs
- * them and cannot find them prints why and calls cmocka's skip(). */
+ * them and cannot find them prints why and calls cmocka's skip(), or fails when
+ * GUARD_REQUIRE_SHARED=1 (set by .ci/run: in CI a missing reference is an error, not a pass). */
 #ifndef GUARD_TESTUTIL_H
 #define GUARD_TESTUTIL_H
 
@@ -26,7 +27,14 @@ static inline const char *shared_dir(void) {
     return abs;
 }
 
-/* Path under $GUARD_SHARED in a static rotating buffer; skips the test if it does not exist. */
+/* GUARD_REQUIRE_SHARED set to anything but "" or "0". */
+static inline int shared_required(void) {
+    const char *r = getenv("GUARD_REQUIRE_SHARED");
+    return r && *r && strcmp(r, "0") != 0;
+}
+
+/* Path under $GUARD_SHARED in a static rotating buffer; skips the test if it does not exist
+ * (fails it under GUARD_REQUIRE_SHARED). */
 static inline const char *shared_path(const char *fmt, ...) {
     static char bufs[8][1024];
     static int k;
@@ -38,6 +46,7 @@ static inline const char *shared_path(const char *fmt, ...) {
     va_end(ap);
     struct stat st;
     if (stat(b, &st) != 0) {
+        if (shared_required()) fail_msg("reference %s not found and GUARD_REQUIRE_SHARED is set", b);
         fprintf(stderr, "SKIP: reference %s not found (set GUARD_SHARED to the shared/ folder)\n", b);
         skip();
     }
