@@ -434,6 +434,13 @@ static void expect_refused(const char *dir, const char *what) {
         fail_msg("%s: expected exit 2 and one line naming '%s', got %d: %s", dir, what, rc, out);
     assert_false(file_exists(bin));
     printf("  refused: %s", strstr(out, ": ") ? strstr(out, ": ") + 2 : out);
+    /* each case is a 39 MB copy: remove it before the next */
+    const char *names[] = { "llama_guard_3_1b_pruned_xnnpack.pte", "params.json", "tokenizer.model" };
+    for (int i = 0; i < 3; i++) {
+        snprintf(bin, sizeof bin, "%s/%s", dir, names[i]);
+        unlink(bin);
+    }
+    rmdir(dir);
 }
 
 /* Absolute position of field i of the table at t (0 if absent), read without our reader. */
@@ -610,6 +617,15 @@ static void test_bad_output_ids(void **st) {
     free(orig);
 }
 
+/* The exports (up to 300 MB) and the case folders live in this binary's temp dir: remove it. */
+static int teardown(void **st) {
+    (void)st;
+    free(pte_bytes);
+    char out[256];
+    run_cmd(out, sizeof out, "rm -rf '%s'", test_tmpdir());
+    return 0;
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_f32_ideal),
@@ -625,5 +641,5 @@ int main(void) {
         cmocka_unit_test(test_version1_refused),
         cmocka_unit_test(test_bad_output_ids),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, NULL, teardown);
 }
