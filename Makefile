@@ -13,7 +13,7 @@ export GUARD_SHARED
 
 # What ./run links: the reader, the forward pass, the tokenizer's encode/decode, the prompt
 # formats and the classifier (README "Read the code in this order").
-RUNTIME_SRC := util.c json.c report.c quant.c kernels_x86.c kernels_neon.c pool.c guardbin.c model.c classify.c tokenizer.c unicode_tables.c template.c chat.c
+RUNTIME_SRC := util.c json.c report.c http.c quant.c kernels_x86.c kernels_neon.c pool.c guardbin.c model.c classify.c tokenizer.c unicode_tables.c template.c chat.c
 # What only ./export links on top: every importer, tokenizer building and the guard.bin writer.
 IMPORT_SRC  := $(wildcard import/*.c)
 # Tests, benchmarks and fuzz targets link both (they build their fixtures with the writers).
@@ -34,13 +34,13 @@ $(BUILD)/%.o: %.c $(wildcard *.h import/*.h) | $(BUILD)
 $(BUILD):
 	mkdir -p $(BUILD)/tests $(BUILD)/bench $(BUILD)/import
 
-run: $(BUILD)/run.o $(RUNTIME_OBJ)
+run: $(BUILD)/run.o $(BUILD)/server.o $(RUNTIME_OBJ)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
 
 export: $(BUILD)/export.o $(LIB_OBJ)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%: tests/%.c tests/testutil.h $(LIB_OBJ) | $(BUILD)
+$(BUILD)/tests/%: tests/%.c $(wildcard tests/*.h) $(LIB_OBJ) | $(BUILD)
 	$(CC) $(ALL_CFLAGS) -I. -o $@ $< $(LIB_OBJ) $(LDLIBS) -lcmocka
 
 $(BUILD)/bench/%: bench/%.c $(LIB_OBJ) | $(BUILD)
@@ -48,6 +48,10 @@ $(BUILD)/bench/%: bench/%.c $(LIB_OBJ) | $(BUILD)
 
 test: all $(TESTS)
 	@sh tests/run_all.sh $(TESTS)
+
+# The server under load (tests/load_server.c): bounded in requests and time, loopback only.
+test-load: all $(BUILD)/tests/load_server
+	@sh tests/run_all.sh $(BUILD)/tests/load_server
 
 # The runtime boundary (README): ./run defines no importer, tokenizer-building or writer symbol.
 BOUNDARY_SYMS := gguf_open|hf_open|meta_open|source_open|tok_from_hf|tok_build|tok_serialize|gbw_[a-z_]*
@@ -59,15 +63,30 @@ check-boundary: run
 # Benchmarks print tables; speed targets live here, never in timed tests. bench_model: every
 # dtype at the Llama Guard 3 1B shape, then its INT4 release (q4), q8 and q4 at the 8B shape (its f32 file alone is 32 GB).
 bench: all $(BENCHES)
-	@for b in $(filter-out %/bench_model,$(BENCHES)); do echo "==== $$b"; $$b || exit 1; done
+	@for b in $(filter-out %/bench_model %/bench_server,$(BENCHES)); do echo "==== $$b"; $$b || exit 1; done
 	@echo "==== $(BUILD)/bench/bench_model" && $(BUILD)/bench/bench_model -m 1b,int4 && $(BUILD)/bench/bench_model -m 8b -d q8,q4
+	@$(MAKE) --no-print-directory bench-server
+
+# The server row: ./run --serve on the 1B q8 file (bench/bench_server.c).
+bench-server: all $(BUILD)/bench/bench_model $(BUILD)/bench/bench_server
+	@echo "==== $(BUILD)/bench/bench_server (Llama Guard 3 1B shape, q8)"
+	@$(BUILD)/bench/bench_model -m 1b -d q8 -w -o $(BUILD) && $(BUILD)/bench/bench_server $(BUILD)/bench-1b-q8.bin; rc=$$?; rm -f $(BUILD)/bench-1b-q8.bin; exit $$rc
 
 # Extra targets owned by the kernel work (NEON cross-test under qemu).
 -include quant.mk
 # Sanitizer and fuzzing targets (make sanitize, make fuzz; README "Reliability").
 -include hardening.mk
 
+# make install PREFIX=/usr/local: the two programs under names that do not collide with the
+# shell (`export` is a builtin). DESTDIR stages a package.
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+install: all
+	install -d $(DESTDIR)$(BINDIR)
+	install -m 755 run $(DESTDIR)$(BINDIR)/llama-guard
+	install -m 755 export $(DESTDIR)$(BINDIR)/llama-guard-export
+
 clean:
 	rm -rf $(BUILD) run export
 
-.PHONY: all test bench clean check-boundary
+.PHONY: all test test-load bench bench-server install clean check-boundary

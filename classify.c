@@ -97,9 +97,17 @@ static void entry_free(PrefixEntry *e) {
 }
 
 void guard_forget_prefixes(Guard *g) {
-    for (int i = 0; i < PREFIX_SLOTS; i++) entry_free(&g->prefixes.e[i]);
-    g->prefixes.clock = 0;
+    PrefixStore *ps = &g->prefixes;
+    for (int i = 0; i < PREFIX_SLOTS; i++) entry_free(&ps->e[i]);
+    for (int i = 0; i < ps->n_recent; i++) entry_free(&ps->recent[i]);
+    for (int i = 0; i < PREFIX_SHAPES; i++) free(ps->shapes[i].key);
+    free(ps->recent);
+    uint64_t budget = ps->recent_budget;
+    memset(ps, 0, sizeof *ps);
+    ps->recent_budget = budget;
 }
+
+void guard_set_recent_budget(Guard *g, uint64_t bytes) { g->prefixes.recent_budget = bytes; }
 
 void guard_close(Guard *g) {
     guard_forget_prefixes(g);
@@ -185,10 +193,13 @@ static int64_t common_prefix(const int32_t *a, int64_t na, const int32_t *b, int
     return k;
 }
 
+/* Bytes of K+V one cached position takes. */
+static uint64_t kv_bytes_per_pos(const Config *c) { return 2ull * c->n_layers * c->n_kv_heads * c->head_dim * sizeof(float); }
+
 /* The ids every conversation with this shape and these categories shares: the longest common
  * prefix of two prompts whose messages differ in their first character. Token merges across
  * the boundary are handled by comparing ids, not text. */
-static int64_t policy_prefix(const Guard *g, const PromptFormat *pf, const Conversation *c, char *err) {
+static int64_t probe_policy_prefix(const Guard *g, const PromptFormat *pf, const Conversation *c, char *err) {
     int32_t *ids[2] = { NULL, NULL };
     size_t n[2] = { 0, 0 }, cap[2] = { 0, 0 };
     int rc = 0;
@@ -209,32 +220,92 @@ static int64_t policy_prefix(const Guard *g, const PromptFormat *pf, const Conve
     return k;
 }
 
-/* Make s hold the longest available computed prefix of ids (from its own cache or the store),
- * leaving at least the last token to run. Returns the number of positions reused. */
-static int64_t reuse_prefix(Guard *g, RunState *s, const int32_t *ids, int64_t n) {
+/* What the policy prefix depends on: version, role sequence, categories (code and text). */
+static void shape_key(const PromptFormat *pf, const Conversation *c, Buf *b) {
+    buf_u32(b, (uint32_t)pf->version);
+    buf_u32(b, (uint32_t)c->n);
+    for (int i = 0; i < c->n; i++) buf_put(b, &(uint8_t){ (uint8_t)c->msgs[i].role }, 1);
+    buf_u32(b, (uint32_t)pf->n_cats);
+    for (int i = 0; i < pf->n_cats; i++) {
+        buf_put(b, pf->cats[i].code, strlen(pf->cats[i].code) + 1);
+        buf_put(b, pf->cats[i].text, strlen(pf->cats[i].text) + 1);
+    }
+}
+
+/* The policy prefix length for c's shape: looked up, or probed once and remembered (LRU). */
+static int64_t policy_prefix(Guard *g, const PromptFormat *pf, const Conversation *c, char *err) {
+    PrefixStore *ps = &g->prefixes;
+    Buf key = { 0 };
+    shape_key(pf, c, &key);
+    if (key.oom) { buf_free(&key); return errf(err, "out of memory"); }
+    PrefixShape *slot = &ps->shapes[0];
+    for (int i = 0; i < PREFIX_SHAPES; i++) {
+        PrefixShape *sh = &ps->shapes[i];
+        if (sh->key && sh->key_len == key.len && memcmp(sh->key, key.p, (size_t)key.len) == 0) {
+            sh->used = ++ps->clock;
+            buf_free(&key);
+            return sh->n;
+        }
+        if (sh->used < slot->used) slot = sh;
+    }
+    int64_t n = probe_policy_prefix(g, pf, c, err);
+    if (n >= 0) {
+        free(slot->key);
+        *slot = (PrefixShape){ key.p, key.len, n, ++ps->clock };
+    } else {
+        buf_free(&key);
+    }
+    return n;
+}
+
+/* Copy e's first n positions into s. */
+static void load_entry(const Guard *g, RunState *s, const PrefixEntry *e, int64_t n) {
     const Config *c = &g->model.cfg;
+    uint64_t kv_dim = (uint64_t)c->n_kv_heads * c->head_dim;
+    for (uint32_t l = 0; l < c->n_layers; l++) {
+        memcpy(s->key_cache + l * (uint64_t)s->cap * kv_dim, e->k + l * (uint64_t)e->n * kv_dim, (size_t)((uint64_t)n * kv_dim) * sizeof(float));
+        memcpy(s->value_cache + l * (uint64_t)s->cap * kv_dim, e->v + l * (uint64_t)e->n * kv_dim, (size_t)((uint64_t)n * kv_dim) * sizeof(float));
+    }
+    memcpy(s->ids, e->ids, (size_t)n * sizeof *s->ids);
+}
+
+/* Make s hold the longest available computed prefix of ids (from its own cache, a policy prefix
+ * or a recent prompt), leaving at least the last token to run. Returns the positions reused. */
+static int64_t reuse_prefix(Guard *g, RunState *s, const int32_t *ids, int64_t n) {
+    PrefixStore *ps = &g->prefixes;
     int64_t best = common_prefix(s->ids, s->n_cached, ids, n);
     PrefixEntry *from = NULL;
-    for (int i = 0; i < PREFIX_SLOTS && !g->no_prefix_store; i++) {
-        PrefixEntry *e = &g->prefixes.e[i];
+    for (int i = 0; i < PREFIX_SLOTS + ps->n_recent && !g->no_prefix_store; i++) {
+        PrefixEntry *e = i < PREFIX_SLOTS ? &ps->e[i] : &ps->recent[i - PREFIX_SLOTS];
         int64_t k = common_prefix(e->ids, e->n, ids, n);
         if (k > best) best = k, from = e;
     }
     if (best > n - 1) best = n - 1;
     if (from) {
-        uint64_t kv_dim = (uint64_t)c->n_kv_heads * c->head_dim;
-        for (uint32_t l = 0; l < c->n_layers; l++) {
-            memcpy(s->key_cache + l * (uint64_t)s->cap * kv_dim, from->k + l * (uint64_t)from->n * kv_dim, (size_t)((uint64_t)best * kv_dim) * sizeof(float));
-            memcpy(s->value_cache + l * (uint64_t)s->cap * kv_dim, from->v + l * (uint64_t)from->n * kv_dim, (size_t)((uint64_t)best * kv_dim) * sizeof(float));
-        }
-        memcpy(s->ids, ids, (size_t)best * sizeof *ids);
-        from->used = ++g->prefixes.clock;
+        load_entry(g, s, from, best);
+        from->used = ++ps->clock;
     }
     s->n_cached = best;
     return best;
 }
 
-/* Record s's first n positions as a prefix entry unless the store has it (LRU eviction). */
+/* A new entry holding s's first n positions. */
+static int copy_entry(const Guard *g, const RunState *s, int64_t n, PrefixEntry *out, char *err) {
+    const Config *c = &g->model.cfg;
+    uint64_t kv_dim = (uint64_t)c->n_kv_heads * c->head_dim, per = (uint64_t)n * kv_dim;
+    PrefixEntry e = { malloc((size_t)n * sizeof(int32_t)), n, malloc((size_t)(per * c->n_layers) * sizeof(float)),
+                      malloc((size_t)(per * c->n_layers) * sizeof(float)), 0 };
+    if (!e.ids || !e.k || !e.v) { entry_free(&e); return errf(err, "out of memory for the prefix cache"); }
+    memcpy(e.ids, s->ids, (size_t)n * sizeof *e.ids);
+    for (uint32_t l = 0; l < c->n_layers; l++) {
+        memcpy(e.k + l * per, s->key_cache + l * (uint64_t)s->cap * kv_dim, (size_t)per * sizeof(float));
+        memcpy(e.v + l * per, s->value_cache + l * (uint64_t)s->cap * kv_dim, (size_t)per * sizeof(float));
+    }
+    *out = e;
+    return 0;
+}
+
+/* Record s's first n positions as a policy prefix unless the store has it (LRU eviction). */
 static int remember_prefix(Guard *g, const RunState *s, int64_t n, char *err) {
     PrefixStore *ps = &g->prefixes;
     PrefixEntry *slot = &ps->e[0];
@@ -243,19 +314,51 @@ static int remember_prefix(Guard *g, const RunState *s, int64_t n, char *err) {
         if (e->n == n && memcmp(e->ids, s->ids, (size_t)n * sizeof *e->ids) == 0) { e->used = ++ps->clock; return 0; }
         if (e->used < slot->used) slot = e;
     }
-    const Config *c = &g->model.cfg;
-    uint64_t kv_dim = (uint64_t)c->n_kv_heads * c->head_dim, per = (uint64_t)n * kv_dim;
-    PrefixEntry e = { malloc((size_t)n * sizeof(int32_t)), n, malloc((size_t)(per * c->n_layers) * sizeof(float)),
-                      malloc((size_t)(per * c->n_layers) * sizeof(float)), ++ps->clock };
-    if (!e.ids || !e.k || !e.v) { entry_free(&e); return errf(err, "out of memory for the prefix cache"); }
-    memcpy(e.ids, s->ids, (size_t)n * sizeof *e.ids);
-    for (uint32_t l = 0; l < c->n_layers; l++) {
-        memcpy(e.k + l * per, s->key_cache + l * (uint64_t)s->cap * kv_dim, (size_t)per * sizeof(float));
-        memcpy(e.v + l * per, s->value_cache + l * (uint64_t)s->cap * kv_dim, (size_t)per * sizeof(float));
-    }
+    PrefixEntry e;
+    if (copy_entry(g, s, n, &e, err)) return -1;
+    e.used = ++ps->clock;
     entry_free(slot);
     *slot = e;
     ps->dirty = 1;
+    return 0;
+}
+
+static void drop_recent(PrefixStore *ps, int i, uint64_t per_pos) {
+    ps->recent_bytes -= (uint64_t)ps->recent[i].n * per_pos;
+    entry_free(&ps->recent[i]);
+    ps->recent[i] = ps->recent[--ps->n_recent];
+}
+
+/* Record s's first n positions (a whole prompt) among the recent prompts: entries it extends
+ * are dropped (it covers them), then the least recently used go until it fits the budget. */
+static int remember_recent(Guard *g, const RunState *s, int64_t n, char *err) {
+    PrefixStore *ps = &g->prefixes;
+    uint64_t per_pos = kv_bytes_per_pos(&g->model.cfg), bytes = (uint64_t)n * per_pos;
+    if (n <= 0 || bytes > ps->recent_budget) return 0;
+    for (int i = 0; i < ps->n_recent;) {
+        PrefixEntry *e = &ps->recent[i];
+        int64_t k = common_prefix(e->ids, e->n, s->ids, n);
+        if (k == n) { e->used = ++ps->clock; return 0; } /* already covered */
+        if (k == e->n) drop_recent(ps, i, per_pos);
+        else i++;
+    }
+    while (ps->n_recent && ps->recent_bytes + bytes > ps->recent_budget) {
+        int lru = 0;
+        for (int i = 1; i < ps->n_recent; i++) if (ps->recent[i].used < ps->recent[lru].used) lru = i;
+        drop_recent(ps, lru, per_pos);
+    }
+    if (ps->n_recent == ps->cap_recent) {
+        int nc = ps->cap_recent ? ps->cap_recent * 2 : 8;
+        PrefixEntry *q = realloc(ps->recent, (size_t)nc * sizeof *q);
+        if (!q) return errf(err, "out of memory for the prefix cache");
+        ps->recent = q;
+        ps->cap_recent = nc;
+    }
+    PrefixEntry e;
+    if (copy_entry(g, s, n, &e, err)) return -1;
+    e.used = ++ps->clock;
+    ps->recent[ps->n_recent++] = e;
+    ps->recent_bytes += bytes;
     return 0;
 }
 
@@ -360,8 +463,8 @@ int guard_cache_parse(Guard *g, const uint8_t *data, uint64_t size, char *err) {
         return errf(err, "ignoring the KV cache: %s", why);
     }
     store_free(&g->prefixes);
-    g->prefixes = loaded;
-    g->prefixes.clock = n_entries;
+    for (int i = 0; i < PREFIX_SLOTS; i++) g->prefixes.e[i] = loaded.e[i]; /* the recent prompts and shapes stay */
+    if (g->prefixes.clock < n_entries) g->prefixes.clock = n_entries;
     return 0;
 }
 
@@ -542,6 +645,7 @@ int guard_classify(Guard *g, RunState *s, const PromptFormat *pf, const Conversa
             rc = model_forward(m, s, ids + d->reused_tokens, (int64_t)n - d->reused_tokens, logits, err);
         }
         if (rc == 0 && policy > 0 && policy < (int64_t)n) rc = remember_prefix(g, s, policy, err);
+        if (rc == 0 && !g->no_prefix_store && g->prefixes.recent_budget) rc = remember_recent(g, s, (int64_t)n, err);
         d->t_prefill = now_sec() - t0;
     }
     if (rc == 0 && (rc = score(g, logits, m->cfg.vocab_size, d, err)) == 0) d->unsafe = d->p_unsafe >= threshold;
@@ -569,6 +673,115 @@ int guard_classify(Guard *g, RunState *s, const PromptFormat *pf, const Conversa
     }
     free(ids);
     free(logits);
+    return rc;
+}
+
+/* ==== Category scores ==== */
+
+/* The codes' token sequences after the unsafe label, walked as a tree. */
+typedef struct {
+    int32_t *seq[TEMPLATE_MAX_CATS]; /* [len[i]] tokens of "\n" CODE as they follow "unsafe" */
+    int len[TEMPLATE_MAX_CATS];
+    double *scores;
+    float *logits;                   /* [vocab] scratch */
+    int64_t forwards;
+} CodeTree;
+
+/* Softmax probability of each token in want[0..n) at these logits (f64 sum of f32 exps, as
+ * score()). -1 when the logits are not all finite: a score must never be NaN. */
+static int probs_of(const float *logits, uint32_t vocab, const int32_t *want, int n, double *out) {
+    float mx = logits[0];
+    for (uint32_t i = 1; i < vocab; i++) if (logits[i] > mx) mx = logits[i];
+    double sum = 0;
+    for (uint32_t i = 0; i < vocab; i++) sum += exp((double)logits[i] - (double)mx);
+    if (!isfinite(mx) || !isfinite(sum)) return -1; /* any NaN or infinity reaches one of these */
+    for (int i = 0; i < n; i++) out[i] = exp((double)logits[want[i]] - (double)mx) / sum;
+    return 0;
+}
+
+/* members[0..n) share their first `depth` tokens, whose K/V end at s->n_cached == pos, and t->logits
+ * is the distribution after them; mass is P(unsafe) x P(those tokens). */
+static int score_node(Guard *g, RunState *s, CodeTree *t, const int *members, int n, int depth, double mass, char *err) {
+    const Model *m = &g->model;
+    int32_t next[TEMPLATE_MAX_CATS];
+    int n_next = 0;
+    for (int i = 0; i < n; i++) {
+        int c = members[i];
+        if (t->len[c] == depth) continue;
+        int32_t tok = t->seq[c][depth], seen = 0;
+        for (int k = 0; k < n_next; k++) seen |= next[k] == tok;
+        if (!seen) next[n_next++] = tok;
+    }
+    double p[TEMPLATE_MAX_CATS], cont = 0;
+    if (probs_of(t->logits, m->cfg.vocab_size, next, n_next, p)) return errf(err, "non-finite logits while scoring the categories");
+    for (int k = 0; k < n_next; k++) cont += p[k];
+    for (int i = 0; i < n; i++)
+        if (t->len[members[i]] == depth) t->scores[members[i]] = mass * (1.0 - cont > 0 ? 1.0 - cont : 0.0);
+    int64_t pos = s->n_cached;
+    for (int k = 0; k < n_next; k++) {
+        int child[TEMPLATE_MAX_CATS], n_child = 0, inner = 0;
+        for (int i = 0; i < n; i++) {
+            int c = members[i];
+            if (t->len[c] > depth && t->seq[c][depth] == next[k]) {
+                child[n_child++] = c;
+                inner |= t->len[c] > depth + 1;
+            }
+        }
+        if (!inner) { /* every code here ends with this token: no forward needed */
+            for (int i = 0; i < n_child; i++) t->scores[child[i]] = mass * p[k];
+            continue;
+        }
+        s->n_cached = pos;
+        if (model_forward(m, s, &next[k], 1, t->logits, err)) return -1;
+        t->forwards++;
+        if (score_node(g, s, t, child, n_child, depth + 1, mass * p[k], err)) return -1;
+    }
+    return 0;
+}
+
+int guard_category_scores(Guard *g, RunState *s, const PromptFormat *pf, const Decision *d, double *scores, char *err) {
+    const Model *m = &g->model;
+    pf = pf ? pf : &g->pf;
+    int64_t base = d->prompt_tokens + g->n_decision_prefix;
+    if (base <= 0 || s->n_cached < base) return errf(err, "category scores need the state of the verdict just computed");
+    CodeTree t = { .scores = scores, .logits = malloc(m->cfg.vocab_size * sizeof(float)) };
+    int rc = t.logits ? 0 : errf(err, "out of memory");
+    int32_t label = -1;
+    int maxlen = 0, members[TEMPLATE_MAX_CATS];
+    for (int i = 0; rc == 0 && i < pf->n_cats; i++) {
+        /* the code's tokens as they follow the label: encode "unsafe\n" CODE, drop the label */
+        char text[CATEGORY_CODE_MAX + 16];
+        snprintf(text, sizeof text, "unsafe\n%s", pf->cats[i].code);
+        int32_t *ids = NULL;
+        size_t n = 0, cap = 0;
+        rc = tok_encode(g->tok, text, strlen(text), &ids, &n, &cap, err);
+        int is_label = 0;
+        for (int k = 0; rc == 0 && n >= 2 && k < g->n_label_ids; k++) is_label |= ids[0] == g->unsafe_ids[k];
+        if (rc == 0 && (!is_label || (label >= 0 && ids[0] != label)))
+            rc = errf(err, "category %s: \"unsafe\\n%s\" does not start with the unsafe label token", pf->cats[i].code, pf->cats[i].code);
+        if (rc == 0) {
+            label = ids[0];
+            t.len[i] = (int)n - 1;
+            t.seq[i] = malloc((n - 1) * sizeof(int32_t));
+            if (!t.seq[i]) rc = errf(err, "out of memory");
+            else memcpy(t.seq[i], ids + 1, (n - 1) * sizeof(int32_t));
+            if (t.len[i] > maxlen) maxlen = t.len[i];
+        }
+        members[i] = i;
+        free(ids);
+    }
+    if (rc == 0 && base + maxlen + 1 > (int64_t)m->cfg.max_seq_len)
+        rc = errf(err, "the conversation needs %lld tokens with its category scores but the context limit is %u", (long long)(base + maxlen + 1),
+                  m->cfg.max_seq_len);
+    if (rc == 0 && pf->n_cats > 0) {
+        s->n_cached = base;
+        rc = state_reserve(s, m, base + maxlen + 1 > s->cap ? base + maxlen + 1 : s->cap, err);
+        if (rc == 0) rc = model_forward(m, s, &label, 1, t.logits, err);
+        t.forwards++;
+        if (rc == 0) rc = score_node(g, s, &t, members, pf->n_cats, 0, (double)d->p_unsafe, err);
+    }
+    for (int i = 0; i < pf->n_cats; i++) free(t.seq[i]);
+    free(t.logits);
     return rc;
 }
 

@@ -12,6 +12,7 @@
 
 #define DECODE_CAP 24 /* "unsafe\nS1,S2,...": the longest verdicts are well under this */
 #define PREFIX_SLOTS 4 /* policy prefixes kept: e.g. 'User' and 'Agent' prompts x category lists */
+#define PREFIX_SHAPES 64 /* prompt shapes (role sequence x categories) whose policy length is known */
 
 /* A computed prompt prefix: its ids and the K/V of those positions. Every Llama Guard prompt
  * starts with the same task line and category list, so this is most of the work. */
@@ -22,10 +23,29 @@ typedef struct {
     uint64_t used;   /* LRU clock */
 } PrefixEntry;
 
+/* How long the policy prefix of one prompt shape is (in tokens). key: the guard version, the
+ * role sequence and the categories, serialized (classify.c shape_key); owned. */
+typedef struct {
+    uint8_t *key;
+    uint64_t key_len;
+    int64_t n;
+    uint64_t used;
+} PrefixShape;
+
+/* Two kinds of computed prefixes, both reused by longest common token prefix:
+ *   e[]      policy prefixes (the part before the first message), the only entries the cache
+ *            FILE persists: they hold no message text;
+ *   recent[] whole recent prompts, message text included, kept in memory only, LRU, at most
+ *            recent_budget bytes of K/V (0: none kept). A chat application checking turn n of a
+ *            conversation reuses the prompt that judged turn n-2 up to the end of that turn. */
 typedef struct {
     PrefixEntry e[PREFIX_SLOTS];
     uint64_t clock;
-    int dirty;       /* changed since load: worth saving */
+    int dirty;       /* e[] changed since load: worth saving */
+    PrefixEntry *recent; /* [n_recent], owned */
+    int n_recent, cap_recent;
+    uint64_t recent_bytes, recent_budget;
+    PrefixShape shapes[PREFIX_SHAPES];
 } PrefixStore;
 
 typedef struct {
@@ -38,7 +58,7 @@ typedef struct {
     int n_label_ids;
     int32_t stop_ids[4];     /* end of the verdict: <|eot_id|>, <|end_of_text|>, </s> as present */
     int n_stop;
-    PrefixStore prefixes;    /* policy prefixes computed so far (or loaded from a cache file) */
+    PrefixStore prefixes;    /* policy prefixes (computed or loaded from a cache file), recent prompts */
     int no_prefix_store;     /* 1: never reuse or record prefixes (--no-cache) */
     uint64_t cache_max_bytes; /* bound on the KV cache file(s); 0 = CACHE_MAX_DEFAULT */
 } Guard;
@@ -81,6 +101,19 @@ void eval_metrics(const float *scores, const uint8_t *labels /* 1 = unsafe */, i
 
 /* Empty the prefix store (the next classification is cold again; benchmarks). */
 void guard_forget_prefixes(Guard *g);
+/* Keep the K/V of up to `bytes` of recent prompts for reuse (0, the default: policy prefixes only). */
+void guard_set_recent_budget(Guard *g, uint64_t bytes);
+
+/* ==== Category scores (the server's moderation category_scores) ====
+ * scores[i] = P(unsafe) x P(the model names pf->cats[i].code first after "unsafe\n"), where the
+ * second factor is the product over the code's tokens (as "unsafe\n" CODE encodes) of each
+ * token's softmax probability given the ones before it, so codes of any number of tokens work.
+ * When one code's tokens are a prefix of another's, the shorter one's factor excludes the
+ * probability of continuing into the longer one. Codes are walked as a tree of shared token
+ * prefixes, one 1-token forward per inner node (Llama Guard 3's S1..S14: three forwards).
+ * s must be the state guard_classify just left for d (its prompt K/V is reused). */
+int guard_category_scores(Guard *g, RunState *s, const PromptFormat *pf, const Decision *d, double *scores /* [pf->n_cats] */,
+                          char *err);
 
 /* ==== Persisting the prefix store (the KV cache file) ====
  * Keyed by the model's identity (size, data checksum, the checksums of the header, tokenizer and

@@ -1,7 +1,8 @@
 # hardening.mk: sanitizers and fuzzing (included by the Makefile; README "Reliability").
 #
-#   make sanitize        the whole `make test` under AddressSanitizer + UndefinedBehaviorSanitizer
-#                        (+ LeakSanitizer), built with clang in a copy of the tree under build/asan/
+#   make sanitize        the whole `make test` and `make test-load` (the server under load) under
+#                        AddressSanitizer + UndefinedBehaviorSanitizer (+ LeakSanitizer), built with
+#                        clang in a copy of the tree under build/asan/
 #   make fuzz            build every libFuzzer target (tests/fuzz/fuzz_*.c) and run each for
 #                        FUZZ_SECONDS (default 60); fails on any finding (crash, leak, timeout, OOM)
 #   make fuzz-build      only build them (build/fuzz/fuzz_NAME)
@@ -29,7 +30,7 @@ sanitize:
 	@rm -rf $(SAN_DIR)/src && mkdir -p $(SAN_DIR)/src
 	@git ls-files -co --exclude-standard -z | xargs -0 sh -c 'for f; do [ -f "$$f" ] && printf "%s\0" "$$f"; done; true' sh \
 		| tar --null -T - -cf - | tar -xf - -C $(SAN_DIR)/src
-	$(SAN_ENV) $(MAKE) -C $(SAN_DIR)/src test CC=$(SAN_CC) OPT="-O1 $(SAN_FLAGS)" \
+	$(SAN_ENV) $(MAKE) -C $(SAN_DIR)/src test test-load CC=$(SAN_CC) OPT="-O1 $(SAN_FLAGS)" \
 		BUILD=$(abspath $(SAN_DIR))/obj GUARD_SHARED=$(abspath $(GUARD_SHARED))
 
 # ==== make fuzz ====

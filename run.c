@@ -8,6 +8,7 @@
 #include "classify.h"
 #include "guard.h"
 #include "report.h"
+#include "server.h"
 
 #include <errno.h>
 #include <math.h>
@@ -191,15 +192,27 @@ static void usage(FILE *f) {
             "                         with --batch/--eval) or pack tile chunks as each matmul needs them\n"
             "                         (default for one conversation: starts faster, ~1.2x less memory);\n"
             "                         results are identical either way\n"
-            "  -v                     verbose: kernels chosen, timings on stderr\n");
+            "  -v                     verbose: kernels chosen, timings on stderr\n"
+            "\n"
+            "server (README \"Server\"; the classification options above are the request defaults):\n"
+            "  --serve                an OpenAI-compatible HTTP server: /v1/moderations, /v1/chat/completions,\n"
+            "                         /v1/classify (the --json object), /v1/models, /v1/categories, /health\n"
+            "  --host H --port P      where to listen (default 127.0.0.1 8080; port 0 picks a free one)\n"
+            "  --api-key KEY          require 'Authorization: Bearer KEY' on /v1/... (default:\n"
+            "                         $LLAMA_GUARD_API_KEY when set, which keeps it out of the process list)\n"
+            "  --max-connections N    open connections (64); --queue N requests waiting for the model (16;\n"
+            "                         a full queue answers 503); --read-timeout S (10), --idle-timeout S (30)\n"
+            "  --prefix-mem MIB       K/V of recent prompts kept for reuse (256)\n"
+            "  -q                     no log line per request\n");
 }
 
 /* Options, parsed once. */
 typedef struct {
     const char *model, *input, *format, *categories, *exclude, *ids, *logits_out, *batch, *eval, *output, *cache, *system;
+    ServeOptions serve;   /* --serve and its options (server.h) */
     float threshold;
     long long ctx, cache_max_mb;
-    int json, show_prompt, show_tokens, tokenize, detokenize, info, verify, top, threads, verbose, no_cache;
+    int json, show_prompt, show_tokens, tokenize, detokenize, info, verify, top, threads, verbose, no_cache, serving;
     int prepack, no_prepack;
     int chat_flags; /* CHAT_DROP_SYSTEM from --system */
 } Opts;
@@ -217,7 +230,11 @@ static int parse_opts(int argc, char **argv, Opts *o) {
                          : !strcmp(a, "--ids") ? &o->ids : !strcmp(a, "--logits") ? &o->logits_out
                          : !strcmp(a, "--batch") ? &o->batch : !strcmp(a, "--eval") ? &o->eval
                          : !strcmp(a, "-o") ? &o->output : !strcmp(a, "--cache") ? &o->cache
-                         : !strcmp(a, "--system") ? &o->system : NULL;
+                         : !strcmp(a, "--system") ? &o->system
+                         : !strcmp(a, "--host") ? &o->serve.host : !strcmp(a, "--port") ? &o->serve.port
+                         : !strcmp(a, "--api-key") ? &o->serve.api_key : !strcmp(a, "--max-connections") ? &o->serve.max_conns
+                         : !strcmp(a, "--queue") ? &o->serve.queue : !strcmp(a, "--read-timeout") ? &o->serve.read_timeout
+                         : !strcmp(a, "--idle-timeout") ? &o->serve.idle_timeout : !strcmp(a, "--prefix-mem") ? &o->serve.prefix_mem : NULL;
         int num = !strcmp(a, "--threshold") || !strcmp(a, "--ctx") || !strcmp(a, "--top") || !strcmp(a, "-t") || !strcmp(a, "--cache-max");
         if (str || num) {
             if (!val) { fprintf(stderr, "run: %s needs a value (see --help)\n", a); return -1; }
@@ -243,7 +260,8 @@ static int parse_opts(int argc, char **argv, Opts *o) {
                   : !strcmp(a, "--detokenize") ? &o->detokenize : !strcmp(a, "--info") ? &o->info
                   : !strcmp(a, "--verify") ? &o->verify : !strcmp(a, "-v") ? &o->verbose
                   : !strcmp(a, "--no-cache") ? &o->no_cache : !strcmp(a, "--prepack") ? &o->prepack
-                  : !strcmp(a, "--no-prepack") ? &o->no_prepack : NULL;
+                  : !strcmp(a, "--no-prepack") ? &o->no_prepack : !strcmp(a, "--serve") ? &o->serving
+                  : !strcmp(a, "-q") ? &o->serve.quiet : NULL;
         if (flag) { *flag = 1; continue; }
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); exit(0); }
         if (!strcmp(a, "--version")) { printf("llama-guard.c %s (guard.bin version %d)\n", GUARD_VERSION, GB_VERSION); exit(fflush(stdout) || ferror(stdout) ? 2 : 0); }
@@ -365,40 +383,6 @@ static int run_classify(Guard *g, const Opts *o, char *err) {
 }
 
 /* ==== --batch and --eval ==== */
-
-/* Per-line prompt categories: "categories" as {code: text} and "exclude" as "S6,S8" or [..]. */
-static int line_categories(const Json *j, const JsonNode *root, const PromptFormat *base, PromptFormat *pf, int eval, char *err) {
-    pf->version = base->version;
-    if (template_set_categories(pf, base->cats, base->n_cats, err)) return -1;
-    const JsonNode *cats = eval ? NULL : json_get(j, root, "categories"), *ex = json_get(j, root, "exclude");
-    if (cats && cats->type != JSON_OBJECT) return errf(err, "\"categories\" must be an object {\"S1\": \"text\", ...}");
-    if (cats) {
-        Category cs[TEMPLATE_MAX_CATS];
-        int k = 0;
-        JSON_FOR(j, cats, c) {
-            if (c->type != JSON_STRING || k == TEMPLATE_MAX_CATS) return errf(err, "\"categories\" values must be strings (at most %d)", TEMPLATE_MAX_CATS);
-            cs[k].code = (char *)c->key;
-            cs[k].text = (char *)c->str;
-            k++;
-        }
-        if (template_set_categories(pf, cs, k, err)) return -1;
-    }
-    if (ex && ex->type == JSON_STRING) return template_exclude(pf, ex->str, err);
-    if (ex && ex->type == JSON_ARRAY) {
-        Buf codes = { 0 };
-        JSON_FOR(j, ex, c) {
-            if (c->type != JSON_STRING) { buf_free(&codes); return errf(err, "\"exclude\" entries must be strings"); }
-            if (codes.len) buf_put(&codes, ",", 1);
-            buf_put(&codes, c->str, c->len);
-        }
-        buf_put(&codes, "", 1);
-        int rc = codes.oom ? errf(err, "out of memory") : template_exclude(pf, (const char *)codes.p, err);
-        buf_free(&codes);
-        return rc;
-    }
-    if (ex) return errf(err, "\"exclude\" must be a string or an array of codes");
-    return 0;
-}
 
 #define EVAL_FAILED_SHOWN 100
 
@@ -581,7 +565,7 @@ static int run_batch(Guard *g, const Opts *o, char *err) {
             const JsonNode *root = json_root(&j);
             id = json_get(&j, root, "id");
             if (root->type != JSON_OBJECT) errf(lerr, "a line must be a JSON object with \"messages\"");
-            else if (line_categories(&j, root, &base, &pf, eval, lerr) == 0 && chat_from_json_flags(&conv, &j, root, o->chat_flags, lerr) == 0) {
+            else if (template_from_json(&pf, &j, root, &base, !eval, lerr) == 0 && chat_from_json_flags(&conv, &j, root, o->chat_flags, lerr) == 0) {
                 have_conv = 1;
                 ok = guard_classify(g, &s, &pf, &conv, o->threshold, o->ctx, &d, lerr) == 0 && (!eval || eval_add(&ed, &j, root, &d, lerr) == 0);
             }
@@ -659,6 +643,13 @@ int main(int argc, char **argv) {
     Opts o;
     if (parse_opts(argc, argv, &o)) return 2;
     char err[ERRLEN];
+    if (o.serving) { /* the server takes over (server.c); the classification options become request defaults */
+        ServeOptions so = o.serve;
+        so.model = o.model, so.cache = o.cache, so.categories = o.categories, so.exclude = o.exclude, so.threshold = o.threshold;
+        so.ctx = o.ctx, so.threads = o.threads, so.no_cache = o.no_cache, so.no_prepack = o.no_prepack, so.chat_flags = o.chat_flags;
+        if (serve(&so, err)) { fprintf(stderr, "run: %s\n", err); return 2; }
+        return 0;
+    }
     Guard g;
     int audit = o.info || o.verify || o.ids;
     /* audit modes work on any guard.bin, even one without tokenizer/prompt sections */

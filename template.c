@@ -759,3 +759,38 @@ void template_parse_verdict(const PromptFormat *pf, const char *s, size_t n, Ver
         vc->cat = pf ? find_code(pf->cats, pf->n_cats, code, cl) : -1;
     }
 }
+
+/* ==== Categories from a JSON request (batch lines, the server's /v1/classify) ==== */
+
+int template_from_json(PromptFormat *pf, const Json *j, const JsonNode *root, const PromptFormat *base, int allow_categories, char *err) {
+    pf->version = base->version; /* first: which categories are valid depends on the version */
+    if (template_set_categories(pf, base->cats, base->n_cats, err)) return -1;
+    const JsonNode *cats = !allow_categories ? NULL : json_get(j, root, "categories"), *ex = json_get(j, root, "exclude");
+    if (cats && cats->type != JSON_OBJECT) return errf(err, "\"categories\" must be an object {\"S1\": \"text\", ...}");
+    if (cats) {
+        Category cs[TEMPLATE_MAX_CATS];
+        int k = 0;
+        JSON_FOR(j, cats, c) {
+            if (c->type != JSON_STRING || k == TEMPLATE_MAX_CATS) return errf(err, "\"categories\" values must be strings (at most %d)", TEMPLATE_MAX_CATS);
+            cs[k].code = (char *)c->key;
+            cs[k].text = (char *)c->str;
+            k++;
+        }
+        if (template_set_categories(pf, cs, k, err)) return -1;
+    }
+    if (ex && ex->type == JSON_STRING) return template_exclude(pf, ex->str, err);
+    if (ex && ex->type == JSON_ARRAY) {
+        Buf codes = { 0 };
+        JSON_FOR(j, ex, c) {
+            if (c->type != JSON_STRING) { buf_free(&codes); return errf(err, "\"exclude\" entries must be strings"); }
+            if (codes.len) buf_put(&codes, ",", 1);
+            buf_put(&codes, c->str, c->len);
+        }
+        buf_put(&codes, "", 1);
+        int rc = codes.oom ? errf(err, "out of memory") : template_exclude(pf, (const char *)codes.p, err);
+        buf_free(&codes);
+        return rc;
+    }
+    if (ex) return errf(err, "\"exclude\" must be a string or an array of codes");
+    return 0;
+}

@@ -61,6 +61,9 @@ int template_read_categories(PromptFormat *pf, const char *path, char *err);
 /* Drop the comma-separated codes (e.g. "S6,S8") without renumbering; an unknown code, or
  * dropping every category, is an error and leaves pf unchanged. */
 int template_exclude(PromptFormat *pf, const char *codes, char *err);
+/* pf = base's categories, then the request object's optional "categories" ({"S1": "text", ...},
+ * replacing them; only when allow_categories) and "exclude" ("S6,S8" or ["S6","S8"]). */
+int template_from_json(PromptFormat *pf, const Json *j, const JsonNode *root, const PromptFormat *base, int allow_categories, char *err);
 /* A short display name for a category: its text up to the first ". " or newline, without the
  * final '.' ("Violence and Hate", "Spam"). Points into c->text. */
 const char *template_category_name(const Category *c, size_t *len);

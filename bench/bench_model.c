@@ -16,10 +16,11 @@
  *            it writes included) and warm (that file loaded), best of three;
  *   peak RSS of that process, threads, kernels.
  *
- * usage: bench_model [-m 1b,int4,8b] [-d f32,bf16,q8,q4] [-t THREADS] [-o DIR] [--keep] [--reuse] [-q]
+ * usage: bench_model [-m 1b,int4,8b] [-d f32,bf16,q8,q4] [-t THREADS] [-o DIR] [--keep] [--reuse] [-q] [-w]
  *   int4 is Llama-Guard-3-1B-INT4 (12 layers, ffn 6400, 20-row head), q4 only.
  *   defaults: -m 1b -d f32,bf16,q8,q4, all cores, -o $TMPDIR or /tmp. Files (up to 5 GB for 1B f32)
- *   are deleted afterwards unless --keep; --reuse takes an existing file; -q: pp and tg only.
+ *   are deleted afterwards unless --keep; --reuse takes an existing file; -q: pp and tg only;
+ *   -w: only write the files (kept), for bench_server.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -277,7 +278,7 @@ static int measure(const char *path, const char *shape, const char *dtype, int t
 
 int main(int argc, char **argv) {
     const char *models = "1b", *dtypes = "f32,bf16,q8,q4", *dir = getenv("TMPDIR");
-    int threads = 0, keep = 0, reuse = 0;
+    int threads = 0, keep = 0, reuse = 0, write_only = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-m") && i + 1 < argc) models = argv[++i];
         else if (!strcmp(argv[i], "-d") && i + 1 < argc) dtypes = argv[++i];
@@ -286,6 +287,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--keep")) keep = 1;
         else if (!strcmp(argv[i], "--reuse")) reuse = keep = 1;
         else if (!strcmp(argv[i], "-q")) quick = 1;
+        else if (!strcmp(argv[i], "-w")) write_only = keep = 1;
         else { fprintf(stderr, "usage: bench_model [-m 1b,int4,8b] [-d f32,bf16,q8,q4] [-t N] [-o DIR] [--keep] [--reuse] [-q]\n"); return 2; }
     }
     if (!dir || !*dir) dir = "/tmp";
@@ -306,8 +308,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_model: %s\n", err);
         return 1;
     }
-    printf("| model | dtype | pp64 tok/s | pp256 | pp512 | tg tok/s | verdict cold | verdict warm | cold/warm | batch conv/s | one-shot cold | one-shot warm | peak RSS | threads | kernels |\n");
-    printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    if (!write_only) printf("| model | dtype | pp64 tok/s | pp256 | pp512 | tg tok/s | verdict cold | verdict warm | cold/warm | batch conv/s | one-shot cold | one-shot warm | peak RSS | threads | kernels |\n");
+    if (!write_only) printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     fflush(stdout);
     int rc = 0;
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
@@ -328,6 +330,7 @@ int main(int argc, char **argv) {
                 break;
             } else fprintf(stderr, "bench_model: wrote %s in %.1f s\n", path, now_sec() - t0);
             fflush(stdout);
+            if (write_only) continue;
             pid_t pid = fork();
             if (pid == 0) _exit(measure(path, shapes[si].name, d, threads));
             int st;

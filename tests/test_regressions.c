@@ -16,12 +16,14 @@
 #include "fuzz/fuzz_config.c"
 #include "fuzz/fuzz_encode.c"
 #include "fuzz/fuzz_gguf.c"
+#include "fuzz/fuzz_http.c"
 #include "fuzz/fuzz_guardbin.c"
 #include "fuzz/fuzz_json.c"
 #include "fuzz/fuzz_kvcache.c"
 #include "fuzz/fuzz_pte.c"
 #include "fuzz/fuzz_prompt.c"
 #include "fuzz/fuzz_render.c"
+#include "fuzz/fuzz_request.c"
 #include "fuzz/fuzz_safetensors.c"
 #include "fuzz/fuzz_tokjson.c"
 #include "fuzz/fuzz_tokload.c"
@@ -78,6 +80,8 @@ TARGET(guardbin, guardbin_init, guardbin_one)
 TARGET(gguf, gguf_init, gguf_one)
 TARGET(kvcache, kv_init, kv_one)
 TARGET(pte, NULL, pte_one)
+TARGET(http, NULL, http_one)
+TARGET(request, request_init, request_one)
 
 /* ==== Pending: inputs of reported, still open bugs (see fuzz.h) ==== */
 
@@ -305,7 +309,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_json),     cmocka_unit_test(test_chat),        cmocka_unit_test(test_render),
         cmocka_unit_test(test_prompt),   cmocka_unit_test(test_tokload),     cmocka_unit_test(test_tokjson),
-        cmocka_unit_test(test_config),   cmocka_unit_test(test_safetensors), cmocka_unit_test(test_guardbin), cmocka_unit_test(test_gguf), cmocka_unit_test(test_kvcache),
+        cmocka_unit_test(test_config),   cmocka_unit_test(test_safetensors), cmocka_unit_test(test_guardbin), cmocka_unit_test(test_gguf), cmocka_unit_test(test_kvcache), cmocka_unit_test(test_http), cmocka_unit_test(test_request),
         cmocka_unit_test(test_pte),
         cmocka_unit_test(test_encode),   cmocka_unit_test(test_prompt_specials), cmocka_unit_test(test_pending),
         cmocka_unit_test(test_guardbin_tables),

@@ -1,0 +1,33 @@
+/* tests/serverutil.h: the server tests' side of tests/httpclient.h (cmocka failures, the fixture
+ * model). */
+#ifndef GUARD_SERVERUTIL_H
+#define GUARD_SERVERUTIL_H
+
+#include "testutil.h"
+
+#include "httpclient.h"
+
+/* Start ./run MODEL --serve --port 0 ARGS; fails the test if it is not healthy within 30 s. */
+static inline void ts_start(TestServer *s, const char *model, const char *args) {
+    /* the servers' cache files go to this test's own directory, not the user's ~/.cache */
+    static char xdg[600];
+    if (!xdg[0]) {
+        snprintf(xdg, sizeof xdg, "%s/xdg-cache", test_tmpdir());
+        mkdir(xdg, 0700);
+        setenv("XDG_CACHE_HOME", xdg, 1);
+    }
+    if (ts_spawn(s, "./run", model, args, test_tmpdir(), 30)) fail_msg("the server did not start or never became healthy (log %s)", s->log);
+}
+
+/* The fixture model exported once per test binary (tiny Llama 3.2 shape, Llama Guard 3 1B prompt). */
+static inline const char *ts_model(void) {
+    static char path[512];
+    if (!path[0]) {
+        snprintf(path, sizeof path, "%s/l32.bin", test_tmpdir());
+        char o[4096];
+        if (run_cmd(o, sizeof o, "./export '%s' '%s'", shared_path("fixtures/l32"), path)) fail_msg("%s", o);
+    }
+    return path;
+}
+
+#endif
