@@ -61,11 +61,11 @@ check-boundary: run
 	echo "check-boundary: ./run links no importer or writer symbol"
 
 # Benchmarks print tables; speed targets live here, never in timed tests. bench_model: every
-# dtype at the Llama Guard 3 1B shape, q8 and q4 at the 8B shape (its f32 file alone is 32 GB) and at
-# the Llama Guard 4 12B shape (q8 ~12 GB).
+# dtype at the Llama Guard 3 1B shape, then its INT4 release (q4), q8 and q4 at the 8B shape (its
+# f32 file alone is 32 GB) and at the Llama Guard 4 12B shape (q8 ~12 GB).
 bench: all $(BENCHES)
 	@for b in $(filter-out %/bench_model %/bench_server,$(BENCHES)); do echo "==== $$b"; $$b || exit 1; done
-	@echo "==== $(BUILD)/bench/bench_model" && $(BUILD)/bench/bench_model -m 1b && $(BUILD)/bench/bench_model -m 8b -d q8,q4 && $(BUILD)/bench/bench_model -m 12b -d q8,q4
+	@echo "==== $(BUILD)/bench/bench_model" && $(BUILD)/bench/bench_model -m 1b,int4 && $(BUILD)/bench/bench_model -m 8b -d q8,q4 && $(BUILD)/bench/bench_model -m 12b -d q8,q4
 	@$(MAKE) --no-print-directory bench-server
 
 # The server row: ./run --serve on the 1B q8 file (bench/bench_server.c).

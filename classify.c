@@ -11,6 +11,9 @@
  * 3. Softmax over the full vocabulary at that position. Meta's score: P(unsafe) if the argmax is
  *    the unsafe token, else 1 - P(safe) (llama-recipes parse_logprobs). Unsafe iff
  *    score >= threshold. NaN or +Inf there (or while decoding) is an error, never a verdict.
+ *    A pruned output head (the INT4 release, guard.bin "output ids") gives -inf to every id
+ *    outside it: that -inf is data, not corruption (exp(-inf) = 0, so the softmax is over the
+ *    head's ids, as Meta's forward() defines it, and decoding can only emit those ids).
  * 4. Only when unsafe: feed the unsafe token and decode greedily until a stop token or
  *    DECODE_CAP, then parse the category codes the model names.
  * The prefix KV cache file (persisting the policy prefixes across runs) and the one-shot weight

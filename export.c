@@ -38,6 +38,10 @@ static int produce(void *ctx, uint32_t i, uint8_t *dst, uint64_t size, char *err
         for (uint64_t r = 0; r < rows; r++) memcpy(dst + r * rb, src_raw_row(s, t->dtype, r), (size_t)rb);
         return 0;
     }
+    /* ExecuTorch int4 -> q4: the same nibbles and scales rearranged into Q4_0 blocks */
+    int native = src_row_native(s, t->dtype, 0, dst, err);
+    for (uint64_t r = 1; r < rows && native == 0; r++) native = src_row_native(s, t->dtype, r, dst + r * rb, err);
+    if (native <= 0) return native;
     float *row = malloc((size_t)cols * sizeof(float));
     if (!row) return errf(err, "out of memory converting '%s'", t->name);
     int rc = 0;
@@ -68,7 +72,7 @@ static int plan_tensors(GbWriter *w, const Source *src, const SrcTensor **plan, 
     uint64_t q_dim = (uint64_t)c->n_heads * c->head_dim, kv_dim = (uint64_t)c->n_kv_heads * c->head_dim;
     if (add_tensor(w, src, plan, "model.embed_tokens.weight", c->vocab_size, c->dim, dtype, err) ||
         add_tensor(w, src, plan, "model.norm.weight", 1, c->dim, DT_F32, err) ||
-        (!c->tied && add_tensor(w, src, plan, "lm_head.weight", c->vocab_size, c->dim, dtype, err)))
+        (!c->tied && add_tensor(w, src, plan, "lm_head.weight", src->n_head_ids ? src->n_head_ids : c->vocab_size, c->dim, dtype, err)))
         return -1;
     for (uint32_t l = 0; l < c->n_layers; l++) {
         const struct { const char *suffix; uint64_t rows, cols; int norm; } parts[] = {
@@ -153,7 +157,8 @@ static int plan_prompt(const Source *src, const char *guard_arg, int force, Prom
 /* ==== main ==== */
 
 /* The default --dtype keeps the source's precision: the weights' own format when guard.bin has it
- * (Q8_0 and Q4_0 blocks are copied bit for bit), f32 for f32, bf16 for bf16, f16 for f16, and
+ * (Q8_0 and Q4_0 blocks are copied bit for bit, ExecuTorch int4 rearranged into Q4_0 without loss),
+ * f32 for f32, bf16 for bf16, f16 for f16, and
  * q8 for every other quantized source (GGUF Q4_1/Q5_x/K-quants, AWQ, bitsandbytes int8): 8-bit
  * blocks hold their dequantized values with no visible second rounding, where q4 would add one.
  * Layer 0's q_proj stands for the matrices (GGUF files often keep embeddings at higher precision). */
@@ -164,6 +169,7 @@ static uint32_t source_dtype(const Source *src) {
     case ST_BF16: return DT_BF16;
     case ST_F16: return DT_F16;
     case ST_Q4_0: return DT_Q4_0;
+    case ST_PTE_Q4: return DT_Q4_0; /* the ExecuTorch INT4 release: its nibbles and bf16 scales are Q4_0 blocks */
     default: return DT_Q8_0;
     }
 }
@@ -173,10 +179,11 @@ static void usage(FILE *f) {
                "  CHECKPOINT: a Hugging Face folder (config.json, model.safetensors or shards with\n"
                "  model.safetensors.index.json, tokenizer.json, tokenizer_config.json; also AWQ,\n"
                "  bitsandbytes int8 and Llama Guard 4 (Llama4ForConditionalGeneration, text only)\n"
-               "  folders), a GGUF file (e.g. an Ollama blob), or Meta's original\n"
-               "  folder (params.json, consolidated.00.pth, tokenizer.model, or a repo holding original/).\n"
+               "  folders), a GGUF file (e.g. an Ollama blob), Meta's original folder (params.json,\n"
+               "  consolidated.00.pth, tokenizer.model, or a repo holding original/), or Meta's\n"
+               "  ExecuTorch INT4 folder (llama_guard_3_1b_pruned_xnnpack.pte, params.json, tokenizer.model).\n"
                "  --dtype   weight format in guard.bin (default: the source's precision: f32, bf16 and f16 as\n"
-               "            stored, GGUF Q8_0 / Q4_0 copied as q8 / q4, other quantized formats q8)\n"
+               "            stored, GGUF Q8_0 / Q4_0 copied as q8 / q4, ExecuTorch int4 as q4, other quantized formats q8)\n"
                "  --guard   the Llama Guard version, when the chat template does not say\n"
                "  --force   export even when --guard contradicts the checkpoint's chat template or architecture\n"
                "  --rope-factor  llama3 RoPE factor of a Meta original checkpoint without config.json\n");
@@ -229,14 +236,21 @@ int main(int argc, char **argv) {
             goto fail_src;
         }
     if (dtype < 0) dtype = (int)source_dtype(&src);
+    if (!guard_arg) guard_arg = src.guard_hint;
     src.cfg.dtype = (uint32_t)dtype;
     gbw_init(&w, &src.cfg);
     plan = calloc((size_t)src.cfg.n_layers * 9 + 3, sizeof *plan);
     if (!plan) { errf(err, "out of memory"); goto fail_w; }
+    uint8_t head_blob[4 + 4 * GB_HEAD_MAX];
     if (plan_prompt(&src, guard_arg, force, &pf, err) || template_serialize(&pf, &prompt_blob, err) ||
         tok_serialize(src.tok, &tok_blob, &tok_len, err) || gbw_add_section(&w, SEC_TOKENIZER, tok_blob, tok_len, err) ||
         gbw_add_section(&w, SEC_PROMPT, prompt_blob.p, prompt_blob.len, err) || plan_tensors(&w, &src, plan, (uint32_t)dtype, err))
         goto fail_w;
+    /* a pruned head: which vocabulary id each lm_head row scores (FORMAT.md "output ids") */
+    if (src.n_head_ids) {
+        gb_head_ids_encode(head_blob, src.head_ids, src.n_head_ids);
+        if (gbw_add_section(&w, SEC_HEAD_IDS, head_blob, 4 + 4 * (uint64_t)src.n_head_ids, err)) goto fail_w;
+    }
     Job job = { plan, &w };
     if (gbw_write(&w, out, produce, &job, err)) goto fail_w;
     fprintf(stderr, "export: wrote %s (%s, %u layers, dim %u, vocab %u, %s)\n", out, template_guard_title(pf.version), src.cfg.n_layers,

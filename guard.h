@@ -21,7 +21,7 @@ enum { ROPE_NONE = 0, ROPE_LLAMA3 = 1 };
 enum { ROPE_ROTATE_HALF = 0, ROPE_ADJACENT = 1 };
 /* Layers that may be NoPE: the header holds one bit per layer for the first GB_NOPE_LAYERS. */
 #define GB_NOPE_LAYERS 256
-enum { SRC_HF = 1, SRC_GGUF = 2, SRC_AWQ = 3, SRC_BNB = 4, SRC_META = 5, SRC_RANDOM = 6 };
+enum { SRC_HF = 1, SRC_GGUF = 2, SRC_AWQ = 3, SRC_BNB = 4, SRC_META = 5, SRC_RANDOM = 6, SRC_PTE = 7 };
 
 typedef struct {
     uint32_t dim;         /* hidden_size */
@@ -60,6 +60,9 @@ int config_validate(const Config *c, char *err);
 /* ==== guard.bin ==== */
 
 #define GB_MAGIC "GUARDBIN"
+/* 2: the Llama 4 header fields (bytes 132..191), the "output ids" section (a pruned lm_head)
+ * and source 7 (ExecuTorch .pte). A reader refuses every other version; version 1 files are
+ * re-exported. */
 #define GB_VERSION 2
 #define GB_ALIGN 64
 #define GB_NAME_MAX 64
@@ -71,7 +74,8 @@ int config_validate(const Config *c, char *err);
 #define GB_MAX_TENSORS 100000u
 #define GB_MAX_SECTIONS 64u
 #define GB_OFF_HEADER_CRC 48
-enum { SEC_TOKENIZER = 1, SEC_PROMPT = 2 };
+#define GB_HEAD_MAX 256 /* rows of a pruned output head (FORMAT.md, section "output ids") */
+enum { SEC_TOKENIZER = 1, SEC_PROMPT = 2, SEC_HEAD_IDS = 3 };
 
 typedef struct {
     char name[GB_NAME_MAX]; /* NUL-terminated */
@@ -105,6 +109,9 @@ const GbTensor *gb_find(const GuardFile *g, const char *name);
 const uint8_t *gb_data(const GuardFile *g, const GbTensor *t);
 /* Section bytes, or NULL (and *size 0) when absent. */
 const uint8_t *gb_section(const GuardFile *g, uint32_t kind, uint64_t *size);
+/* The "output ids" section: *n ids (0 when the file has none), each < vocab, all distinct;
+ * ids has room for GB_HEAD_MAX. */
+int gb_head_ids(const GuardFile *g, int32_t *ids, uint32_t *n, char *err);
 
 /* ==== Weights: typed views into the mapped file ==== */
 
@@ -122,7 +129,11 @@ typedef struct {
     Tensor embed;           /* [vocab, dim] */
     LayerWeights *layers;   /* [n_layers], owned */
     const float *norm;      /* [dim] final norm */
-    Tensor lm_head;         /* [vocab, dim]; == embed when tied */
+    Tensor lm_head;         /* [vocab, dim]; == embed when tied; [n_head, dim] when pruned */
+    /* A pruned output head (section "output ids"): lm_head row r scores vocabulary id head_ids[r];
+     * every other logit is -inf. n_head 0: a full head. */
+    uint32_t n_head;
+    int32_t *head_ids;      /* [n_head], owned */
 } Weights;
 
 /* ==== RunState: activations and the KV cache, owned by one conversation ==== */

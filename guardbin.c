@@ -40,7 +40,7 @@ int config_validate(const Config *c, char *err) {
         if (c->rope_orig_max_pos == 0) return errf(err, "rope_scaling.original_max_position_embeddings is 0");
     } else if (c->rope_type != ROPE_NONE) return errf(err, "unknown rope type %u", c->rope_type);
     if (c->tied > 1) return errf(err, "tie flag %u is not 0 or 1", c->tied);
-    if (c->source < SRC_HF || c->source > SRC_RANDOM) return errf(err, "unknown source format %u", c->source);
+    if (c->source < SRC_HF || c->source > SRC_PTE) return errf(err, "unknown source format %u", c->source);
     if (!dtype_name(c->dtype)) return errf(err, "unknown weight dtype %u", c->dtype);
     /* Llama 4 fields */
     if (c->rope_style > ROPE_ADJACENT) return errf(err, "unknown rope style %u", c->rope_style);
@@ -105,7 +105,7 @@ static int check_layout(const GuardFile *g, char *err) {
     uint64_t n = (uint64_t)g->n_sections + g->n_tensors;
     Range *r = malloc((size_t)n * sizeof *r);
     if (!r) return errf(err, "%s: out of memory", g->path);
-    static const char *const sec_names[] = { "?", "tokenizer", "prompt" };
+    static const char *const sec_names[] = { "?", "tokenizer", "prompt", "output ids" };
     for (uint32_t i = 0; i < g->n_sections; i++)
         r[i] = (Range){ .off = g->sections[i].offset, .size = g->sections[i].size, .what = "section",
                         .name = sec_names[g->sections[i].kind] };
@@ -238,7 +238,7 @@ int gb_open(GuardFile *g, const char *path, char *err) {
         char nm[16];
         snprintf(nm, sizeof nm, "%u", s->kind);
         const char *bad = reserved ? "has a non-zero reserved field"
-                          : s->kind != SEC_TOKENIZER && s->kind != SEC_PROMPT ? "has an unknown kind (1 tokenizer, 2 prompt)"
+                          : s->kind != SEC_TOKENIZER && s->kind != SEC_PROMPT && s->kind != SEC_HEAD_IDS ? "has an unknown kind (1 tokenizer, 2 prompt, 3 output ids)"
                           : NULL;
         for (uint32_t k = 0; k < i && !bad; k++)
             if (g->sections[k].kind == s->kind) bad = "appears twice";
@@ -265,6 +265,9 @@ int gb_open(GuardFile *g, const char *path, char *err) {
     }
     if (r.bad) { gb_close(g); return errf(err, "%s: tables truncated", path); }
     if (check_tensors(g, err)) { gb_close(g); return -1; }
+    int32_t ids[GB_HEAD_MAX];
+    uint32_t n_head;
+    if (gb_head_ids(g, ids, &n_head, err)) { gb_close(g); return -1; } /* the output ids section, if any */
     return 0;
 }
 
@@ -290,6 +293,26 @@ const GbTensor *gb_find(const GuardFile *g, const char *name) {
 }
 
 const uint8_t *gb_data(const GuardFile *g, const GbTensor *t) { return g->map.data + t->offset; }
+
+int gb_head_ids(const GuardFile *g, int32_t *ids, uint32_t *n, char *err) {
+    uint64_t size;
+    const uint8_t *p = gb_section(g, SEC_HEAD_IDS, &size);
+    *n = 0;
+    if (!p) return 0;
+    uint32_t count = size >= 4 ? ld_u32(p) : 0;
+    if (count == 0 || count > GB_HEAD_MAX || size != 4 + 4 * (uint64_t)count)
+        return errf(err, "%s: the output ids section holds %u ids in %llu bytes (1..%d ids, 4 bytes each after the count)", g->path, count,
+                    (unsigned long long)size, GB_HEAD_MAX);
+    for (uint32_t i = 0; i < count; i++) {
+        uint32_t id = ld_u32(p + 4 + 4 * (uint64_t)i);
+        if (id >= g->cfg.vocab_size) return errf(err, "%s: output id %u is outside the vocabulary (%u)", g->path, id, g->cfg.vocab_size);
+        for (uint32_t k = 0; k < i; k++)
+            if ((uint32_t)ids[k] == id) return errf(err, "%s: output id %u appears twice", g->path, id);
+        ids[i] = (int32_t)id;
+    }
+    *n = count;
+    return 0;
+}
 
 const uint8_t *gb_section(const GuardFile *g, uint32_t kind, uint64_t *size) {
     for (uint32_t i = 0; i < g->n_sections; i++)

@@ -26,9 +26,19 @@
  * store q + 128 as a byte (vpdpbusd multiplies unsigned by signed bytes); the tile's corr
  * field removes the offset again. */
 typedef struct {
-    float d; /* f32 scale: finer than GGUF's f16 activation scale, at no cost */
+    float d; /* the scale, act_scale below */
     int8_t q[QK];
 } ActQ8;
+
+/* The scale an activation block keeps: amax/127 rounded to f16 as ggml's Q8_0 stores it (so a
+ * q4/q8 linear computes what ggml's Q4_0/Q8_0 x Q8_0 dot products do, and the INT4 release's
+ * Q8_0-activation reference), except where f16 has no such value: above its range (no made-up
+ * inf) and where it would round to 0 (a block of tiny values keeps them); there the f32 value
+ * stays. The codes are nearbyint(x / f32 scale) either way. Every act kernel calls this. */
+static inline float act_scale(float d) {
+    float h = f16_to_f32(f32_to_f16(d));
+    return h > 0 && h <= 65504.0f ? h : d;
+}
 
 #define TR 8 /* rows per tile group: the lanes of a 256-bit vector, or two NEON vectors (avx512: 16) */
 

@@ -49,7 +49,7 @@ static void act_neon(const float *x, ActQ8 *a, uint64_t nb) {
             continue;
         }
         const float id = 1.0f / d;
-        a[b].d = d;
+        a[b].d = act_scale(d);
         for (int i = 0; i < 8; i += 2) {
             int32x4_t q0 = vcvtnq_s32_f32(vmulq_n_f32(v[i], id)), q1 = vcvtnq_s32_f32(vmulq_n_f32(v[i + 1], id));
             int16x8_t q16 = vcombine_s16(vqmovn_s32(q0), vqmovn_s32(q1));

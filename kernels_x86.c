@@ -66,7 +66,7 @@ INLINE_X86 void act_row_x86(const float *x, ActQ8 *a, uint64_t nb, int offset) {
         __m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(v[2], id)), i3 = _mm256_cvtps_epi32(_mm256_mul_ps(v[3], id));
         __m256i q = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
         q = _mm256_permutevar8x32_epi32(q, order); /* undo the per-lane interleave of packs */
-        a[b].d = d;
+        a[b].d = act_scale(d);
         _mm256_storeu_si256((__m256i *)a[b].q, _mm256_xor_si256(q, bias));
     }
 }

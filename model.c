@@ -106,8 +106,17 @@ int model_open(Model *m, const char *path, int n_threads, char *err) {
     char name[GB_NAME_MAX];
     int rc = bind(m, &w->embed, "model.embed_tokens.weight", c->vocab_size, c->dim, err);
     rc = rc ? rc : bind_norm(m, &w->norm, "model.norm.weight", c->dim, err);
+    /* a pruned head (the INT4 release): rows for the ids of the "output ids" section only */
+    int32_t ids[GB_HEAD_MAX];
+    rc = rc ? rc : gb_head_ids(&m->file, ids, &w->n_head, err);
+    if (rc == 0 && w->n_head) {
+        w->head_ids = malloc(w->n_head * sizeof *w->head_ids);
+        if (!w->head_ids) rc = errf(err, "%s: out of memory", path);
+        else memcpy(w->head_ids, ids, w->n_head * sizeof *ids);
+        if (rc == 0 && (c->tied || w->n_head > c->dim)) rc = errf(err, "%s: a pruned head needs its own lm_head of at most dim rows", path);
+    }
     if (rc == 0 && c->tied) w->lm_head = w->embed;
-    else if (rc == 0) rc = bind(m, &w->lm_head, "lm_head.weight", c->vocab_size, c->dim, err);
+    else if (rc == 0) rc = bind(m, &w->lm_head, "lm_head.weight", w->n_head ? w->n_head : c->vocab_size, c->dim, err);
     for (uint32_t l = 0; l < c->n_layers && rc == 0; l++) {
         LayerWeights *L = &w->layers[l];
         const struct { Tensor *t; const char *suffix; uint64_t rows, cols; } mats[] = {
@@ -170,6 +179,7 @@ void model_close(Model *m) {
     tensor_unpack(&m->w.lm_head);
     pool_free(m->pool);
     free(m->w.layers);
+    free(m->w.head_ids);
     free(m->inv_freq);
     gb_close(&m->file);
     memset(m, 0, sizeof *m);
@@ -501,9 +511,16 @@ static int forward(const Model *m, RunState *s, const int32_t *tokens, int64_t n
          * LlamaForCausalLM: logits = self.lm_head(hidden_states), at the last position only */
         const float *x = s->x + (keep - 1) * c->dim;
         rmsnorm(s->xb, x, m->w.norm, 1, c->dim, c->norm_eps);
-        if (matmul(m->pool, logits, s->xb, &m->w.lm_head, 1)) {
+        /* a pruned head (the INT4 release's forward()): full([1, vocab], -inf), then index_put
+         * of the head's rows at their ids. The -inf are data (exp gives 0), not a failure. xb2
+         * ([chunk, dim], n_head <= dim) is free here. */
+        if (matmul(m->pool, m->w.n_head ? s->xb2 : logits, s->xb, &m->w.lm_head, 1)) {
             s->n_cached = start;
             return errf(err, "out of memory for the kernels' scratch");
+        }
+        if (m->w.n_head) {
+            for (uint32_t i = 0; i < c->vocab_size; i++) logits[i] = -INFINITY;
+            for (uint32_t r = 0; r < m->w.n_head; r++) logits[m->w.head_ids[r]] = s->xb2[r];
         }
     }
     return 0;

@@ -102,7 +102,7 @@ static void act_block_ref(const float *x, ActQ8 *a) {
         return;
     }
     float id = 1.0f / d;
-    a->d = d;
+    a->d = act_scale(d);
     for (int i = 0; i < QK; i++) a->q[i] = (int8_t)nearbyintf(x[i] * id);
 }
 

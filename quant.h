@@ -29,8 +29,10 @@
  *   f32/bf16/f16 weights:  y[t][r] = fold k = 0..cols-1 of  acc = fmaf(w[r][k], x[t][k], acc)
  *                          starting from acc = +0 (bf16 upcast as (uint32)b << 16, f16 exact).
  *   q8_0/q4_0 weights: each x[t] is first quantized per block of 32 ("activation blocks"):
- *                          amax = max|x|, d_a = amax/127 (f32), q = nearbyint(x * (1/d_a));
- *                          d_a = 0, q = 0 when d_a < FLT_MIN; d_a = NaN, q = 0 when the block
+ *                          amax = max|x|, d = amax/127 (f32), q = nearbyint(x * (1/d)),
+ *                          d_a = d rounded to f16 (RNE, subnormals included; ggml's Q8_0 scale),
+ *                          or d itself where that f16 would be 0 or above 65504;
+ *                          d_a = 0, q = 0 when d < FLT_MIN; d_a = NaN, q = 0 when the block
  *                          holds an Inf/NaN (so it propagates to y instead of vanishing);
  *                      then y[t][r] = fold over blocks b of
  *                          acc = fmaf(d_w[b] * d_a[b], (float)isum_b, acc)

@@ -19,7 +19,8 @@
 #include <string.h>
 
 static const char *source_name(uint32_t s) {
-    static const char *names[] = { "?", "Hugging Face safetensors", "GGUF", "AutoAWQ", "bitsandbytes int8", "Meta original", "random (bench)" };
+    static const char *names[] = { "?", "Hugging Face safetensors", "GGUF", "AutoAWQ", "bitsandbytes int8", "Meta original", "random (bench)",
+                                    "ExecuTorch .pte" };
     return s < sizeof names / sizeof names[0] ? names[s] : "?";
 }
 
@@ -63,6 +64,7 @@ static void print_info(const Model *m, const char *cache) {
         if (c->attn_chunk) printf("attn_chunk    %u\n", c->attn_chunk);
     }
     printf("tied          %s\ndtype         %s\n", c->tied ? "yes" : "no", dtype_name(c->dtype));
+    if (m->w.n_head) printf("output head   pruned: %u rows, every other logit -inf\n", m->w.n_head);
     printf("tensors       %u\n", m->file.n_tensors);
     for (uint32_t i = 0; i < m->file.n_tensors; i++) {
         const GbTensor *t = &m->file.tensors[i];

@@ -17,7 +17,8 @@
  *            it writes included) and warm (that file loaded), best of three;
  *   peak RSS of that process, threads, kernels.
  *
- * usage: bench_model [-m 1b,8b,12b] [-d f32,bf16,q8,q4] [-t THREADS] [-o DIR] [--keep] [--reuse] [-q] [-r] [-w]
+ * usage: bench_model [-m 1b,int4,8b,12b] [-d f32,bf16,q8,q4] [-t THREADS] [-o DIR] [--keep] [--reuse] [-q] [-r] [-w]
+ *   int4 is Llama-Guard-3-1B-INT4 (12 layers, ffn 6400, 20-row head), q4 only.
  *   defaults: -m 1b -d f32,bf16,q8,q4, all cores, -o $TMPDIR or /tmp. Files (up to 5 GB for 1B f32,
  *   ~12 GB for 12B q8) are deleted afterwards unless --keep; --reuse takes an existing file; -q: pp
  *   and tg only; -r (reduced): no batch and no one-shot columns (printed as 0); -w: only write the
@@ -45,16 +46,27 @@ typedef struct {
     const char *name;
     int guard; /* GUARD_*: the tokenizer and prompt format written with it */
     Config cfg;
+    uint32_t head;      /* > 0: a pruned output head of this many rows (guard.bin "output ids") */
+    const char *dtype;  /* non-NULL: the one dtype this model comes in */
 } Shape;
 
+/* Meta's Llama-Guard-3-1B-INT4 output head: the tokens an LG3-1B answer uses (pte_mini README). */
+static const int32_t int4_head_ids[20] = { 271, 19193, 39257, 198, 50, 16, 17, 18, 19, 20, 21, 22, 23, 24, 605, 806, 717, 1032, 11, 128009 };
+
 static const Shape shapes[] = {
-    { "1b", GUARD_LG3_1B, { .dim = 2048, .n_layers = 16, .n_heads = 32, .n_kv_heads = 8, .head_dim = 64, .hidden_dim = 8192, .vocab_size = 128256,
+    { .name = "1b", .guard = GUARD_LG3_1B, .cfg = { .dim = 2048, .n_layers = 16, .n_heads = 32, .n_kv_heads = 8, .head_dim = 64, .hidden_dim = 8192, .vocab_size = 128256,
               .max_seq_len = 131072, .norm_eps = 1e-5f, .rope_theta = 500000.0f, .rope_type = ROPE_LLAMA3, .rope_factor = 32,
               .rope_low_freq_factor = 1, .rope_high_freq_factor = 4, .rope_orig_max_pos = 8192, .tied = 1, .source = SRC_RANDOM } },
-    { "8b", GUARD_LG3_1B, { .dim = 4096, .n_layers = 32, .n_heads = 32, .n_kv_heads = 8, .head_dim = 128, .hidden_dim = 14336, .vocab_size = 128256,
+    { .name = "8b", .guard = GUARD_LG3_1B, .cfg = { .dim = 4096, .n_layers = 32, .n_heads = 32, .n_kv_heads = 8, .head_dim = 128, .hidden_dim = 14336, .vocab_size = 128256,
               .max_seq_len = 131072, .norm_eps = 1e-5f, .rope_theta = 500000.0f, .rope_type = ROPE_LLAMA3, .rope_factor = 8,
               .rope_low_freq_factor = 1, .rope_high_freq_factor = 4, .rope_orig_max_pos = 8192, .tied = 0, .source = SRC_RANDOM } },
-    { "12b", GUARD_LG4, { .dim = 5120, .n_layers = 48, .n_heads = 40, .n_kv_heads = 8, .head_dim = 128, .hidden_dim = 8192,
+    /* Llama-Guard-3-1B-INT4 (the ExecuTorch release, exported to q4): pruned to 12 layers and ffn
+     * 6400, a 20-row head, the context its program was exported with */
+    { .name = "int4", .guard = GUARD_LG3_1B, .cfg = { .dim = 2048, .n_layers = 12, .n_heads = 32, .n_kv_heads = 8, .head_dim = 64, .hidden_dim = 6400, .vocab_size = 128256,
+                .max_seq_len = 8193, .norm_eps = 1e-5f, .rope_theta = 500000.0f, .rope_type = ROPE_LLAMA3, .rope_factor = 8,
+                .rope_low_freq_factor = 1, .rope_high_freq_factor = 4, .rope_orig_max_pos = 8192, .tied = 0, .source = SRC_RANDOM },
+      .head = 20, .dtype = "q4" },
+    { .name = "12b", .guard = GUARD_LG4, .cfg = { .dim = 5120, .n_layers = 48, .n_heads = 40, .n_kv_heads = 8, .head_dim = 128, .hidden_dim = 8192,
               .vocab_size = 202048, .max_seq_len = 131072, .norm_eps = 1e-5f, .rope_theta = 500000.0f, .rope_type = ROPE_LLAMA3,
               .rope_factor = 16, .rope_low_freq_factor = 1, .rope_high_freq_factor = 1, .rope_orig_max_pos = 8192, .tied = 0,
               .source = SRC_RANDOM, .rope_style = ROPE_ADJACENT, .qk_norm = 1, .attn_temperature_tuning = 1, .floor_scale = 8192,
@@ -115,8 +127,8 @@ static int produce(void *ctx, uint32_t i, uint8_t *dst, uint64_t size, char *err
     return 0;
 }
 
-static int write_model(const char *path, const Config *cfg, uint32_t dtype, const uint8_t *tok, uint64_t tok_len, const Buf *prompt, char *err) {
-    Config c = *cfg;
+static int write_model(const char *path, const Shape *sh, uint32_t dtype, const uint8_t *tok, uint64_t tok_len, const Buf *prompt, char *err) {
+    Config c = sh->cfg;
     c.dtype = dtype;
     GbWriter w;
     gbw_init(&w, &c);
@@ -124,7 +136,11 @@ static int write_model(const char *path, const Config *cfg, uint32_t dtype, cons
     int rc = gbw_add_section(&w, SEC_TOKENIZER, tok, tok_len, err) || gbw_add_section(&w, SEC_PROMPT, prompt->p, prompt->len, err);
     uint64_t emb[2] = { c.vocab_size, c.dim }, norm = c.dim;
     rc = rc || gbw_add_tensor(&w, "model.embed_tokens.weight", dtype, 2, emb, err) || gbw_add_tensor(&w, "model.norm.weight", DT_F32, 1, &norm, err);
-    if (!c.tied) rc = rc || gbw_add_tensor(&w, "lm_head.weight", dtype, 2, emb, err);
+    uint64_t head[2] = { sh->head, c.dim };
+    uint8_t ids[4 + 4 * 20];
+    if (sh->head) gb_head_ids_encode(ids, int4_head_ids, sh->head);
+    if (sh->head) rc = rc || gbw_add_section(&w, SEC_HEAD_IDS, ids, 4 + 4 * (uint64_t)sh->head, err);
+    if (!c.tied) rc = rc || gbw_add_tensor(&w, "lm_head.weight", dtype, 2, sh->head ? head : emb, err);
     for (uint32_t l = 0; l < c.n_layers && !rc; l++) {
         const struct { const char *suffix; uint64_t rows, cols; } mats[] = {
             { "self_attn.q_proj", q_dim, c.dim }, { "self_attn.k_proj", kv_dim, c.dim }, { "self_attn.v_proj", kv_dim, c.dim },
@@ -260,7 +276,7 @@ static int measure(const char *path, const char *shape, const char *dtype, int t
     model_prepack(&g.model); /* steady state, as in --batch; the one-shot columns open their own */
     double p64 = prefill_rate(&g.model, 64, err), p256 = prefill_rate(&g.model, 256, err), p512 = prefill_rate(&g.model, 512, err);
     double dec = decode_rate(&g.model, err);
-    printf("| %-2s | %-4s | %7.1f | %7.1f | %7.1f | %6.2f |", shape, dtype, p64, p256, p512, dec);
+    printf("| %-4s | %-4s | %7.1f | %7.1f | %7.1f | %6.2f |", shape, dtype, p64, p256, p512, dec);
     if (!quick) {
         /* warm the page cache with a run that records nothing; then five rounds of a cold
          * verdict (empty store; it leaves only the policy prefix there) and a warm one on the
@@ -319,7 +335,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "-q")) quick = 1;
         else if (!strcmp(argv[i], "-r")) reduced = 1;
         else if (!strcmp(argv[i], "-w")) write_only = keep = 1;
-        else { fprintf(stderr, "usage: bench_model [-m 1b,8b,12b] [-d f32,bf16,q8,q4] [-t N] [-o DIR] [--keep] [--reuse] [-q] [-r] [-w]\n"); return 2; }
+        else { fprintf(stderr, "usage: bench_model [-m 1b,int4,8b,12b] [-d f32,bf16,q8,q4] [-t N] [-o DIR] [--keep] [--reuse] [-q] [-r] [-w]\n"); return 2; }
     }
     if (!dir || !*dir) dir = "/tmp";
     const char *shared = getenv("GUARD_SHARED") && *getenv("GUARD_SHARED") ? getenv("GUARD_SHARED") : "../shared";
@@ -355,11 +371,12 @@ int main(int argc, char **argv) {
         for (char *d = strtok(list, ","); d; d = strtok(NULL, ",")) {
             int dt = dtype_from_name(d);
             if (dt < 0) { fprintf(stderr, "bench_model: unknown dtype %s\n", d); return 2; }
+            if (shapes[si].dtype && strcmp(d, shapes[si].dtype) != 0) continue;
             char path[4096];
             snprintf(path, sizeof path, "%s/bench-%s-%s.bin", dir, shapes[si].name, d);
             double t0 = now_sec();
             if (reuse && access(path, R_OK) == 0) fprintf(stderr, "bench_model: reusing %s\n", path);
-            else if (write_model(path, &shapes[si].cfg, (uint32_t)dt, tok_blob[k], tok_len[k], &prompt[k], err)) {
+            else if (write_model(path, &shapes[si], (uint32_t)dt, tok_blob[k], tok_len[k], &prompt[k], err)) {
                 fprintf(stderr, "bench_model: %s\n", err);
                 rc = 1;
                 break;

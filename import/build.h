@@ -70,5 +70,7 @@ int gbw_add_section(GbWriter *w, uint32_t kind, const uint8_t *data, uint64_t si
 /* Write everything to path atomically; produce(ctx, i, dst, size) fills tensor i. */
 int gbw_write(GbWriter *w, const char *path, GbProduce produce, void *ctx, char *err);
 void gbw_free(GbWriter *w);
+/* The "output ids" section's bytes (FORMAT.md): u32 n, then n u32 ids; out holds 4 + 4n. */
+void gb_head_ids_encode(uint8_t *out, const int32_t *ids, uint32_t n);
 
 #endif

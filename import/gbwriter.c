@@ -67,7 +67,7 @@ int gbw_add_tensor(GbWriter *w, const char *name, uint32_t dtype, uint32_t ndim,
 
 int gbw_add_section(GbWriter *w, uint32_t kind, const uint8_t *data, uint64_t size, char *err) {
     if (w->n_sections == GB_MAX_SECTIONS) return errf(err, "too many sections");
-    if (kind != SEC_TOKENIZER && kind != SEC_PROMPT) return errf(err, "unknown section kind %u", kind);
+    if (kind != SEC_TOKENIZER && kind != SEC_PROMPT && kind != SEC_HEAD_IDS) return errf(err, "unknown section kind %u", kind);
     for (uint32_t i = 0; i < w->n_sections; i++)
         if (w->sections[i].kind == kind) return errf(err, "section kind %u added twice", kind);
     GbSection *s = realloc(w->sections, (w->n_sections + 1) * sizeof *s);
@@ -180,4 +180,10 @@ int gbw_write(GbWriter *w, const char *path, GbProduce produce, void *ctx, char 
     }
     buf_free(&hdr);
     return rc;
+}
+
+void gb_head_ids_encode(uint8_t *out, const int32_t *ids, uint32_t n) {
+    for (int k = 0; k < 4; k++) out[k] = (uint8_t)(n >> 8 * k);
+    for (uint32_t i = 0; i < n; i++)
+        for (int k = 0; k < 4; k++) out[4 + 4 * i + (uint32_t)k] = (uint8_t)((uint32_t)ids[i] >> 8 * k);
 }

@@ -480,54 +480,21 @@ static int read_config(const Gguf *g, Config *c, char *err) {
 
 /* rope_freqs.weight holds per-pair divisors of the RoPE frequency (llama.cpp writes it for
  * Llama 3.1+ from the HF rope_scaling; no llama.rope.scaling.* key says so). The runtime
- * rebuilds the frequencies from Config, so recover the llama3 parameters: low/high factor and
- * original context are Meta's constants (1, 4, 8192); the factor comes from the file; then
- * every divisor is recomputed (f64, as convert_hf_to_gguf.py does) and must match. */
-#define RF_LOW 1.0
-#define RF_HIGH 4.0
-#define RF_ORIG 8192.0
-#define RF_TOL 2e-6 /* relative: the file's f32 values are within ~2e-7 of the f64 formula */
-
-static double llama3_divisor(double inv_freq, double factor) {
-    double wavelen = 2 * M_PI / inv_freq, lo_wl = RF_ORIG / RF_LOW, hi_wl = RF_ORIG / RF_HIGH;
-    if (wavelen < hi_wl) return 1;
-    if (wavelen > lo_wl) return factor;
-    double smooth = (RF_ORIG / wavelen - RF_LOW) / (RF_HIGH - RF_LOW);
-    return 1 / ((1 - smooth) / factor + smooth);
-}
-
+ * rebuilds the frequencies from Config, so the llama3 parameters are recovered from them
+ * (rope_from_divisors, import.c). */
 static int recover_rope(const Gguf *g, const TensorRec *t, Config *c, char *err) {
     uint32_t half = c->head_dim / 2;
     if (t->ggml != 0 || t->ndim != 1 || t->ne[0] != half)
         return errf(err, "%s: rope_freqs.weight must be F32 [%u] (head_dim/2)", g->path, half);
     const uint8_t *p = g->base + g->data_off + t->offset;
-    /* the factor itself is stored for long wavelengths; only a model too small to have any
-     * needs it solved from an interpolated entry: 1/d = (1 - smooth)/factor + smooth */
-    double factor = 0, solved = 0;
-    int all_one = 1;
-    for (uint32_t i = 0; i < half; i++) {
-        double d = ld_f32(p + 4 * i), inv = pow((double)c->rope_theta, -(double)(2 * i) / (double)c->head_dim);
-        if (!(d >= 1 && d < 1e6)) return errf(err, "%s: rope_freqs.weight[%u] = %g is not a frequency divisor", g->path, i, d);
-        all_one &= d == 1;
-        double wavelen = 2 * M_PI / inv, smooth = (RF_ORIG / wavelen - RF_LOW) / (RF_HIGH - RF_LOW);
-        if (factor == 0 && wavelen > RF_ORIG / RF_LOW) factor = d;
-        else if (solved == 0 && wavelen >= RF_ORIG / RF_HIGH && smooth < 1 && 1 / d - smooth > 0) solved = (1 - smooth) / (1 / d - smooth);
-    }
-    if (factor == 0) factor = solved;
-    if (all_one) return 0; /* scaling leaves every pair alone: plain RoPE */
-    if (!(factor > 1 && factor < 1e6)) return errf(err, "%s: rope_freqs.weight does not look like llama3 RoPE scaling (no factor found)", g->path);
-    for (uint32_t i = 0; i < half; i++) {
-        double d = ld_f32(p + 4 * i), want = llama3_divisor(pow((double)c->rope_theta, -(double)(2 * i) / (double)c->head_dim), factor);
-        if (fabs(d - want) > RF_TOL * want)
-            return errf(err, "%s: rope_freqs.weight[%u] = %.9g but llama3 scaling (factor %g, low 1, high 4, original context 8192) gives %.9g", g->path, i, d,
-                        factor, want);
-    }
-    c->rope_type = ROPE_LLAMA3;
-    c->rope_factor = (float)factor;
-    c->rope_low_freq_factor = (float)RF_LOW;
-    c->rope_high_freq_factor = (float)RF_HIGH;
-    c->rope_orig_max_pos = (uint32_t)RF_ORIG;
-    return 0;
+    double *div = malloc(half * sizeof *div);
+    if (!div) return errf(err, "out of memory");
+    for (uint32_t i = 0; i < half; i++) div[i] = ld_f32(p + 4 * i);
+    char what[300];
+    snprintf(what, sizeof what, "%.250s: rope_freqs.weight", g->path);
+    int rc = rope_from_divisors(c, div, what, err);
+    free(div);
+    return rc;
 }
 
 /* ==== Tokenizer ==== */

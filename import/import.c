@@ -4,6 +4,7 @@
  * from what the path is. Non-goal: guessing a format from anything but its files. */
 #include "import.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,19 +78,21 @@ static int row_float(const SrcTensor *t, uint64_t r, float *out, char *err) {
 }
 
 const SrcType src_types[ST_TYPE_COUNT] = {
-    [ST_F32] = { "F32", row_float, 0 },
-    [ST_F16] = { "F16", row_float, 0 },
-    [ST_BF16] = { "BF16", row_float, 0 },
-    [ST_Q4_0] = { "Q4_0", gguf_row_f32, DT_Q4_0 },
-    [ST_Q4_1] = { "Q4_1", gguf_row_f32, 0 },
-    [ST_Q5_0] = { "Q5_0", gguf_row_f32, 0 },
-    [ST_Q5_1] = { "Q5_1", gguf_row_f32, 0 },
-    [ST_Q8_0] = { "Q8_0", gguf_row_f32, DT_Q8_0 },
-    [ST_Q4_K] = { "Q4_K", gguf_row_f32, 0 },
-    [ST_Q5_K] = { "Q5_K", gguf_row_f32, 0 },
-    [ST_Q6_K] = { "Q6_K", gguf_row_f32, 0 },
-    [ST_AWQ] = { "AWQ", hfq_row_awq, 0 },
-    [ST_BNB_INT8] = { "bnb-int8", hfq_row_bnb, 0 },
+    [ST_F32] = { .name = "F32", .row_f32 = row_float },
+    [ST_F16] = { .name = "F16", .row_f32 = row_float },
+    [ST_BF16] = { .name = "BF16", .row_f32 = row_float },
+    [ST_Q4_0] = { .name = "Q4_0", .row_f32 = gguf_row_f32, .copy_dt = DT_Q4_0 },
+    [ST_Q4_1] = { .name = "Q4_1", .row_f32 = gguf_row_f32 },
+    [ST_Q5_0] = { .name = "Q5_0", .row_f32 = gguf_row_f32 },
+    [ST_Q5_1] = { .name = "Q5_1", .row_f32 = gguf_row_f32 },
+    [ST_Q8_0] = { .name = "Q8_0", .row_f32 = gguf_row_f32, .copy_dt = DT_Q8_0 },
+    [ST_Q4_K] = { .name = "Q4_K", .row_f32 = gguf_row_f32 },
+    [ST_Q5_K] = { .name = "Q5_K", .row_f32 = gguf_row_f32 },
+    [ST_Q6_K] = { .name = "Q6_K", .row_f32 = gguf_row_f32 },
+    [ST_AWQ] = { .name = "AWQ", .row_f32 = hfq_row_awq },
+    [ST_BNB_INT8] = { .name = "bnb-int8", .row_f32 = hfq_row_bnb },
+    [ST_PTE_Q4] = { .name = "ExecuTorch int4 g256", .row_f32 = pte_row_q4_f32, .native_dt = DT_Q4_0, .row_native = pte_row_q4_native },
+    [ST_PTE_EMB4] = { .name = "ExecuTorch int4 g32 embedding", .row_f32 = pte_row_emb4_f32, .native_dt = DT_Q4_0, .row_native = pte_row_emb4_native },
 };
 
 uint64_t src_stored_row(const SrcTensor *t, uint64_t r) {
@@ -110,6 +113,57 @@ const uint8_t *src_raw_row(const SrcTensor *t, uint32_t dt, uint64_t r) {
     uint64_t rows = src_rows(t), rb = t->bytes / rows;
     if (rb * rows != t->bytes || rb != dtype_row_bytes(dt, src_cols(t))) return NULL;
     return t->data + src_stored_row(t, r) * rb;
+}
+
+int src_row_native(const SrcTensor *t, uint32_t dt, uint64_t r, uint8_t *dst, char *err) {
+    if (t->type >= ST_TYPE_COUNT || !src_types[t->type].row_native || src_types[t->type].native_dt != dt) return 1;
+    return src_types[t->type].row_native(t, src_stored_row(t, r), dst, err);
+}
+
+/* ==== Llama 3 RoPE scaling from frequency divisors ==== */
+
+#define RF_LOW 1.0
+#define RF_HIGH 4.0
+#define RF_ORIG 8192.0
+#define RF_TOL 2e-6 /* relative: f32 divisors are within ~2e-7 of the f64 formula */
+
+/* llama-models apply_scaling (and HF's _compute_llama3_parameters), as a divisor. */
+static double llama3_divisor(double inv_freq, double factor) {
+    double wavelen = 2 * M_PI / inv_freq, lo_wl = RF_ORIG / RF_LOW, hi_wl = RF_ORIG / RF_HIGH;
+    if (wavelen < hi_wl) return 1;
+    if (wavelen > lo_wl) return factor;
+    double smooth = (RF_ORIG / wavelen - RF_LOW) / (RF_HIGH - RF_LOW);
+    return 1 / ((1 - smooth) / factor + smooth);
+}
+
+int rope_from_divisors(Config *c, const double *div, const char *what, char *err) {
+    uint32_t half = c->head_dim / 2;
+    /* the factor itself is stored for long wavelengths; only a model too small to have any
+     * needs it solved from an interpolated entry: 1/d = (1 - smooth)/factor + smooth */
+    double factor = 0, solved = 0;
+    int all_one = 1;
+    for (uint32_t i = 0; i < half; i++) {
+        double d = div[i], inv = pow((double)c->rope_theta, -(double)(2 * i) / (double)c->head_dim);
+        if (!(d >= 1 - RF_TOL && d < 1e6)) return errf(err, "%s[%u] = %g is not a frequency divisor", what, i, d);
+        all_one &= fabs(d - 1) <= RF_TOL;
+        double wavelen = 2 * M_PI / inv, smooth = (RF_ORIG / wavelen - RF_LOW) / (RF_HIGH - RF_LOW);
+        if (factor == 0 && wavelen > RF_ORIG / RF_LOW) factor = d;
+        else if (solved == 0 && wavelen >= RF_ORIG / RF_HIGH && smooth < 1 && 1 / d - smooth > 0) solved = (1 - smooth) / (1 / d - smooth);
+    }
+    if (factor == 0) factor = solved;
+    if (all_one) return 0; /* scaling leaves every pair alone: plain RoPE */
+    if (!(factor > 1 && factor < 1e6)) return errf(err, "%s does not look like llama3 RoPE scaling (no factor found)", what);
+    for (uint32_t i = 0; i < half; i++) {
+        double d = div[i], want = llama3_divisor(pow((double)c->rope_theta, -(double)(2 * i) / (double)c->head_dim), factor);
+        if (fabs(d - want) > RF_TOL * want)
+            return errf(err, "%s[%u] = %.9g but llama3 scaling (factor %g, low 1, high 4, original context 8192) gives %.9g", what, i, d, factor, want);
+    }
+    c->rope_type = ROPE_LLAMA3;
+    c->rope_factor = (float)factor;
+    c->rope_low_freq_factor = (float)RF_LOW;
+    c->rope_high_freq_factor = (float)RF_HIGH;
+    c->rope_orig_max_pos = (uint32_t)RF_ORIG;
+    return 0;
 }
 
 /* ==== Choosing the importer ==== */
@@ -142,7 +196,10 @@ int source_open(Source *s, const char *path, const ImportOptions *opt, char *err
         int safetensors = ckpt_is_file(a) || ckpt_is_file(b);
         snprintf(a, sizeof a, "%s/original/params.json", path);
         snprintf(b, sizeof b, "%s/params.json", path);
-        if (!safetensors && ckpt_is_file(a)) {
+        char pte[4096];
+        if (!safetensors && pte_find(path, pte, sizeof pte)) {
+            rc = pte_open(s, path, err);
+        } else if (!safetensors && ckpt_is_file(a)) {
             snprintf(a, sizeof a, "%s/original", path);
             rc = meta_open(s, a, opt, err);
         } else if (!safetensors && ckpt_is_file(b)) {

@@ -2,7 +2,8 @@
  * a list of source tensors under their Hugging Face names in HF orientation ([out, in]), the
  * tokenizer and the chat template. export.c then writes any Source the same way, so each
  * importer only has to describe where the bytes are and how to decode one row of them.
- * Importers: hf.c (+ hfquant.c for AWQ / bitsandbytes), gguf.c, meta.c; source_open picks one.
+ * Importers: hf.c (+ hfquant.c for AWQ / bitsandbytes), gguf.c, meta.c, pte.c (ExecuTorch, with
+ * flatbuf.c); source_open picks one.
  *
  * Ownership: a Source owns its mappings, tensor list, tokenizer and template string; tensor
  * data points into the mappings (or into buffers the Source owns) until source_free.
@@ -37,6 +38,9 @@ enum {
     /* quantized Hugging Face linears (hfquant.c), assembled from several safetensors entries */
     ST_AWQ,      /* data = qweight I32 [in, out/8], aux[0] = qzeros I32 [in/g, out/8], aux[1] = scales F16 [in/g, out] */
     ST_BNB_INT8, /* data = CB I8 [out, in], aux[0] = SCB F32 [out] */
+    /* ExecuTorch INT4 release (pte.c); q = nibble - 8 in both */
+    ST_PTE_Q4,   /* XNNPACK linear: data [out, in/2], byte j = k 2j (low nibble), 2j+1 (high); aux[0] = F32 scales [out, in/256] */
+    ST_PTE_EMB4, /* embedding: data [vocab, dim/2], byte j = 2j (HIGH nibble), 2j+1 (low); aux[0] = F16 scales [vocab, dim/32] */
     /* raw integer safetensors entries: only ever parts of the two above, never decoded alone */
     ST_I32,
     ST_I8,
@@ -70,6 +74,11 @@ typedef struct {
     char *chat_template;    /* owned, NUL-terminated; NULL if the checkpoint has none */
     const char *origin;     /* what was read, for messages (borrowed) */
     char warning[ERRLEN];   /* non-empty: an assumption the user should hear about (export prints it) */
+    /* A pruned output head (the INT4 release): lm_head.weight has n_head_ids rows, row r giving
+     * the logit of vocabulary id head_ids[r]; 0 = a full head. */
+    uint32_t n_head_ids;
+    int32_t head_ids[GB_HEAD_MAX];
+    const char *guard_hint; /* the Llama Guard version the format implies (--guard spelling), or NULL */
 } Source;
 
 /* Choices the checkpoint itself cannot make. */
@@ -101,13 +110,21 @@ uint64_t src_stored_row(const SrcTensor *t, uint64_t r);
 const uint8_t *src_raw_row(const SrcTensor *t, uint32_t dt, uint64_t r);
 
 /* Per-encoding row decoders (table in import.c). copy_dt: the guard.bin dtype whose row layout
- * equals the stored row (0 = none; DT_F32 is never needed this way, float rows decode exactly). */
+ * equals the stored row (0 = none; DT_F32 is never needed this way, float rows decode exactly).
+ * row_native: writes stored row r directly as guard.bin dtype native_dt (rearranged, not
+ * re-quantized: the values stay exactly what the format's own runtime computes with). */
 typedef struct {
     const char *name;
     int (*row_f32)(const SrcTensor *t, uint64_t stored_row, float *out, char *err);
     uint32_t copy_dt;
+    uint32_t native_dt;
+    int (*row_native)(const SrcTensor *t, uint64_t stored_row, uint8_t *dst, char *err);
 } SrcType;
 extern const SrcType src_types[ST_TYPE_COUNT];
+
+/* Logical row r written as guard.bin dtype dt without re-quantizing when the encoding has such a
+ * path (row_native): 0 done, 1 no such path (convert through f32), -1 error. */
+int src_row_native(const SrcTensor *t, uint32_t dt, uint64_t r, uint8_t *dst, char *err);
 
 /* A checkpoint file path under dir. Checkouts made without symlink support leave a symlink as a
  * tiny text file holding its relative target: one such hop is followed. */
@@ -128,6 +145,11 @@ int gguf_open(Source *s, const char *path, char *err);
 /* Meta's original format: dir holds params.json, consolidated.00.pth and tokenizer.model; an HF
  * repo's config.json and tokenizer_config.json are used when dir is its original/ subfolder. */
 int meta_open(Source *s, const char *dir, const ImportOptions *opt, char *err);
+/* Meta's ExecuTorch release of Llama Guard 3 1B INT4: dir holds one .pte (XNNPACK, 2024 layout),
+ * params.json and tokenizer.model. */
+int pte_open(Source *s, const char *dir, char *err);
+/* dir holds an ExecuTorch program (*.pte); its path in out. */
+int pte_find(const char *dir, char *out, size_t n);
 
 /* ==== Shared between importers ==== */
 
@@ -178,6 +200,22 @@ typedef struct {
     int pretok;
 } TiktokenSpecials;
 int tiktoken_read(Source *s, const char *path, const uint8_t *p, uint64_t size, const TiktokenSpecials *sp, char *err);
+/* meta.c: tokenizer.model (tiktoken ranks, or a SentencePiece protobuf) into s->tok; llama31
+ * names the reserved specials as Llama 3.1+ does. */
+int meta_read_tokenizer(Source *s, const char *path, int llama31, char *err);
+
+/* Llama 3 RoPE scaling recovered from per-pair frequency divisors (div[i] = unscaled / scaled
+ * inverse frequency, head_dim/2 of them, for c->rope_theta and c->head_dim): the factor is
+ * solved from the divisors, low/high factor and original context are Meta's constants (1, 4,
+ * 8192), and every divisor must then match the formula (relative 2e-6). Sets c->rope_*; all
+ * divisors 1 leaves plain RoPE. what names the source in messages. */
+int rope_from_divisors(Config *c, const double *div, const char *what, char *err);
+
+/* pte.c: rows of the ExecuTorch int4 encodings, as f32 (exact: q * scale) and as Q4_0 blocks. */
+int pte_row_q4_f32(const SrcTensor *t, uint64_t r, float *out, char *err);
+int pte_row_q4_native(const SrcTensor *t, uint64_t r, uint8_t *dst, char *err);
+int pte_row_emb4_f32(const SrcTensor *t, uint64_t r, float *out, char *err);
+int pte_row_emb4_native(const SrcTensor *t, uint64_t r, uint8_t *dst, char *err);
 
 /* gguf.c: one row of ggml blocks (ST_Q*) decoded with ggml's dequantize_row_* arithmetic. */
 int gguf_row_f32(const SrcTensor *t, uint64_t r, float *out, char *err);

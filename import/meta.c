@@ -737,7 +737,7 @@ done:
 }
 
 /* tokenizer.model is a protobuf (first byte 0x0A: field 1, pieces) or tiktoken's text ranks. */
-static int read_tokenizer_model(Source *s, const char *path, int llama31, char *err) {
+int meta_read_tokenizer(Source *s, const char *path, int llama31, char *err) {
     MappedFile m;
     if (map_file(&m, path, err)) return -1;
     int rc = m.size > 0 && m.data[0] == 0x0A ? read_sentencepiece(s, path, m.data, m.size, err) : read_tiktoken(s, path, m.data, m.size, llama31, err);
@@ -886,7 +886,7 @@ int meta_open(Source *s, const char *dir, const ImportOptions *opt, char *err) {
     ckpt_path(path, sizeof path, dir, "tokenizer.model");
     if (!ckpt_is_file(path)) ckpt_path(path, sizeof path, dir, "../tokenizer.model");
     if (!ckpt_is_file(path)) { errf(err, "%s: no tokenizer.model", dir); goto fail; }
-    if (read_tokenizer_model(s, path, mp.scaled_rope, err)) goto fail;
+    if (meta_read_tokenizer(s, path, mp.scaled_rope, err)) goto fail;
     uint32_t n_tok = tok_vocab_size(s->tok);
     s->cfg.vocab_size = mp.vocab > 0 ? (uint32_t)mp.vocab : n_tok;
     /* the context Meta trains for, unless HF's config or params.json says */

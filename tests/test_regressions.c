@@ -21,6 +21,7 @@
 #include "fuzz/fuzz_json.c"
 #include "fuzz/fuzz_l4tok.c"
 #include "fuzz/fuzz_kvcache.c"
+#include "fuzz/fuzz_pte.c"
 #include "fuzz/fuzz_prompt.c"
 #include "fuzz/fuzz_render.c"
 #include "fuzz/fuzz_request.c"
@@ -80,6 +81,7 @@ TARGET(guardbin, guardbin_init, guardbin_one)
 TARGET(gguf, gguf_init, gguf_one)
 TARGET(kvcache, kv_init, kv_one)
 TARGET(l4tok, l4tok_init, l4tok_one)
+TARGET(pte, NULL, pte_one)
 TARGET(http, NULL, http_one)
 TARGET(request, request_init, request_one)
 
@@ -198,7 +200,7 @@ static uint64_t first_tensor(const uint8_t *b) { return 256 + 24ull * ld_u32(b +
 static void e_header_reserved(uint8_t **b, size_t *n) { (void)n, (*b)[200] = 1; }
 static void e_source(uint8_t **b, size_t *n) { (void)n, memset(*b + 124, 0, 4); }
 static void e_section_reserved(uint8_t **b, size_t *n) { (void)n, (*b)[256 + 4] = 1; }
-static void e_section_kind(uint8_t **b, size_t *n) { (void)n, (*b)[256] = 3; }
+static void e_section_kind(uint8_t **b, size_t *n) { (void)n, (*b)[256] = 4; } /* 3 is the output ids section (version 2) */
 static void e_section_twice(uint8_t **b, size_t *n) { (void)n, (*b)[256 + 24] = (*b)[256]; }
 static void e_name_newline(uint8_t **b, size_t *n) { (void)n, (*b)[first_tensor(*b) + 3] = '\n'; }
 static void e_name_padding(uint8_t **b, size_t *n) { (void)n, (*b)[first_tensor(*b) + 63] = 'x'; }
@@ -311,6 +313,7 @@ int main(void) {
         cmocka_unit_test(test_json),     cmocka_unit_test(test_chat),        cmocka_unit_test(test_render),
         cmocka_unit_test(test_prompt),   cmocka_unit_test(test_tokload),     cmocka_unit_test(test_tokjson),
         cmocka_unit_test(test_config),   cmocka_unit_test(test_safetensors), cmocka_unit_test(test_guardbin), cmocka_unit_test(test_gguf), cmocka_unit_test(test_kvcache), cmocka_unit_test(test_l4tok), cmocka_unit_test(test_http), cmocka_unit_test(test_request),
+        cmocka_unit_test(test_pte),
         cmocka_unit_test(test_encode),   cmocka_unit_test(test_prompt_specials), cmocka_unit_test(test_pending),
         cmocka_unit_test(test_guardbin_tables),
     };

@@ -18,6 +18,7 @@
 #include "classify.h"
 #include "import/build.h"
 #include "fuzz.h"
+#include "import/pte.h"
 
 static const char *out_root = "tests/fuzz/corpus";
 
@@ -150,13 +151,20 @@ static void kvcache_seed(const char *model_path) {
     guard_close(&g);
 }
 
-static void guardbin_seed(const char *name, const Config *c, const Tokenizer *tok, int version) {
+/* n_head > 0: a pruned output head over head[0..n_head) (c must not be tied). */
+static void guardbin_seed(const char *name, const Config *c, const Tokenizer *tok, int version, const int32_t *head, uint32_t n_head) {
     char err[ERRLEN];
     GbWriter w;
     gbw_init(&w, c);
     uint64_t q = (uint64_t)c->n_heads * c->head_dim, kv = (uint64_t)c->n_kv_heads * c->head_dim;
     add(&w, "model.embed_tokens.weight", c->dtype, c->vocab_size, c->dim);
     add(&w, "model.norm.weight", DT_F32, 0, c->dim);
+    uint8_t ids[4 + 4 * GB_HEAD_MAX];
+    if (n_head) {
+        add(&w, "lm_head.weight", c->dtype, n_head, c->dim);
+        gb_head_ids_encode(ids, head, n_head);
+        if (gbw_add_section(&w, SEC_HEAD_IDS, ids, 4 + 4 * (uint64_t)n_head, err)) die("section", err);
+    }
     for (uint32_t l = 0; l < c->n_layers; l++) {
         char n[GB_NAME_MAX];
 #define L(suffix, dt, r, k) (snprintf(n, sizeof n, "model.layers.%u." suffix, l), add(&w, n, dt, r, k))
@@ -193,7 +201,7 @@ static void guardbin_seed(const char *name, const Config *c, const Tokenizer *to
     char sname[64];
     snprintf(sname, sizeof sname, "ok-%s", tok_type(tok) == TOK_LLAMA3_BPE ? "l3" : "spm");
     seed("tokload", sname, tb, (size_t)tl);
-    if (version == GUARD_LG3_1B) kvcache_seed(tmp);
+    if (version == GUARD_LG3_1B && !n_head) kvcache_seed(tmp);
     unmap_file(&m);
     unlink(tmp);
     free(tb);
@@ -208,16 +216,21 @@ static void guardbin_seeds(void) {
                   .vocab_size = tok_vocab_size(l3), .max_seq_len = 4096, .norm_eps = 1e-5f, .rope_theta = 500000.0f,
                   .rope_type = ROPE_LLAMA3, .rope_factor = 32, .rope_low_freq_factor = 1, .rope_high_freq_factor = 4,
                   .rope_orig_max_pos = 8192, .tied = 1, .source = SRC_HF, .dtype = DT_F16 };
-    guardbin_seed("ok-lg3-1b-f16", &c3, l3, GUARD_LG3_1B);
+    guardbin_seed("ok-lg3-1b-f16", &c3, l3, GUARD_LG3_1B, NULL, 0);
     Config c1 = { .dim = 32, .n_layers = 1, .n_heads = 2, .n_kv_heads = 2, .head_dim = 16, .hidden_dim = 32,
                   .vocab_size = tok_vocab_size(spm), .max_seq_len = 4096, .norm_eps = 1e-6f, .rope_theta = 10000.0f,
                   .rope_type = ROPE_NONE, .tied = 1, .source = SRC_HF, .dtype = DT_Q4_0 };
-    guardbin_seed("ok-lg1-q4", &c1, spm, GUARD_LG1);
+    guardbin_seed("ok-lg1-q4", &c1, spm, GUARD_LG1, NULL, 0);
     /* the Llama 4 header fields: adjacent-pair RoPE, layer 1 NoPE, qk-norm, temperature tuning, chunks */
     Config c4 = c3;
     c4.n_layers = 2, c4.rope_style = ROPE_ADJACENT, c4.nope[0] = 1u << 1, c4.qk_norm = 1, c4.attn_temperature_tuning = 1;
     c4.floor_scale = 8, c4.attn_scale = 0.1f, c4.attn_chunk = 16, c4.rope_high_freq_factor = 1, c4.dtype = DT_BF16;
-    guardbin_seed("ok-llama4-bf16", &c4, l3, GUARD_LG3_8B);
+    guardbin_seed("ok-llama4-bf16", &c4, l3, GUARD_LG3_8B, NULL, 0);
+    /* the INT4 release's shape of head: a few rows, every other logit -inf */
+    Config cp = c3;
+    cp.tied = 0, cp.source = SRC_PTE, cp.dtype = DT_Q4_0, cp.dim = 32, cp.head_dim = 16, cp.hidden_dim = 32;
+    const int32_t head[] = { 3, 1, 4 };
+    guardbin_seed("ok-lg3-1b-pruned-q4", &cp, l3, GUARD_LG3_1B, head, 3);
     tok_free(l3);
     tok_free(spm);
 }
@@ -644,6 +657,36 @@ static void text_seeds(void) {
     seed_str("encode", "ok-contractions", "I'M here, you'Ve 'll 'S \xC5\xBF'\xC5\xBF x'd\r\n\r\n   \n");
 }
 
+/* pte: the fixture's program (everything before its segments: ~31 KB) alone, and with its
+ * smallest delegate blob (the 20-row head, ~6 KB), from $GUARD_SHARED/imports/pte_mini. */
+static void pte_seeds(void) {
+    const char *sh = getenv("GUARD_SHARED");
+    char path[1024], err[ERRLEN];
+    snprintf(path, sizeof path, "%s/imports/pte_mini/llama_guard_3_1b_pruned_xnnpack.pte", sh && *sh ? sh : "../shared");
+    MappedFile m;
+    if (map_file(&m, path, err)) {
+        fprintf(stderr, "make_seeds: no pte seeds: %s\n", err);
+        return;
+    }
+    uint64_t base = m.size >= 32 ? ld_u64(m.data + 24) : 0;
+    if (base == 0 || base > m.size) die("pte seeds", "the fixture has no segment base");
+    seed("pte", "ok-program", m.data, (size_t)base);
+    PteModel pm;
+    if (pte_read(&pm, m.data, m.size, path, 0, err)) die("pte seeds", err);
+    /* the head's blob: from its weight pointer back to the segment start (segments are 128-aligned after base) */
+    uint64_t w = (uint64_t)(pm.head.w - m.data), start = base + (w - base) / 128 * 128;
+    while (start > base && memcmp(m.data + start + 4, "XH00", 4) != 0) start -= 128;
+    uint64_t end = w + (uint64_t)pm.head.n * pm.head.k / 2;
+    Buf b = { 0 };
+    buf_put(&b, m.data, base);
+    buf_put(&b, FUZZ_SEP, strlen(FUZZ_SEP));
+    buf_put(&b, m.data + start, end - start);
+    seed_buf("pte", "ok-program-and-head", &b);
+    buf_free(&b);
+    pte_free(&pm);
+    unmap_file(&m);
+}
+
 int main(int argc, char **argv) {
     if (argc > 1) out_root = argv[1];
     guardbin_seeds();
@@ -654,6 +697,7 @@ int main(int argc, char **argv) {
     buf_free(&l3);
     gguf_seeds();
     text_seeds();
+    pte_seeds();
     printf("seeds written to %s\n", out_root);
     return 0;
 }
