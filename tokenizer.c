@@ -404,34 +404,32 @@ static inline uint32_t utf8_cp(const uint8_t *s, size_t i, size_t *len) {
 
 /* ==== Unicode classes ==== */
 
+/* The class of cp in a sorted table of disjoint ranges (binary search); dflt when no range holds it. */
+static int range_class(const UcRange *r, uint32_t n, uint32_t cp, int dflt) {
+    uint32_t lo = 0, hi = n;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (cp > r[mid].hi) lo = mid + 1;
+        else if (cp < r[mid].lo) hi = mid;
+        else return (int)r[mid].cls;
+    }
+    return dflt;
+}
+
 int tok_unicode_class(uint32_t cp) {
     if (cp < 0x80) {
         if ((cp | 0x20) >= 'a' && (cp | 0x20) <= 'z') return UC_LETTER;
         if (cp >= '0' && cp <= '9') return UC_NUMBER;
         return cp == ' ' || (cp >= 0x09 && cp <= 0x0D) ? UC_SPACE : UC_OTHER;
     }
-    uint32_t lo = 0, hi = uc_n_ranges;
-    while (lo < hi) {
-        uint32_t mid = lo + (hi - lo) / 2;
-        if (cp > uc_ranges[mid].hi) lo = mid + 1;
-        else if (cp < uc_ranges[mid].lo) hi = mid;
-        else return (int)uc_ranges[mid].cls;
-    }
-    return UC_OTHER;
+    return range_class(uc_ranges, uc_n_ranges, cp, UC_OTHER);
 }
 
 static inline int class_at(const uint8_t *s, size_t i, size_t *len) { return tok_unicode_class(utf8_cp(s, i, len)); }
 
 int tok_unicode_subclass(uint32_t cp) {
     if (cp < 0x80) return cp >= 'A' && cp <= 'Z' ? UCS_UPPER : cp >= 'a' && cp <= 'z' ? UCS_LOWER : UCS_NONE;
-    uint32_t lo = 0, hi = uc_n_sub_ranges;
-    while (lo < hi) {
-        uint32_t mid = lo + (hi - lo) / 2;
-        if (cp > uc_sub_ranges[mid].hi) lo = mid + 1;
-        else if (cp < uc_sub_ranges[mid].lo) hi = mid;
-        else return (int)uc_sub_ranges[mid].cls;
-    }
-    return UCS_NONE;
+    return range_class(uc_sub_ranges, uc_n_sub_ranges, cp, UCS_NONE);
 }
 
 /* ==== The Llama 3 pre-tokenizer ==== */
