@@ -77,6 +77,11 @@ static inline const char *test_tmpdir(void) {
         const char *t = getenv("TMPDIR");
         snprintf(dir, sizeof dir, "%s/guardtest.XXXXXX", t && *t ? t : "/tmp");
         if (!mkdtemp(dir)) fail_msg("mkdtemp failed");
+        /* ./run's prefix cache and verify stamps go to this test's own directory, not the user's
+         * ~/.cache shared with every other run on the machine (unless the test chose one) */
+        char xdg[300];
+        snprintf(xdg, sizeof xdg, "%s/xdg", dir);
+        setenv("XDG_CACHE_HOME", xdg, 0);
     }
     return dir;
 }
