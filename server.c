@@ -52,11 +52,7 @@
 /* After a request longer than this many positions the worker's KV cache is released rather than
  * kept at that size (a 100k-token request must not pin gigabytes; --ctx bounds a request). */
 #define KEEP_POSITIONS 4096
-#ifdef GUARD_VERSION
 #define SERVER_NAME "llama-guard.c/" GUARD_VERSION
-#else
-#define SERVER_NAME "llama-guard.c"
-#endif
 
 enum { JOB_MODERATION, JOB_CHAT, JOB_CLASSIFY };
 
