@@ -7,6 +7,7 @@
  * Everything runs in one private temp dir; XDG_CACHE_HOME points into it, so the prefix cache and
  * verification stamps of these runs never touch the user's ~/.cache. */
 #include "testutil.h"
+#include "ggufutil.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -462,6 +463,30 @@ static void test_export_default_dtype(void **st) {
                              out, shared_path("imports/gguf_l32/l32-Q8_0.gguf"), q8, out, q8), 0);
 }
 
+/* The same attack with a Q4_0 GGUF. Old: f32, about seven times the weights (128 bytes per 18).
+ * Required: q4, the GGUF's blocks copied: the same file as an explicit --dtype q4, and it runs.
+ * No Q4_0 fixture exists: this one is the Q8_0 fixture re-encoded (tests/ggufutil.h). */
+static void test_export_default_dtype_q4_0(void **st) {
+    (void)st;
+    G g;
+    g_load(&g, shared_path("imports/gguf_l32/l32-Q8_0.gguf"));
+    size_t len;
+    uint8_t *file = g_to_q4_0(&g, &len, NULL);
+    const char *gguf = tmp("l32-Q4_0.gguf"), *out = tmp("q4d.bin"), *q4 = tmp("q4.bin"), *in = tmp("hello.txt");
+    write_bytes(gguf, file, len);
+    write_str(in, "Hello\n");
+    free(file);
+    free(g.p);
+    char o[1 << 14];
+    int rc = run_cmd(o, sizeof o, "./export '%s' '%s' && ./run '%s' --info", gguf, out, out);
+    if (rc || !strstr(o, "dtype         q4_0\n")) fail_msg("%d: %s", rc, o);
+    assert_int_equal(run_cmd(o, sizeof o, "./export '%s' '%s' --dtype q4 && cmp '%s' '%s'", gguf, q4, out, q4), 0);
+    rc = run_cmd(o, sizeof o, "./run '%s' -i '%s'", out, in);
+    /* a verdict (exit 0 safe, 1 unsafe: the tiny checkpoint is no judge), not an error (2) */
+    if (!(rc == 0 && strncmp(o, "safe", 4) == 0) && !(rc == 1 && strncmp(o, "unsafe", 6) == 0)) fail_msg("%d: %s", rc, o);
+    run_cmd(NULL, 0, "rm -f '%s' '%s' '%s'", gguf, out, q4);
+}
+
 /* ==== 7, 8. Temporary files and the prefix cache file ==== */
 
 /* The JSON verdict of one run, minus timings and the cache counter (to compare runs). */
@@ -757,6 +782,7 @@ int main(void) {
         cmocka_unit_test(test_export_never_overwrites_input),
         cmocka_unit_test(test_export_guard_contradiction),
         cmocka_unit_test(test_export_default_dtype),
+        cmocka_unit_test(test_export_default_dtype_q4_0),
         cmocka_unit_test(test_cache_location_and_bound),
         cmocka_unit_test(test_cache_trust),
         cmocka_unit_test(test_cache_identity_and_forgery),

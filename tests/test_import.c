@@ -15,6 +15,7 @@
  * ./export and ./run are used as built; EXPORT / RUN in the environment override them (ASan).
  */
 #include "testutil.h"
+#include "ggufutil.h"
 
 #include <dirent.h>
 #include <math.h>
@@ -320,66 +321,7 @@ static void test_q8_0_blocks_bit_exact(void **st) {
     check_logits(f, bin, 1.0f);
 }
 
-/* ==== A tiny GGUF walker (trusted input: the fixtures), for making variants ==== */
-
-typedef struct {
-    uint8_t *p;
-    size_t n;
-    uint64_t n_tensors, n_kv;
-    size_t ti_start, ti_end, data_off;
-    size_t kv_at[64];        /* start of each key/value record; kv_at[n_kv] == ti_start */
-    struct {
-        size_t at;           /* record start */
-        char name[96];
-        uint32_t ndim, type;
-        uint64_t ne[4], offset;
-        size_t type_at, offset_at;
-    } ti[64];
-} G;
-
-static size_t skip_gv(const uint8_t *p, size_t at, uint32_t type) {
-    static const uint8_t size[13] = { 1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8 };
-    if (type == 8) return at + 8 + (size_t)ld_u64(p + at);
-    if (type != 9) return at + size[type];
-    uint32_t et = ld_u32(p + at);
-    uint64_t cnt = ld_u64(p + at + 4);
-    at += 12;
-    for (uint64_t i = 0; i < cnt; i++) at = skip_gv(p, at, et);
-    return at;
-}
-
-static void g_load(G *g, const char *path) {
-    memset(g, 0, sizeof *g);
-    g->p = (uint8_t *)slurp(path, &g->n);
-    g->n_tensors = ld_u64(g->p + 8);
-    g->n_kv = ld_u64(g->p + 16);
-    size_t at = 24;
-    assert_true(g->n_kv < 64);
-    for (uint64_t i = 0; i < g->n_kv; i++) {
-        g->kv_at[i] = at;
-        at += 8 + (size_t)ld_u64(g->p + at);
-        uint32_t type = ld_u32(g->p + at);
-        at = skip_gv(g->p, at + 4, type);
-    }
-    g->ti_start = g->kv_at[g->n_kv] = at;
-    assert_true(g->n_tensors <= 64);
-    for (uint64_t i = 0; i < g->n_tensors; i++) {
-        g->ti[i].at = at;
-        uint64_t nl = ld_u64(g->p + at);
-        snprintf(g->ti[i].name, sizeof g->ti[i].name, "%.*s", (int)nl, (const char *)g->p + at + 8);
-        at += 8 + nl;
-        g->ti[i].ndim = ld_u32(g->p + at);
-        at += 4;
-        for (uint32_t d = 0; d < g->ti[i].ndim; d++, at += 8) g->ti[i].ne[d] = ld_u64(g->p + at);
-        g->ti[i].type_at = at;
-        g->ti[i].type = ld_u32(g->p + at);
-        g->ti[i].offset_at = at + 4;
-        g->ti[i].offset = ld_u64(g->p + at + 4);
-        at += 12;
-    }
-    g->ti_end = at;
-    g->data_off = (at + 31) / 32 * 32;
-}
+/* ==== GGUF variants (tests/ggufutil.h) ==== */
 
 static void put_u32(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i)); }
 static void put_u64(uint8_t *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i)); }
@@ -391,46 +333,14 @@ static void write_file(const char *path, const void *p, size_t n) {
     fclose(f);
 }
 
-/* One Q8_0 block -> one Q4_0 block (ggml's reference rounding; any valid block would do). */
-static void q8_to_q4(const uint8_t *b8, uint8_t *b4) {
-    float d8 = f16_to_f32(ld_u16(b8)), v[32], amax = 0, max = 0;
-    for (int i = 0; i < 32; i++) {
-        v[i] = (float)(int8_t)b8[2 + i] * d8;
-        if (fabsf(v[i]) > amax) amax = fabsf(v[i]), max = v[i];
-    }
-    float d = max / -8, id = d != 0 ? 1 / d : 0;
-    uint16_t h = f32_to_f16(d);
-    b4[0] = (uint8_t)h;
-    b4[1] = (uint8_t)(h >> 8);
-    for (int i = 0; i < 16; i++) {
-        int lo = (int)(v[i] * id + 8.5f), hi = (int)(v[i + 16] * id + 8.5f);
-        b4[2 + i] = (uint8_t)((lo > 15 ? 15 : lo) | (hi > 15 ? 15 : hi) << 4);
-    }
-}
-
 static void test_q4_0_blocks_bit_exact(void **st) {
     (void)st;
     G g;
     g_load(&g, shared_path("imports/gguf_l32/l32-Q8_0.gguf"));
     /* same metadata; every Q8_0 tensor re-encoded as Q4_0, data re-laid out */
-    Buf out = { 0 };
-    buf_put(&out, g.p, g.ti_start);
-    uint64_t off = 0, new_off[64];
-    for (uint64_t i = 0; i < g.n_tensors; i++) {
-        int q = g.ti[i].type == 8;
-        uint64_t rec = g.ti[i].type_at - g.ti[i].at, bytes = g.ti[i].ne[0] * (g.ti[i].ndim > 1 ? g.ti[i].ne[1] : 1);
-        bytes = q ? bytes / 32 * 18 : bytes * 4; /* the others are F32 */
-        uint8_t tail[12];
-        put_u32(tail, q ? 2 : g.ti[i].type);
-        put_u64(tail + 4, off);
-        buf_put(&out, g.p + g.ti[i].at, rec);
-        buf_put(&out, tail, 12);
-        new_off[i] = off;
-        off = (off + bytes + 31) / 32 * 32;
-    }
-    size_t data = (out.len + 31) / 32 * 32;
-    uint8_t *file = calloc(1, data + off);
-    memcpy(file, out.p, out.len);
+    size_t len;
+    uint64_t at[64];
+    uint8_t *file = g_to_q4_0(&g, &len, at);
     const char *names[64];
     uint64_t offs[64];
     int n = 0;
@@ -439,11 +349,7 @@ static void test_q4_0_blocks_bit_exact(void **st) {
                                { "ffn_up", "mlp.up_proj" },                { "ffn_down", "mlp.down_proj" } };
     static char hf[64][64];
     for (uint64_t i = 0; i < g.n_tensors; i++) {
-        const uint8_t *src = g.p + g.data_off + g.ti[i].offset;
-        uint8_t *dst = file + data + new_off[i];
-        uint64_t elems = g.ti[i].ne[0] * (g.ti[i].ndim > 1 ? g.ti[i].ne[1] : 1);
-        if (g.ti[i].type != 8) { memcpy(dst, src, elems * 4); continue; }
-        for (uint64_t b = 0; b < elems / 32; b++) q8_to_q4(src + 34 * b, dst + 18 * b);
+        if (g.ti[i].type != 8) continue;
         for (size_t k = 0; k < sizeof hf_of / sizeof hf_of[0]; k++) {
             char pat[40];
             snprintf(pat, sizeof pat, ".%s.weight", hf_of[k][0]);
@@ -452,21 +358,20 @@ static void test_q4_0_blocks_bit_exact(void **st) {
             else if (k > 0 && sscanf(g.ti[i].name, "blk.%u.", &layer) == 1 && strstr(g.ti[i].name, pat)) snprintf(hf[n], 64, "model.layers.%u.%s.weight", layer, hf_of[k][1]);
             else continue;
             names[n] = hf[n];
-            offs[n++] = data + new_off[i];
+            offs[n++] = at[i];
         }
     }
     assert_int_equal(n, 15);
     char path[600], bin[600], o[4096];
     snprintf(path, sizeof path, "%s/l32-Q4_0.gguf", test_tmpdir());
     snprintf(bin, sizeof bin, "%s/l32-Q4_0-q4.bin", test_tmpdir());
-    write_file(path, file, data + off);
+    write_file(path, file, len);
     if (run_cmd(o, sizeof o, "%s '%s' '%s' --dtype q4", EXPORT, path, bin)) fail_msg("%s", o);
     int blocks = check_blocks(bin, file, names, offs, n, DT_Q4_0);
     printf("  Q4_0 -> q4: %d tensors, %d blocks bit-identical (q/k rows un-permuted)\n", n, blocks);
     unlink(path);
     unlink(bin);
     free(file);
-    buf_free(&out);
     free(g.p);
 }
 
