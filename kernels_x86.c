@@ -565,10 +565,16 @@ AVX512_INLINE void gemm_q_zmm_t(const int RV, const int NIB, const int RN, const
     for (uint64_t b = 0; b < nb; b++) {
         const uint8_t *tb[RV_MAX];
         UNROLL for (int g = 0; g < RV; g++) tb[g] = tile + (g * gs + b) * step;
-        __m512i ia[RV_MAX][RN_MAX];
+        /* CH chains per accumulator: with few tokens the 8 (Q4: 8) vpdpbusd of a block would
+         * wait on each other's latency; two partial int32 sums added at the end are exact */
+        const int CH = RN * RV <= 4 ? 2 : 1;
+        __m512i ia[2][RV_MAX][RN_MAX];
         UNROLL for (int j = 0; j < RN; j++) {
             const __m512i nc = _mm512_set1_epi32((NIB ? -8 : -128) * a[j * lda + b].sum);
-            UNROLL for (int g = 0; g < RV; g++) ia[g][j] = nc;
+            UNROLL for (int g = 0; g < RV; g++) {
+                ia[0][g][j] = nc;
+                if (CH > 1) ia[CH - 1][g][j] = _mm512_setzero_si512();
+            }
         }
         UNROLL for (int s = 0; s < QK / 4; s++) {
             if (NIB && s >= QK / 8) break; /* a nibble load holds steps s and s + 4 */
@@ -586,13 +592,16 @@ AVX512_INLINE void gemm_q_zmm_t(const int RV, const int NIB, const int RN, const
                 int32_t a4;
                 memcpy(&a4, a[j * lda + b].q + 4 * (s + 4 * h), 4);
                 const __m512i x4 = _mm512_set1_epi32(a4);
-                UNROLL for (int g = 0; g < RV; g++) ia[g][j] = _mm512_dpbusd_epi32(ia[g][j], w[h][g], x4);
+                const int ch = CH > 1 ? (s + h) & 1 : 0;
+                UNROLL for (int g = 0; g < RV; g++) ia[ch][g][j] = _mm512_dpbusd_epi32(ia[ch][g][j], w[h][g], x4);
             }
         }
         UNROLL for (int g = 0; g < RV; g++) {
             const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(tb[g] + dofs)));
-            UNROLL for (int j = 0; j < RN; j++)
-                acc[g][j] = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_set1_ps(a[j * lda + b].d)), _mm512_cvtepi32_ps(ia[g][j]), acc[g][j]);
+            UNROLL for (int j = 0; j < RN; j++) {
+                const __m512i isum = CH > 1 ? _mm512_add_epi32(ia[0][g][j], ia[CH - 1][g][j]) : ia[0][g][j];
+                acc[g][j] = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_set1_ps(a[j * lda + b].d)), _mm512_cvtepi32_ps(isum), acc[g][j]);
+            }
         }
     }
     UNROLL for (int j = 0; j < RN; j++) UNROLL for (int g = 0; g < RV; g++) _mm512_storeu_ps(out + j * ldo + g * 16, acc[g][j]);

@@ -668,7 +668,10 @@ static void job_tiles(void *ctx, int64_t i0, int64_t i1) {
  * tensor's own tiles (quant.h "Tile order"; a set of 8 lanes takes one half of a 16-row tile
  * per call, a set of 16 lanes rv whole ones). Each k-chunk is swept by every token while it is
  * in L1, sums continuing across chunks in y (or acc for the last tile, whose padding rows are
- * not output), exact since block order is kept; the next chunk is requested meanwhile. */
+ * not output), exact since block order is kept; the next chunk is requested meanwhile. With
+ * one token group (decode: T = 1) nothing is reused from L1, so the tile is one call over
+ * whole rows: rv sequential streams, which the hardware prefetchers follow better than our
+ * requests (decode ~20% faster on the project VM than with chunks and Ahead). */
 static void job_qtiles(void *ctx, int64_t i0, int64_t i1) {
     Job *j = ctx;
     const Kernels *K = j->K;
@@ -687,11 +690,12 @@ static void job_qtiles(void *ctx, int64_t i0, int64_t i1) {
         const uint64_t lanes = stored - r0 < tile_rows ? stored - r0 : tile_rows;
         const int nrv = (int)((lanes + (uint64_t)tr - 1) / (uint64_t)tr), direct = nr == tile_rows;
         const uint8_t *g0 = j->w + r0 / QROWS * group_bytes;
-        for (uint64_t k0 = 0; k0 < nb; k0 += KC_Q) {
-            const uint64_t kn = nb - k0 < KC_Q ? nb - k0 : KC_Q;
+        const uint64_t kchunk = j->T > rn ? KC_Q : nb;
+        for (uint64_t k0 = 0; k0 < nb; k0 += kchunk) {
+            const uint64_t kn = nb - k0 < kchunk ? nb - k0 : kchunk;
             uint64_t ni, nk0, nkn;
             Ahead ahead = { 0 };
-            if (next_chunk((uint64_t)i, k0, KC_Q, nb, (uint64_t)i1, &ni, &nk0, &nkn)) {
+            if (j->T > rn && next_chunk((uint64_t)i, k0, kchunk, nb, (uint64_t)i1, &ni, &nk0, &nkn)) {
                 const uint64_t nr0 = ni * tile_rows, nl = stored - nr0 < tile_rows ? stored - nr0 : tile_rows;
                 ahead = ahead_make(j->w + nr0 / QROWS * group_bytes + nk0 * step, nkn * step, group_bytes,
                                    (int)((nl + QROWS - 1) / QROWS), j->T, rn);

@@ -544,7 +544,7 @@ int main(int argc, char **argv) {
     if (o.verbose) {
         fprintf(stderr, "run: %d threads, kernels: %s\n", g.model.n_threads, kernels_init());
         if (g.model.packed_bytes) fprintf(stderr, "run: weights prepacked into tiles (%.0f MiB)\n", (double)g.model.packed_bytes / 1048576.0);
-        else fprintf(stderr, "run: %s\n", dtype_tiled(g.model.cfg.dtype) ? "weights read in place (stored in tile order)"
+        else fprintf(stderr, "run: %s\n", dtype_tiled(g.model.w.lm_head.dtype) ? "weights read in place (stored in tile order)"
                                                                             : "weights packed into tiles per call");
     }
     int rc = 0;
