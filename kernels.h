@@ -162,6 +162,10 @@ void pack_bf16_c(const uint8_t *w, uint64_t rb, int nr, uint64_t cols, void *til
 void pack_f16_c(const uint8_t *w, uint64_t rb, int nr, uint64_t cols, void *tile);
 /* The block sums act_row_ref stores (the SIMD act kernels' shared tail): a[b].sum for b < nb. */
 void act_sums(ActQ8 *a, uint64_t nb);
+/* The C twin of the SIMD int8 tile kernels (quant.c): one stored 16-row tile group (c->tile,
+ * c->kn blocks) x rn tokens with the activation-side offset correction, written out step by
+ * step; test_quant checks it against dot_q_ref, as every SIMD tile kernel is. */
+void gemm_q_tile_ref(uint32_t dt, int rn, const TileCall *c);
 /* The scalar silu_mul: the SIMD versions' tail. */
 void silu_mul_ref(float *h, const float *u, int64_t n);
 /* The set called name, supported here or not; NULL if this build has none (tests). */

@@ -223,6 +223,33 @@ static float dot_q_ref(uint32_t dt, const uint8_t *w, const ActQ8 *a, uint64_t c
 static float dot_q8_scalar(const uint8_t *w, const void *a, uint64_t n) { return dot_q_ref(DT_Q8_0, w, a, n); }
 static float dot_q4_scalar(const uint8_t *w, const void *a, uint64_t n) { return dot_q_ref(DT_Q4_0, w, a, n); }
 
+/* The C twin of every SIMD int8 tile kernel (kernels.h gemm_q_tile_ref): 16 row lanes of one
+ * stored tile group x rn tokens, the weight bytes read as unsigned u = q + c (Q8_0: q xor 0x80,
+ * c = 128; Q4_0: the nibble, c = 8), as vpdpbusd and vpmaddubsw want them, and each block's
+ * sum started from -c * sum(q_a), so it ends at the exact isum of the contract; then the same
+ * fold as dot_q_ref. Lane r of token j: out[j*ldo + r] (+)= row r . token j over kn blocks. */
+void gemm_q_tile_ref(uint32_t dt, int rn, const TileCall *call) {
+    const uint8_t *tile = call->tile;
+    const int c = dt == DT_Q4_0 ? 8 : 128, steps = (int)(qtile_qbytes(dt) / (4 * QROWS));
+    for (int j = 0; j < rn; j++)
+        for (int r = 0; r < QROWS; r++) {
+            float acc = call->accumulate ? call->out[(uint64_t)j * call->ldo + (uint64_t)r] : 0.0f;
+            for (uint64_t b = 0; b < call->kn; b++) {
+                const uint8_t *t = tile + b * qtile_bytes(dt);
+                const ActQ8 *a = call->a + (uint64_t)j * call->ldx + b;
+                int32_t isum = -c * a->sum;
+                for (int s = 0; s < steps; s++)
+                    for (int i = 0; i < 4; i++) {
+                        const uint8_t v = t[((size_t)s * QROWS + (size_t)r) * 4 + (size_t)i];
+                        if (dt == DT_Q4_0) isum += (v & 0x0F) * a->q[4 * s + i] + (v >> 4) * a->q[4 * s + i + QK / 2];
+                        else isum += (uint8_t)(v ^ 0x80) * a->q[4 * s + i];
+                    }
+                acc = fold_block(acc, f16_to_f32(ld_u16(t + qtile_qbytes(dt) + 2 * (size_t)r)), a->d, isum);
+            }
+            call->out[(uint64_t)j * call->ldo + (uint64_t)r] = acc;
+        }
+}
+
 static void dequant_f32(const uint8_t *p, float *out, uint64_t n) { memcpy(out, p, n * sizeof(float)); }
 static void dequant_bf16(const uint8_t *p, float *out, uint64_t n) { for (uint64_t i = 0; i < n; i++) out[i] = elem_f(DT_BF16, p, i); }
 static void dequant_f16(const uint8_t *p, float *out, uint64_t n) { for (uint64_t i = 0; i < n; i++) out[i] = elem_f(DT_F16, p, i); }

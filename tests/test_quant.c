@@ -319,53 +319,6 @@ static void test_float_rows(void **state) {
     assert_true(signbit(back[4]));
 }
 
-static void check_same(const float *a, const float *b, size_t n, const char *what);
-
-/* ==== tile order (quant.h) ==== */
-
-/* tile_rows is a lossless permutation: every row's blocks come back byte for byte through the
- * index map (tensor_row_blocks) and dequant_row, padding rows are zero, the tile is exactly its
- * 16 blocks (34 / 18 bytes per row and block), at row counts around the 16-row groups. */
-static void test_tile_order(void **state) {
-    (void)state;
-    const uint64_t rows_list[] = { 1, 7, 15, 16, 17, 33, 48 }, cols_list[] = { 32, 96, 160 };
-    int checked = 0;
-    for (int k = 0; k < 2; k++) {
-        const uint32_t dt = k ? DT_Q4_0 : DT_Q8_0;
-        assert_true(dtype_tiled(dt));
-        assert_int_equal(qtile_bytes(dt), (dt == DT_Q8_0 ? 34 : 18) * QROWS);
-        for (size_t ri = 0; ri < sizeof rows_list / sizeof rows_list[0]; ri++)
-            for (size_t ci = 0; ci < sizeof cols_list / sizeof cols_list[0]; ci++) {
-                const uint64_t rows = rows_list[ri], cols = cols_list[ci], rb = dtype_row_bytes(dt, cols);
-                const uint64_t padded = (rows + QROWS - 1) / QROWS * QROWS;
-                assert_int_equal(tensor_bytes(dt, rows, cols), padded * rb);
-                float *w = xmalloc(rows * cols * 4), *back = xmalloc(cols * 4), *want = xmalloc(cols * 4);
-                for (uint64_t i = 0; i < rows * cols; i++) w[i] = grand();
-                uint8_t *blocks = xmalloc(rows * rb), *got = xmalloc(rb);
-                for (uint64_t r = 0; r < rows; r++) quantize_row(dt, w + r * cols, blocks + r * rb, cols);
-                Tensor t = make_tensor(dt, w, rows, cols);
-                for (uint64_t r = 0; r < rows; r++) {
-                    tensor_row_blocks(&t, r, got);
-                    if (memcmp(got, blocks + r * rb, (size_t)rb)) fail_msg("%s rows %llu cols %llu: row %llu blocks differ", dtype_name(dt),
-                                                                          (unsigned long long)rows, (unsigned long long)cols, (unsigned long long)r);
-                    dequant_row(&t, r, back);
-                    dequantize_row(dt, blocks + r * rb, want, cols);
-                    check_same(back, want, cols, "dequant_row through the tiles");
-                    checked++;
-                }
-                Tensor pad = t;
-                pad.rows = padded; /* the padding rows read as zeros */
-                for (uint64_t r = rows; r < padded; r++) {
-                    dequant_row(&pad, r, back);
-                    for (uint64_t c = 0; c < cols; c++) assert_true(back[c] == 0.0f);
-                }
-                free_tensor(&t);
-                free(w), free(back), free(want), free(blocks), free(got);
-            }
-    }
-    printf("    %d rows round-tripped through the tile order\n", checked);
-}
-
 /* ==== matmul kernels ==== */
 
 /* y = x @ W^T for W made of `w` stored as dt, with the named kernels forced. */
@@ -583,6 +536,91 @@ static void test_threads_bit_identical(void **state) {
     }
     kernels_force(best_kernels());
     free(w), free(x), free(y0), free(y1);
+}
+
+/* ==== tile order (quant.h) ==== */
+
+/* tile_rows is a lossless permutation: every row's blocks come back byte for byte through the
+ * index map (tensor_row_blocks) and dequant_row, padding rows are zero, the tile is exactly its
+ * 16 blocks (34 / 18 bytes per row and block), at row counts around the 16-row groups. */
+static void test_tile_order(void **state) {
+    (void)state;
+    const uint64_t rows_list[] = { 1, 7, 15, 16, 17, 33, 48 }, cols_list[] = { 32, 96, 160 };
+    int checked = 0;
+    for (int k = 0; k < 2; k++) {
+        const uint32_t dt = k ? DT_Q4_0 : DT_Q8_0;
+        assert_true(dtype_tiled(dt));
+        assert_int_equal(qtile_bytes(dt), (dt == DT_Q8_0 ? 34 : 18) * QROWS);
+        for (size_t ri = 0; ri < sizeof rows_list / sizeof rows_list[0]; ri++)
+            for (size_t ci = 0; ci < sizeof cols_list / sizeof cols_list[0]; ci++) {
+                const uint64_t rows = rows_list[ri], cols = cols_list[ci], rb = dtype_row_bytes(dt, cols);
+                const uint64_t padded = (rows + QROWS - 1) / QROWS * QROWS;
+                assert_int_equal(tensor_bytes(dt, rows, cols), padded * rb);
+                float *w = xmalloc(rows * cols * 4), *back = xmalloc(cols * 4), *want = xmalloc(cols * 4);
+                for (uint64_t i = 0; i < rows * cols; i++) w[i] = grand();
+                uint8_t *blocks = xmalloc(rows * rb), *got = xmalloc(rb);
+                for (uint64_t r = 0; r < rows; r++) quantize_row(dt, w + r * cols, blocks + r * rb, cols);
+                Tensor t = make_tensor(dt, w, rows, cols);
+                for (uint64_t r = 0; r < rows; r++) {
+                    tensor_row_blocks(&t, r, got);
+                    if (memcmp(got, blocks + r * rb, (size_t)rb)) fail_msg("%s rows %llu cols %llu: row %llu blocks differ", dtype_name(dt),
+                                                                          (unsigned long long)rows, (unsigned long long)cols, (unsigned long long)r);
+                    dequant_row(&t, r, back);
+                    dequantize_row(dt, blocks + r * rb, want, cols);
+                    check_same(back, want, cols, "dequant_row through the tiles");
+                    checked++;
+                }
+                Tensor pad = t;
+                pad.rows = padded; /* the padding rows read as zeros */
+                for (uint64_t r = rows; r < padded; r++) {
+                    dequant_row(&pad, r, back);
+                    for (uint64_t c = 0; c < cols; c++) assert_true(back[c] == 0.0f);
+                }
+                free_tensor(&t);
+                free(w), free(back), free(want), free(blocks), free(got);
+            }
+    }
+    printf("    %d rows round-tripped through the tile order\n", checked);
+}
+
+/* The C twin of the SIMD tile kernels (gemm_q_tile_ref: unsigned weight bytes, the offset
+ * taken off through the activation sums) gives the scalar reference's bits for every row of
+ * every 16-row group, in one call over all blocks and in two k-chunks that accumulate. */
+static void test_tile_twin_matches_reference(void **state) {
+    (void)state;
+    const uint64_t rows = 37, cols = 160, nb = cols / QK;
+    const int64_t T = 5;
+    float *w = xmalloc(rows * cols * 4), *x = xmalloc(T * cols * 4), *yr = xmalloc(T * rows * 4);
+    float *out = xmalloc(T * QROWS * 4);
+    ActQ8 *a = xmalloc(T * nb * sizeof(ActQ8));
+    fill_case(w, rows, cols, x, T);
+    const Kernels *S = kernels_find("scalar");
+    assert_non_null(S);
+    for (int64_t t = 0; t < T; t++) S->act(x + t * cols, a + t * nb, nb);
+    for (int k = 0; k < 2; k++) {
+        const uint32_t dt = k ? DT_Q4_0 : DT_Q8_0;
+        Tensor t = make_tensor(dt, w, rows, cols);
+        run_matmul("scalar", NULL, dt, &t, x, T, yr);
+        for (uint64_t g = 0; g * QROWS < rows; g++)
+            for (int split = 0; split < 2; split++) {
+                const uint8_t *tiles = (const uint8_t *)t.data + g * nb * qtile_bytes(dt);
+                fill_nan(out, (size_t)T * QROWS);
+                const uint64_t k1 = split ? 2 : nb;
+                TileCall c = { .tile = tiles, .kn = k1, .gs = nb, .a = a, .ldx = nb, .out = out, .ldo = QROWS, .nrv = 1 };
+                gemm_q_tile_ref(dt, (int)T, &c);
+                if (split) {
+                    c = (TileCall){ .tile = tiles + k1 * qtile_bytes(dt), .kn = nb - k1, .gs = nb, .a = a + k1, .ldx = nb, .out = out,
+                                    .ldo = QROWS, .accumulate = 1, .nrv = 1 };
+                    gemm_q_tile_ref(dt, (int)T, &c);
+                }
+                for (int64_t tt = 0; tt < T; tt++)
+                    for (uint64_t r = 0; r < QROWS && g * QROWS + r < rows; r++)
+                        check_same(&out[tt * QROWS + r], &yr[tt * rows + g * QROWS + r], 1, dtype_name(dt));
+            }
+        free_tensor(&t);
+    }
+    kernels_force(best_kernels());
+    free(w), free(x), free(yr), free(out), free(a);
 }
 
 /* ==== tile packers ==== */
@@ -875,6 +913,7 @@ int main(void) {
         cmocka_unit_test(test_float_rows),
         cmocka_unit_test(test_kernel_selection),
         cmocka_unit_test(test_tile_order),
+        cmocka_unit_test(test_tile_twin_matches_reference),
         cmocka_unit_test(test_kernels_match_scalar),
         cmocka_unit_test(test_packers_match_reference),
         cmocka_unit_test(test_nonfinite_activations),
