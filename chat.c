@@ -10,16 +10,21 @@
  *  - A leading UTF-8 byte-order mark is skipped in every format.
  *  - Text formats read CRLF line endings as LF: a file's line-ending convention is not part of
  *    the message. JSON strings are taken exactly as decoded (an escaped "\r\n" stays).
- *  - CHAT_AUTO: JSON if the first non-blank byte is '[' or '{'; else a transcript if the first
- *    non-blank line starts with a role prefix; else plain text. chat_read_file also treats a
- *    ".json" file name as JSON.
+ *  - The default (chat_default_format) is one user message, whatever the text looks like; only a
+ *    caller's choice gives structure: --format transcript|json, or an input file named *.json.
+ *    Message text never chooses (a guard fails closed, style.md lesson 17).
+ *  - CHAT_AUTO (only when asked for by name, for trusted files): JSON if the first non-blank byte
+ *    is '[' or '{'; else a transcript if the first non-blank line starts with a role prefix; else
+ *    plain text. chat_read_file also treats a ".json" file name as JSON.
  *  - Transcript prefixes are `User:`, `Agent:`, `Assistant:` in any letter case at the very start
  *    of a line; an indented prefix is ordinary text. Anything after the colon (minus leading
  *    blanks) starts the turn. Empty turns are allowed (HF renders "User: ").
  *  - Plain text or a transcript with no non-blank byte at all is an error (almost certainly the
  *    wrong file); a JSON message whose content is "" or whitespace is accepted, as HF does.
  *  - JSON roles: "user", "assistant", and "agent" (the Llama Guard word for the assistant).
- *    Other roles ("system", "tool", "User") are errors rather than guesses. Other message keys
+ *    "system"/"developer" messages are errors, or left out with CHAT_DROP_SYSTEM when they come
+ *    before the first user message; "tool" roles and tool calls are errors; other roles ("User")
+ *    are errors rather than guesses. Other message keys
  *    are ignored. Content parts of type "image"/"image_url" are errors (text-only runtime: dropping
  *    an image would classify a different conversation); a content list without text is an error.
  * Non-goals: multimodal input, JSON Lines (a batch reader calls chat_from_json per line).
@@ -250,7 +255,14 @@ static int json_content(Conversation *c, const Json *j, const JsonNode *content,
     return 0;
 }
 
-int chat_from_json(Conversation *c, const Json *j, const JsonNode *node, char *err) {
+/* OpenAI-style arrays carry more than Llama Guard's two roles. The policy (chat.h): "system" and
+ * "developer" (the application's own instruction, not a turn to judge) are an error unless
+ * CHAT_DROP_SYSTEM, and even then only before the first user message; "tool" messages and
+ * "tool_calls" / "function_call" are always errors, because Meta's reference prompt and the HF
+ * templates have no place for them and dropping them would judge less than was sent. */
+static int is_system(const JsonNode *r) { return json_str_is(r, "system") || json_str_is(r, "developer"); }
+
+int chat_from_json_flags(Conversation *c, const Json *j, const JsonNode *node, int flags, char *err) {
     chat_init(c);
     const JsonNode *msgs = node;
     if (node->type == JSON_OBJECT) {
@@ -273,16 +285,29 @@ int chat_from_json(Conversation *c, const Json *j, const JsonNode *node, char *e
             return errf(err, "message %d: expected an object with \"role\" and \"content\"", no);
         }
         const JsonNode *r = json_get(j, m, "role"), *content = json_get(j, m, "content");
+        const JsonNode *calls = json_get(j, m, "tool_calls") ? json_get(j, m, "tool_calls") : json_get(j, m, "function_call");
         int role = 0, rc = 0;
         if (!r || r->type != JSON_STRING)
             rc = errf(err, "message %d: missing string \"role\"", no);
+        else if (is_system(r) && c->n == 0 && (flags & CHAT_DROP_SYSTEM))
+            continue; /* the application's instruction: not judged */
+        else if (is_system(r))
+            rc = c->n ? errf(err, "message %d: a \"%s\" message after the conversation started cannot be placed in a Llama "
+                                  "Guard prompt", no, shown_text(r->str, r->len, tmp))
+                      : errf(err, "message %d: role \"%s\" is not supported by Llama Guard's templates (it is not judged); "
+                                  "pass --system drop to leave leading system messages out", no, shown_text(r->str, r->len, tmp));
+        else if (json_str_is(r, "tool") || json_str_is(r, "function"))
+            rc = errf(err, "message %d: role \"%s\" is not supported: Llama Guard judges user and assistant turns only", no,
+                      shown_text(r->str, r->len, tmp));
+        else if (calls && calls->type != JSON_NULL)
+            rc = errf(err, "message %d: tool calls cannot be judged by Llama Guard (send the call as assistant text)", no);
         else if (json_role(r, &role))
             rc = errf(err, "message %d: role \"%s\" is not supported (expected \"user\" or \"assistant\")", no,
                       shown_text(r->str, r->len, tmp));
-        else if (role != expected_role(no - 1))
+        else if (role != expected_role(c->n))
             rc = errf(err, "message %d: role \"%s\" where \"%s\" was expected (roles must alternate "
                            "user/assistant/..., starting with user)", no, shown_text(r->str, r->len, tmp),
-                      chat_role_name(expected_role(no - 1)));
+                      chat_role_name(expected_role(c->n)));
         else if (!content)
             rc = errf(err, "message %d: missing \"content\"", no);
         else
@@ -292,8 +317,11 @@ int chat_from_json(Conversation *c, const Json *j, const JsonNode *node, char *e
             return -1;
         }
     }
+    if (c->n == 0) return errf(err, "no user message (only system messages)");
     return 0;
 }
+
+int chat_from_json(Conversation *c, const Json *j, const JsonNode *node, char *err) { return chat_from_json_flags(c, j, node, 0, err); }
 
 /* ==== Entry points ==== */
 
@@ -310,6 +338,8 @@ static int sniff(const char *s, size_t len) {
 
 int chat_parse(Conversation *c, const char *data, size_t len, int format, char *err) {
     chat_init(c);
+    int flags = format & ~CHAT_FORMAT_MASK;
+    format &= CHAT_FORMAT_MASK;
     if (len > CHAT_MAX_BYTES)
         return errf(err, "input is %zu bytes; the limit is %u bytes", len, (unsigned)CHAT_MAX_BYTES);
     if (len >= 3 && memcmp(data, "\xEF\xBB\xBF", 3) == 0) data += 3, len -= 3;
@@ -327,7 +357,7 @@ int chat_parse(Conversation *c, const char *data, size_t len, int format, char *
         Json j;
         char e[ERRLEN];
         if (json_parse(&j, data, len, e)) return errf(err, "%s%s", e, why);
-        rc = chat_from_json(c, &j, json_root(&j), err);
+        rc = chat_from_json_flags(c, &j, json_root(&j), flags, err);
         json_free(&j);
         break;
     }
@@ -343,11 +373,16 @@ int chat_read_file(Conversation *c, const char *path, int format, char *err) {
     uint64_t len;
     if (read_text_file(path, CHAT_MAX_BYTES, &buf, &len, err)) return -1;
     size_t pl = strlen(path);
-    if (format == CHAT_AUTO && pl >= 5 && strcasecmp(path + pl - 5, ".json") == 0) format = CHAT_JSON;
+    if ((format & CHAT_FORMAT_MASK) == CHAT_AUTO && pl >= 5 && strcasecmp(path + pl - 5, ".json") == 0) format = CHAT_JSON | (format & ~CHAT_FORMAT_MASK);
     int rc = chat_parse(c, buf, (size_t)len, format, e);
     free(buf);
     if (rc) return errf(err, "%s: %s", path, e);
     return 0;
+}
+
+int chat_default_format(const char *path) {
+    size_t pl = path ? strlen(path) : 0;
+    return pl >= 5 && strcasecmp(path + pl - 5, ".json") == 0 ? CHAT_JSON : CHAT_TEXT;
 }
 
 int chat_parse_format(const char *name, int *format, char *err) {

@@ -3,7 +3,8 @@
  * A Conversation is what Hugging Face's apply_chat_template receives as `messages`: turns that
  * alternate user / assistant starting with the user. template.c renders it; this file only reads.
  *
- * Input formats (chat_parse; CHAT_AUTO picks one, see chat.c for the exact rules):
+ * Input formats (chat_parse; the default is text, CHAT_AUTO picks one only when asked for; see
+ * chat.c for the exact rules):
  *   text        the whole input is one user message.
  *   transcript  lines starting `User:` / `Agent:` / `Assistant:` (any case) open a turn; other
  *               lines continue the previous turn (joined with "\n").
@@ -35,7 +36,10 @@
 #define CHAT_MAX_PARTS 65536       /* text parts over the whole conversation */
 
 enum { ROLE_USER = 1, ROLE_ASSISTANT = 2 };
-enum { CHAT_AUTO = 0, CHAT_TEXT = 1, CHAT_TRANSCRIPT = 2, CHAT_JSON = 3 };
+enum { CHAT_AUTO = 0, CHAT_TEXT = 1, CHAT_TRANSCRIPT = 2, CHAT_JSON = 3, CHAT_FORMAT_MASK = 0xFF };
+/* A flag or'ed into the format: leading "system"/"developer" JSON messages are left out (the
+ * application's instruction, not judged) instead of being an error. */
+enum { CHAT_DROP_SYSTEM = 0x100 };
 
 typedef struct {
     char *text; /* [len] bytes, owned, NUL-terminated (may contain NULs: len is authoritative) */
@@ -72,6 +76,11 @@ int chat_read_file(Conversation *c, const char *path, int format, char *err);
  * "messages" (e.g. one line of a batch file). c is initialised here; freed on error. */
 int chat_from_json(Conversation *c, const Json *j, const JsonNode *node, char *err);
 
+/* chat_from_json with flags (CHAT_DROP_SYSTEM). */
+int chat_from_json_flags(Conversation *c, const Json *j, const JsonNode *node, int flags, char *err);
+/* The format when none is chosen: CHAT_JSON for a file named *.json, else CHAT_TEXT (one user
+ * message). Message text never selects a format. */
+int chat_default_format(const char *path);
 /* "auto" | "text" | "transcript" | "json" -> CHAT_*. */
 int chat_parse_format(const char *name, int *format, char *err);
 const char *chat_role_name(int role); /* "user" / "assistant" */

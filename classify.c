@@ -8,9 +8,11 @@
  *    Llama Guard 1/2 read right after "[/INST]".
  * 3. Softmax over the full vocabulary at that position. Meta's score: P(unsafe) if the argmax is
  *    the unsafe token, else 1 - P(safe) (llama-recipes parse_logprobs). Unsafe iff
- *    score >= threshold.
+ *    score >= threshold. NaN or +Inf there (or while decoding) is an error, never a verdict.
  * 4. Only when unsafe: feed the unsafe token and decode greedily until a stop token or
  *    DECODE_CAP, then parse the category codes the model names.
+ * The prefix KV cache file (persisting the policy prefixes across runs) and the one-shot weight
+ * verification stamp live here too; their trust rules are util.h's state files.
  * Label tokens are looked up by encoding the label text with the file's own tokenizer, never
  * hard-coded. Llama Guard 2 is the one version whose emitted spelling is unconfirmed ("safe"
  * 19193 vs " safe" 6220, ../shared/spec/PROMPTS.md): it accepts both, summing their probabilities.
@@ -127,10 +129,27 @@ int guard_prompt_ids(const Guard *g, const Prompt *p, int32_t **ids, size_t *n, 
     return 0;
 }
 
+/* A guard fails closed (style.md lesson 17): NaN or +inf in the logits means broken weights (or a
+ * forged prefix cache), never a verdict. -inf is a legitimate logit (a pruned output head masks
+ * the ids outside it), so only NaN/+inf, or nothing finite at all, is corruption. */
+static const char *corrupt_msg = "non-finite logits (NaN/Inf) at the decision position: the weights are likely corrupt; "
+                                 "run ./run MODEL --verify (and try --no-cache)";
+
+/* The argmax of logits, or -1 if any logit is NaN/+inf or none is finite. */
+static int32_t finite_argmax(const float *logits, uint32_t vocab) {
+    int32_t best = -1;
+    for (uint32_t i = 0; i < vocab; i++) {
+        float x = logits[i];
+        if (isnan(x) || x == INFINITY) return -1;
+        if (x != -INFINITY && (best < 0 || x > logits[best])) best = (int32_t)i;
+    }
+    return best;
+}
+
 /* Probabilities at the decision position: softmax over all logits (f64 sum of f32 exps). */
-static void score(const Guard *g, const float *logits, uint32_t vocab, Decision *d) {
-    int32_t best = 0;
-    for (uint32_t i = 1; i < vocab; i++) if (logits[i] > logits[best]) best = (int32_t)i;
+static int score(const Guard *g, const float *logits, uint32_t vocab, Decision *d, char *err) {
+    int32_t best = finite_argmax(logits, vocab);
+    if (best < 0) return errf(err, "%s", corrupt_msg);
     double sum = 0;
     for (uint32_t i = 0; i < vocab; i++) sum += exp((double)logits[i] - (double)logits[best]);
     double ps = 0, pu = 0;
@@ -144,6 +163,10 @@ static void score(const Guard *g, const float *logits, uint32_t vocab, Decision 
     d->p_safe = (float)ps;
     d->p_unsafe_token = (float)pu;
     d->p_unsafe = (float)(argmax_unsafe ? pu : 1.0 - ps);
+    /* belt and braces: what reaches a verdict or JSON is a probability */
+    if (!(d->p_unsafe >= 0 && d->p_unsafe <= 1 && d->p_safe >= 0 && d->p_safe <= 1 && d->p_unsafe_token >= 0 && d->p_unsafe_token <= 1))
+        return errf(err, "%s", corrupt_msg);
+    return 0;
 }
 
 static int is_stop(const Guard *g, int32_t id) {
@@ -234,36 +257,205 @@ static int remember_prefix(Guard *g, const RunState *s, int64_t n, char *err) {
 }
 
 /* ==== The KV cache file ====
- * Layout (little-endian): magic "GUARDKV1", u32 version 1, u32 n_entries (<= PREFIX_SLOTS),
- * model identity { u64 file size, u32 data crc, u32 n_layers, u32 kv_dim, u32 vocab },
- * then per entry { u32 n, i32 ids[n], f32 k[n_layers][n][kv_dim], f32 v[same] },
- * then u32 crc32 of everything before it. */
+ * Layout (little-endian), version 2:
+ *   magic "GUARDKV1", u32 version 2, u32 n_entries (<= PREFIX_SLOTS),
+ *   model identity { u64 file size, u32 data crc, u32 crc32 of bytes [0, data_offset) (the header
+ *     and tables: every header field), u32 crc32 of the tokenizer section, u32 crc32 of the
+ *     prompt section, u32 n_layers, u32 kv_dim, u32 vocab },
+ *   u32 n[PREFIX_SLOTS] (positions per entry; 0 past n_entries), u64 the whole file's size,
+ *   then per entry { i32 ids[n], f32 k[n_layers][n][kv_dim], f32 v[same] },
+ *   then u32 crc32 of everything before it.
+ * The header states every size, so a file is checked against it (and against this model) before
+ * anything past the header is read or mapped. A CRC only catches accidents: the defence against
+ * a forged file is that it is read only from a directory and file no one else can write
+ * (util.h state_open, state_dir), and a forged NaN still cannot give a verdict (score()). */
 
 #define KV_MAGIC "GUARDKV1"
+#define KV_VERSION 2
+#define KV_IDENT 36
+#define KV_HEADER (16 + KV_IDENT + 4 * PREFIX_SLOTS + 8)
 
-static void put_identity(Buf *b, const Guard *g) {
-    const Config *c = &g->model.cfg;
-    buf_u64(b, g->model.file.map.size);
-    buf_u32(b, g->model.file.data_crc);
+static uint32_t section_crc(const Model *m, uint32_t kind) {
+    uint64_t n;
+    const uint8_t *p = gb_section(&m->file, kind, &n);
+    return p ? crc32_update(0, p, (size_t)n) : 0;
+}
+
+static void put_identity(Buf *b, const Model *m) {
+    const Config *c = &m->cfg;
+    buf_u64(b, m->file.map.size);
+    buf_u32(b, m->file.data_crc);
+    buf_u32(b, crc32_update(0, m->file.map.data, (size_t)m->file.data_offset));
+    buf_u32(b, section_crc(m, SEC_TOKENIZER));
+    buf_u32(b, section_crc(m, SEC_PROMPT));
     buf_u32(b, c->n_layers);
     buf_u32(b, c->n_kv_heads * c->head_dim);
     buf_u32(b, c->vocab_size);
 }
 
-int guard_cache_save(const Guard *g, const char *path, char *err) {
+/* Bytes of one entry of n positions. */
+static uint64_t kv_entry_bytes(const Config *c, uint64_t n) { return n * (4 + 8 * (uint64_t)c->n_kv_heads * c->head_dim * c->n_layers); }
+
+/* Check the fixed header h[KV_HEADER] against this model; NULL if it matches, else why not.
+ * n[] gets the entry lengths, *size the file size the header implies. */
+static const char *kv_header(const Model *m, const uint8_t *h, uint32_t *n, uint32_t *n_entries, uint64_t *size) {
+    const Config *c = &m->cfg;
+    Buf id = { 0 };
+    put_identity(&id, m);
+    const char *why = NULL;
+    *n_entries = ld_u32(h + 12);
+    *size = KV_HEADER + 4;
+    if (memcmp(h, KV_MAGIC, 8) != 0) why = "not a guard KV cache file";
+    else if (ld_u32(h + 8) != KV_VERSION) why = "unsupported version (written by another build)";
+    else if (id.oom || id.len != KV_IDENT || memcmp(h + 16, id.p, KV_IDENT) != 0) why = "made for a different model file (stale)";
+    else if (*n_entries > PREFIX_SLOTS) why = "too many entries";
+    for (uint32_t i = 0; i < PREFIX_SLOTS && !why; i++) {
+        n[i] = ld_u32(h + 16 + KV_IDENT + 4 * i);
+        if (i < *n_entries ? n[i] == 0 || n[i] > c->max_seq_len : n[i] != 0) why = "bad entry length";
+        *size += kv_entry_bytes(c, n[i]);
+    }
+    if (!why && ld_u64(h + 16 + KV_IDENT + 4 * PREFIX_SLOTS) != *size) why = "its sizes disagree";
+    buf_free(&id);
+    return why;
+}
+
+static void store_free(PrefixStore *ps) {
+    for (int i = 0; i < PREFIX_SLOTS; i++) entry_free(&ps->e[i]);
+}
+
+int guard_cache_parse(Guard *g, const uint8_t *data, uint64_t size, char *err) {
     const Config *c = &g->model.cfg;
-    uint64_t kv_dim = (uint64_t)c->n_kv_heads * c->head_dim;
+    uint64_t kv_dim = (uint64_t)c->n_kv_heads * c->head_dim, want = 0;
+    uint32_t n[PREFIX_SLOTS] = { 0 }, n_entries = 0;
+    const char *why = size < KV_HEADER + 4 ? "truncated" : kv_header(&g->model, data, n, &n_entries, &want);
+    if (!why && want != size) why = "its size differs from what its header states (truncated or padded)";
+    else if (!why && crc32_update(0, data, (size_t)(size - 4)) != ld_u32(data + size - 4)) why = "checksum mismatch (corrupt)";
+    PrefixStore loaded = { 0 };
+    const uint8_t *p = data + KV_HEADER;
+    for (uint32_t i = 0; i < n_entries && !why; i++) {
+        uint64_t floats = (uint64_t)n[i] * kv_dim * c->n_layers;
+        PrefixEntry *e = &loaded.e[i];
+        e->n = n[i];
+        e->ids = malloc((size_t)n[i] * 4);
+        e->k = malloc((size_t)floats * 4);
+        e->v = malloc((size_t)floats * 4);
+        if (!e->ids || !e->k || !e->v) { why = "out of memory"; break; }
+        for (uint32_t t = 0; t < n[i] && !why; t++) {
+            e->ids[t] = (int32_t)ld_u32(p + 4 * t);
+            if (e->ids[t] < 0 || (uint32_t)e->ids[t] >= c->vocab_size) why = "token id out of range";
+        }
+        p += 4 * (uint64_t)n[i];
+        memcpy(e->k, p, (size_t)floats * 4);
+        memcpy(e->v, p + floats * 4, (size_t)floats * 4);
+        p += 8 * floats;
+        for (uint64_t k = 0; k < floats && !why; k++)
+            if (!isfinite(e->k[k]) || !isfinite(e->v[k])) why = "non-finite keys or values (corrupt or forged)";
+        e->used = i + 1;
+    }
+    if (why) {
+        store_free(&loaded);
+        return errf(err, "ignoring the KV cache: %s", why);
+    }
+    store_free(&g->prefixes);
+    g->prefixes = loaded;
+    g->prefixes.clock = n_entries;
+    return 0;
+}
+
+int guard_cache_load(Guard *g, const char *path, char *err) {
+    StateFile f;
+    char sub[ERRLEN];
+    int r = state_open(&f, path, sub);
+    if (r == 1) return 1;
+    if (r < 0) return errf(err, "ignoring the KV cache: %s", sub);
+    uint8_t h[KV_HEADER];
+    uint32_t n[PREFIX_SLOTS], n_entries;
+    uint64_t want = 0, max = g->cache_max_bytes ? g->cache_max_bytes : CACHE_MAX_DEFAULT;
+    const char *why = f.size < KV_HEADER + 4 || state_pread(&f, 0, h, KV_HEADER) ? "truncated" : kv_header(&g->model, h, n, &n_entries, &want);
+    if (!why && want != f.size) why = "its size differs from what its header states (truncated or padded)";
+    else if (!why && f.size > max) why = "larger than the cache size limit (--cache-max)";
+    MappedFile m = { 0 };
+    if (!why && state_map(&f, &m, sub)) why = "cannot be mapped";
+    if (!why) state_touch(&f); /* recently used: eviction goes by modification time */
+    state_close(&f);
+    if (why) return errf(err, "%s: ignoring the KV cache: %s", path, why);
+    r = guard_cache_parse(g, m.data, m.size, sub);
+    unmap_file(&m);
+    return r ? errf(err, "%s: %s", path, sub) : 0;
+}
+
+/* The per-user cache directory (XDG base-directory spec): $XDG_CACHE_HOME/llama-guard when that
+ * is an absolute path, else $HOME/.cache/llama-guard. */
+static int cache_dir(char *out, size_t n, char *err) {
+    const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    int k = xdg && xdg[0] == '/' ? snprintf(out, n, "%s/llama-guard", xdg)
+          : home && home[0] == '/' ? snprintf(out, n, "%s/.cache/llama-guard", home) : -1;
+    if (k < 0) return errf(err, "no cache directory ($XDG_CACHE_HOME and $HOME are unset)");
+    if ((size_t)k >= n) return errf(err, "cache directory path too long");
+    return 0;
+}
+
+int guard_cache_locate(const Model *m, const char *model_path, const char *chosen, char *out, size_t n, char *err) {
+    char dir[4096];
+    if (chosen) {
+        if ((size_t)snprintf(out, n, "%s", chosen) >= n) return errf(err, "--cache path too long");
+        const char *slash = strrchr(chosen, '/');
+        snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - chosen) + (slash == chosen) : 1, slash ? chosen : ".");
+        return state_dir(dir, 0, err);
+    }
+    if (cache_dir(dir, sizeof dir, err) || state_dir(dir, 1, err)) return -1;
+    const char *base = strrchr(model_path, '/');
+    base = base ? base + 1 : model_path;
+    if ((size_t)snprintf(out, n, "%s/%s.%08x.kv", dir, base, m->file.data_crc) >= n) return errf(err, "cache path too long");
+    return 0;
+}
+
+void guard_cache_default_path(const Guard *g, const char *model_path, char *out, size_t n) {
+    char err[ERRLEN];
+    if (n && guard_cache_locate(&g->model, model_path, NULL, out, n, err)) out[0] = 0;
+}
+
+int guard_cache_save(const Guard *g, const char *path, char *err) {
+    if (!path[0]) return errf(err, "no cache location (no trusted cache directory)");
+    const Config *c = &g->model.cfg;
+    uint64_t kv_dim = (uint64_t)c->n_kv_heads * c->head_dim, max = g->cache_max_bytes ? g->cache_max_bytes : CACHE_MAX_DEFAULT;
+    /* Entries most recently used first while the file stays within the limit. */
+    int keep[PREFIX_SLOTS] = { 0 };
+    uint64_t size = KV_HEADER + 4;
+    for (int round = 0; round < PREFIX_SLOTS; round++) {
+        int best = -1;
+        for (int i = 0; i < PREFIX_SLOTS; i++)
+            if (!keep[i] && g->prefixes.e[i].n && (best < 0 || g->prefixes.e[i].used > g->prefixes.e[best].used)) best = i;
+        if (best < 0 || size + kv_entry_bytes(c, (uint64_t)g->prefixes.e[best].n) > max) break;
+        keep[best] = 1;
+        size += kv_entry_bytes(c, (uint64_t)g->prefixes.e[best].n);
+    }
+    if (size == KV_HEADER + 4) return errf(err, "%s: not written: one prefix entry is larger than the cache size limit (--cache-max)", path);
+    /* Never replace what is not a cache of ours (a notes file, the model, a device). */
+    StateFile f;
+    char sub[ERRLEN];
+    int r = state_open(&f, path, sub);
+    if (r < 0) return errf(err, "not replacing %s", sub);
+    if (r == 0) {
+        uint8_t magic[8];
+        int ours = f.size >= 8 && state_pread(&f, 0, magic, 8) == 0 && memcmp(magic, KV_MAGIC, 8) == 0;
+        state_close(&f);
+        if (!ours) return errf(err, "%s: not a guard KV cache file, left untouched (choose another --cache)", path);
+    }
     Buf b = { 0 };
     uint32_t n_entries = 0;
-    for (int i = 0; i < PREFIX_SLOTS; i++) n_entries += g->prefixes.e[i].n > 0;
+    for (int i = 0; i < PREFIX_SLOTS; i++) n_entries += keep[i];
     buf_put(&b, KV_MAGIC, 8);
-    buf_u32(&b, 1);
+    buf_u32(&b, KV_VERSION);
     buf_u32(&b, n_entries);
-    put_identity(&b, g);
+    put_identity(&b, &g->model);
+    for (int i = 0; i < PREFIX_SLOTS; i++)
+        if (keep[i]) buf_u32(&b, (uint32_t)g->prefixes.e[i].n);
+    for (uint32_t i = n_entries; i < PREFIX_SLOTS; i++) buf_u32(&b, 0);
+    buf_u64(&b, size);
     for (int i = 0; i < PREFIX_SLOTS; i++) {
         const PrefixEntry *e = &g->prefixes.e[i];
-        if (!e->n) continue;
-        buf_u32(&b, (uint32_t)e->n);
+        if (!keep[i]) continue;
         for (int64_t k = 0; k < e->n; k++) buf_u32(&b, (uint32_t)e->ids[k]);
         uint64_t floats = (uint64_t)e->n * kv_dim * c->n_layers;
         buf_put(&b, e->k, floats * sizeof(float));
@@ -271,77 +463,46 @@ int guard_cache_save(const Guard *g, const char *path, char *err) {
     }
     if (b.oom) { buf_free(&b); return errf(err, "%s: out of memory", path); }
     buf_u32(&b, crc32_update(0, b.p, (size_t)b.len));
-    AtomicFile f;
-    int rc = afile_open(&f, path, err);
+    AtomicFile a;
+    int rc = afile_create(&a, path, 0600, err);
     if (rc == 0) {
-        afile_write(&f, b.p, (size_t)b.len);
-        rc = afile_commit(&f, err);
+        afile_write(&a, b.p, (size_t)b.len);
+        rc = afile_commit(&a, err);
     }
     buf_free(&b);
+    /* the per-user directory holds only our files: bound its total (oldest first) */
+    char dir[4096];
+    size_t dl = strlen(path);
+    while (dl && path[dl - 1] != '/') dl--;
+    if (rc == 0 && dl > 1 && cache_dir(dir, sizeof dir, sub) == 0 && strlen(dir) == dl - 1 && memcmp(dir, path, dl - 1) == 0)
+        state_evict(dir, ".kv", max, path);
     return rc;
 }
 
-int guard_cache_load(Guard *g, const char *path, char *err) {
-    MappedFile m;
-    char sub[ERRLEN];
-    if (map_file(&m, path, sub)) return 1;
-    const Config *c = &g->model.cfg;
-    uint64_t kv_dim = (uint64_t)c->n_kv_heads * c->head_dim;
-    Buf id = { 0 };
-    put_identity(&id, g);
-    Reader r = reader(m.data, m.size);
-    const char *why = NULL;
-    const uint8_t *magic = rd_bytes(&r, 8);
-    uint32_t version = rd_u32(&r), n_entries = rd_u32(&r);
-    const uint8_t *ident = rd_bytes(&r, id.len);
-    if (r.bad || memcmp(magic, KV_MAGIC, 8) != 0) why = "not a guard KV cache file";
-    else if (version != 1) why = "unsupported version";
-    else if (m.size < 4 || crc32_update(0, m.data, (size_t)(m.size - 4)) != ld_u32(m.data + m.size - 4)) why = "checksum mismatch (corrupt)";
-    else if (id.oom || memcmp(ident, id.p, (size_t)id.len) != 0) why = "made for a different model file (stale)";
-    else if (n_entries > PREFIX_SLOTS) why = "too many entries";
-    PrefixStore loaded = { 0 };
-    for (uint32_t i = 0; i < n_entries && !why; i++) {
-        uint32_t n = rd_u32(&r);
-        uint64_t floats = (uint64_t)n * kv_dim * c->n_layers;
-        const uint8_t *ids = rd_bytes(&r, (uint64_t)n * 4), *k = rd_bytes(&r, floats * 4), *v = rd_bytes(&r, floats * 4);
-        if (r.bad || n == 0 || n > c->max_seq_len) { why = "truncated or bad entry"; break; }
-        PrefixEntry *e = &loaded.e[i];
-        e->n = n;
-        e->ids = malloc((size_t)n * 4);
-        e->k = malloc((size_t)floats * 4);
-        e->v = malloc((size_t)floats * 4);
-        if (!e->ids || !e->k || !e->v) { why = "out of memory"; break; }
-        for (uint32_t t = 0; t < n && !why; t++) {
-            e->ids[t] = (int32_t)ld_u32(ids + 4 * t);
-            if (e->ids[t] < 0 || (uint32_t)e->ids[t] >= c->vocab_size) why = "token id out of range";
+int guard_verify_once(Guard *g, int *checked, char *err) {
+    const MappedFile *mf = &g->model.file.map;
+    char dir[4096], stamp[4200], want[160], sub[ERRLEN];
+    int n = snprintf(want, sizeof want, "guard.bin verified: size %llu mtime_ns %lld data_crc %08x\n", (unsigned long long)mf->size,
+                     (long long)mf->mtime_ns, g->model.file.data_crc);
+    int have_dir = cache_dir(dir, sizeof dir, sub) == 0 && state_dir(dir, 1, sub) == 0;
+    if (have_dir) {
+        snprintf(stamp, sizeof stamp, "%s/verified.%llx.%llx", dir, (unsigned long long)mf->dev, (unsigned long long)mf->ino);
+        StateFile f;
+        char got[160];
+        if (state_open(&f, stamp, sub) == 0) {
+            int ok = f.size == (uint64_t)n && state_pread(&f, 0, got, (size_t)n) == 0 && memcmp(got, want, (size_t)n) == 0;
+            state_close(&f);
+            if (ok) { *checked = 0; return 0; }
         }
-        memcpy(e->k, k, (size_t)floats * 4);
-        memcpy(e->v, v, (size_t)floats * 4);
-        e->used = i + 1;
     }
-    if (!why && r.pos + 4 != m.size) why = "trailing bytes";
-    buf_free(&id);
-    unmap_file(&m);
-    if (why) {
-        for (int i = 0; i < PREFIX_SLOTS; i++) entry_free(&loaded.e[i]);
-        errf(err, "%s: ignoring the KV cache: %s", path, why);
-        return -1;
+    *checked = 1;
+    if (gb_verify(&g->model.file, err)) return -1;
+    AtomicFile a;
+    if (have_dir && afile_create(&a, stamp, 0600, sub) == 0) { /* a stamp not written means verifying again next time */
+        afile_write(&a, want, (size_t)n);
+        afile_commit(&a, sub);
     }
-    for (int i = 0; i < PREFIX_SLOTS; i++) entry_free(&g->prefixes.e[i]);
-    g->prefixes = loaded;
-    g->prefixes.clock = n_entries;
     return 0;
-}
-
-void guard_cache_default_path(const Guard *g, const char *model_path, char *out, size_t n) {
-    const char *xdg = getenv("XDG_CACHE_HOME");
-    if (xdg && *xdg) {
-        const char *base = strrchr(model_path, '/');
-        base = base ? base + 1 : model_path;
-        snprintf(out, n, "%s/llama-guard/%s.%08x.kv", xdg, base, g->model.file.data_crc);
-    } else {
-        snprintf(out, n, "%s.kv", model_path);
-    }
 }
 
 int guard_classify(Guard *g, RunState *s, const PromptFormat *pf, const Conversation *c, float threshold, int64_t ctx_limit,
@@ -380,10 +541,7 @@ int guard_classify(Guard *g, RunState *s, const PromptFormat *pf, const Conversa
         if (rc == 0 && policy > 0 && policy < (int64_t)n) rc = remember_prefix(g, s, policy, err);
         d->t_prefill = now_sec() - t0;
     }
-    if (rc == 0) {
-        score(g, logits, m->cfg.vocab_size, d);
-        d->unsafe = d->p_unsafe >= threshold;
-    }
+    if (rc == 0 && (rc = score(g, logits, m->cfg.vocab_size, d, err)) == 0) d->unsafe = d->p_unsafe >= threshold;
     if (rc == 0 && d->unsafe) {
         /* The label is "unsafe" by our threshold even if the argmax disagrees: name the categories
          * the model gives after it. */
@@ -392,14 +550,12 @@ int guard_classify(Guard *g, RunState *s, const PromptFormat *pf, const Conversa
         int32_t tok = g->unsafe_ids[0];
         for (int i = 0; i < g->n_label_ids; i++)
             if (logits[g->unsafe_ids[i]] > logits[tok]) tok = g->unsafe_ids[i];
-        for (int step = 0; rc == 0 && step < DECODE_CAP && !is_stop(g, tok); step++) {
+        for (int step = 0; rc == 0 && step < DECODE_CAP && tok >= 0 && !is_stop(g, tok); step++) {
             tok_decode(g->tok, tok, &text);
             if (s->n_cached + 1 > limit) break;
             rc = model_forward(m, s, &tok, 1, logits, err);
             if (rc) break;
-            int32_t best = 0;
-            for (uint32_t i = 1; i < m->cfg.vocab_size; i++) if (logits[i] > logits[best]) best = (int32_t)i;
-            tok = best;
+            if ((tok = finite_argmax(logits, m->cfg.vocab_size)) < 0) rc = errf(err, "%s", corrupt_msg);
         }
         size_t k = text.len < sizeof d->generated - 1 ? (size_t)text.len : sizeof d->generated - 1;
         if (k) memcpy(d->generated, text.p, k);
@@ -450,7 +606,8 @@ void eval_metrics(const float *scores, const uint8_t *labels, int64_t n, float t
     int64_t tp = 0, fp = 0;
     for (int64_t i = 0; i < n;) {
         int64_t j = i;
-        for (; j < n && v[j].score == v[i].score; j++) v[j].label ? tp++ : fp++;
+        do v[j].label ? tp++ : fp++; /* at least one step: a NaN score (never equal to itself) cannot stall the loop */
+        while (++j < n && v[j].score == v[i].score);
         double r = (double)tp / (double)pos;
         ap += (r - prev_recall) * ((double)tp / (double)(tp + fp));
         prev_recall = r;

@@ -40,6 +40,7 @@ typedef struct {
     int n_stop;
     PrefixStore prefixes;    /* policy prefixes computed so far (or loaded from a cache file) */
     int no_prefix_store;     /* 1: never reuse or record prefixes (--no-cache) */
+    uint64_t cache_max_bytes; /* bound on the KV cache file(s); 0 = CACHE_MAX_DEFAULT */
 } Guard;
 
 int guard_open(Guard *g, const char *path, int n_threads, char *err);
@@ -82,13 +83,29 @@ void eval_metrics(const float *scores, const uint8_t *labels /* 1 = unsafe */, i
 void guard_forget_prefixes(Guard *g);
 
 /* ==== Persisting the prefix store (the KV cache file) ====
- * Keyed by the model's identity (size, checksums, shape) and the exact prefix ids; written
- * atomically; validated on read. guard_cache_load returns 0 if loaded, 1 if there is no file,
- * -1 if the file was ignored (warning in err: corrupt, stale, or another model's). */
+ * Keyed by the model's identity (size, data checksum, the checksums of the header, tokenizer and
+ * prompt sections, shape) and the exact prefix ids; written atomically (mode 0600); validated on
+ * read; trusted only as util.h state_open allows (a regular file of this user's, writable by no
+ * one else, in a directory no one else can write). guard_cache_load returns 0 if loaded, 1 if
+ * there is no file, -1 if the file was ignored (warning in err). guard_cache_save writes the most
+ * recently used entries that fit in g->cache_max_bytes, never replaces a file that is not a
+ * cache of ours, and in the default directory deletes the oldest cache files beyond that total. */
+#define CACHE_MAX_DEFAULT ((uint64_t)2048 << 20) /* bytes, --cache-max */
 int guard_cache_load(Guard *g, const char *path, char *err);
 int guard_cache_save(const Guard *g, const char *path, char *err);
-/* Default cache path for a model file: $XDG_CACHE_HOME/llama-guard/<name>.<crc>.kv when
- * XDG_CACHE_HOME is set, else next to the model as <model>.kv. */
+/* The checks of guard_cache_load on bytes already in memory (the fuzz target). */
+int guard_cache_parse(Guard *g, const uint8_t *data, uint64_t size, char *err);
+/* Where the cache is: `chosen` (--cache) if given, its directory checked with state_dir; else
+ * $XDG_CACHE_HOME/llama-guard/ (absolute), else ~/.cache/llama-guard/, created 0700, as
+ * <model file name>.<data crc>.kv. Never beside the model. -1 with why in err: no cache. */
+int guard_cache_locate(const Model *m, const char *model_path, const char *chosen, char *out, size_t n, char *err);
+/* The default location alone (as guard_cache_locate without a choice); "" when there is no
+ * trusted cache directory, which guard_cache_load reads as no file and guard_cache_save refuses. */
 void guard_cache_default_path(const Guard *g, const char *model_path, char *out, size_t n);
+
+/* Weight integrity for one-shot runs: gb_verify once per file version (size, mtime, inode and the
+ * recorded data checksum), remembered in a stamp "verified.<dev>.<ino>" in the cache directory
+ * under the same trust rules. *checked: 1 if the checksum was computed now. */
+int guard_verify_once(Guard *g, int *checked, char *err);
 
 #endif

@@ -1,6 +1,6 @@
 /* export.c: turn a checkpoint into one guard.bin.
  *
- *   ./export CHECKPOINT OUT.bin [--dtype f32|bf16|q8|q4] [--guard lg1|lg2|lg3-8b|lg3-1b] [--rope-factor F]
+ *   ./export CHECKPOINT OUT.bin [--dtype f32|bf16|f16|q8|q4] [--guard lg1|lg2|lg3-8b|lg3-1b] [--force] [--rope-factor F]
  *
  * An importer (import/) reads the checkpoint into a Source: Config, tensors under their
  * Hugging Face names, tokenizer, chat template. This file decides the Llama Guard version,
@@ -100,10 +100,24 @@ static int plan_tensors(GbWriter *w, const Source *src, const SrcTensor **plan, 
 
 /* The guard version (from --guard or the chat template), and a check that the tokenizer has
  * every special token the prompt uses, so a mismatched tokenizer fails here, not at run time. */
-static int plan_prompt(const Source *src, const char *guard_arg, PromptFormat *pf, char *err) {
-    int version;
+static int plan_prompt(const Source *src, const char *guard_arg, int force, PromptFormat *pf, char *err) {
+    int version, detected;
+    char sub[ERRLEN];
     if (guard_arg) {
         if (template_parse_guard(guard_arg, &version, err)) return -1;
+        /* --guard names what the checkpoint cannot say; it may not overrule what it does say */
+        int spm = tok_type(src->tok) == TOK_SPM_BPE, llama3_rope = src->cfg.rope_type == ROPE_LLAMA3;
+        sub[0] = 0;
+        if (src->chat_template && template_detect(src->chat_template, strlen(src->chat_template), &detected, sub) == 0 && detected != version)
+            snprintf(sub, sizeof sub, "its chat template is %s's", template_guard_title(detected));
+        else if ((version == GUARD_LG1) != spm)
+            snprintf(sub, sizeof sub, "its tokenizer is %s", spm ? "SentencePiece (Llama 2)" : "Llama 3 BPE");
+        else if ((version == GUARD_LG3_8B || version == GUARD_LG3_1B) != llama3_rope)
+            snprintf(sub, sizeof sub, "its RoPE is %s", llama3_rope ? "Llama 3.1-scaled" : "unscaled");
+        else
+            sub[0] = 0;
+        if (sub[0] && !force)
+            return errf(err, "%s: --guard %s contradicts the checkpoint (%s); add --force to export it anyway", src->origin, guard_arg, sub);
     } else if (!src->chat_template) {
         return errf(err, "%s: no chat template in the checkpoint; say which model it is with --guard lg1|lg2|lg3-8b|lg3-1b", src->origin);
     } else if (template_detect(src->chat_template, strlen(src->chat_template), &version, err)) {
@@ -135,22 +149,42 @@ static int plan_prompt(const Source *src, const char *guard_arg, PromptFormat *p
 
 /* ==== main ==== */
 
+/* The default --dtype keeps the source's precision: the weights' own format when guard.bin has it
+ * (Q8_0 and Q4_0 blocks are copied bit for bit), f32 for f32, bf16 for bf16, f16 for f16, and
+ * q8 for every other quantized source (GGUF Q4_1/Q5_x/K-quants, AWQ, bitsandbytes int8): 8-bit
+ * blocks hold their dequantized values with no visible second rounding, where q4 would add one.
+ * Layer 0's q_proj stands for the matrices (GGUF files often keep embeddings at higher precision). */
+static uint32_t source_dtype(const Source *src) {
+    const SrcTensor *t = source_find(src, "model.layers.0.self_attn.q_proj.weight");
+    switch (t ? t->type : ST_F32) {
+    case ST_F32: return DT_F32;
+    case ST_BF16: return DT_BF16;
+    case ST_F16: return DT_F16;
+    case ST_Q4_0: return DT_Q4_0;
+    default: return DT_Q8_0;
+    }
+}
+
 static void usage(FILE *f) {
-    fprintf(f, "usage: ./export CHECKPOINT OUT.bin [--dtype f32|bf16|q8|q4] [--guard lg1|lg2|lg3-8b|lg3-1b] [--rope-factor F]\n"
+    fprintf(f, "usage: ./export CHECKPOINT OUT.bin [--dtype f32|bf16|f16|q8|q4] [--guard lg1|lg2|lg3-8b|lg3-1b] [--force] [--rope-factor F]\n"
                "  CHECKPOINT: a Hugging Face folder (config.json, model.safetensors or shards with\n"
                "  model.safetensors.index.json, tokenizer.json, tokenizer_config.json; also AWQ and\n"
                "  bitsandbytes int8 folders), a GGUF file (e.g. an Ollama blob), or Meta's original\n"
                "  folder (params.json, consolidated.00.pth, tokenizer.model, or a repo holding original/).\n"
-               "  --dtype   weight format in guard.bin (default f32; bf16 is exact for bf16 checkpoints)\n"
+               "  --dtype   weight format in guard.bin (default: the source's precision: f32, bf16 and f16 as\n"
+               "            stored, GGUF Q8_0 / Q4_0 copied as q8 / q4, other quantized formats q8)\n"
                "  --guard   the Llama Guard version, when the chat template does not say\n"
+               "  --force   export even when --guard contradicts the checkpoint's chat template or architecture\n"
                "  --rope-factor  llama3 RoPE factor of a Meta original checkpoint without config.json\n");
 }
 
 int main(int argc, char **argv) {
-    const char *in = NULL, *out = NULL, *dtype_arg = "f32", *guard_arg = NULL;
+    const char *in = NULL, *out = NULL, *dtype_arg = NULL, *guard_arg = NULL;
+    int force = 0;
     ImportOptions iopt = { 0 };
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--dtype") == 0 && i + 1 < argc) dtype_arg = argv[++i];
+        else if (strcmp(argv[i], "--force") == 0) force = 1;
         else if (strcmp(argv[i], "--guard") == 0 && i + 1 < argc) guard_arg = argv[++i];
         else if (strcmp(argv[i], "--rope-factor") == 0 && i + 1 < argc) {
             char *end;
@@ -164,13 +198,18 @@ int main(int argc, char **argv) {
         else { usage(stderr); return 2; }
     }
     if (!in || !out) { usage(stderr); return 2; }
-    int dtype = strcmp(dtype_arg, "q8") == 0 ? DT_Q8_0 : strcmp(dtype_arg, "q4") == 0 ? DT_Q4_0 : dtype_from_name(dtype_arg);
-    if (dtype != DT_F32 && dtype != DT_BF16 && dtype != DT_Q8_0 && dtype != DT_Q4_0) {
-        fprintf(stderr, "export: --dtype %s is not one of f32, bf16, q8, q4\n", dtype_arg);
+    int dtype = !dtype_arg ? -1 : strcmp(dtype_arg, "q8") == 0 ? DT_Q8_0 : strcmp(dtype_arg, "q4") == 0 ? DT_Q4_0 : dtype_from_name(dtype_arg);
+    if (dtype_arg && dtype != DT_F32 && dtype != DT_BF16 && dtype != DT_F16 && dtype != DT_Q8_0 && dtype != DT_Q4_0) {
+        fprintf(stderr, "export: --dtype %s is not one of f32, bf16, f16, q8, q4\n", dtype_arg);
+        return 2;
+    }
+    /* Never write over an input, by any name (a link, another path to the same file). */
+    char err[ERRLEN], which[4200];
+    if (same_file_under(out, in, which, sizeof which)) {
+        fprintf(stderr, "export: %s: refusing to overwrite an input of the export (%s)\n", out, which);
         return 2;
     }
 
-    char err[ERRLEN];
     Source src;
     PromptFormat pf = { 0 };
     GbWriter w;
@@ -180,11 +219,17 @@ int main(int argc, char **argv) {
     Buf prompt_blob = { 0 };
     int rc = 2;
     if (source_open(&src, in, &iopt, err)) goto fail;
+    for (int i = 0; i < src.n_maps; i++)
+        if (same_file_as(out, &src.maps[i])) {
+            errf(err, "%s: refusing to overwrite an input of the export (%s)", out, src.paths[i]);
+            goto fail_src;
+        }
+    if (dtype < 0) dtype = (int)source_dtype(&src);
     src.cfg.dtype = (uint32_t)dtype;
     gbw_init(&w, &src.cfg);
     plan = calloc((size_t)src.cfg.n_layers * 9 + 3, sizeof *plan);
     if (!plan) { errf(err, "out of memory"); goto fail_w; }
-    if (plan_prompt(&src, guard_arg, &pf, err) || template_serialize(&pf, &prompt_blob, err) ||
+    if (plan_prompt(&src, guard_arg, force, &pf, err) || template_serialize(&pf, &prompt_blob, err) ||
         tok_serialize(src.tok, &tok_blob, &tok_len, err) || gbw_add_section(&w, SEC_TOKENIZER, tok_blob, tok_len, err) ||
         gbw_add_section(&w, SEC_PROMPT, prompt_blob.p, prompt_blob.len, err) || plan_tensors(&w, &src, plan, (uint32_t)dtype, err))
         goto fail_w;
@@ -196,6 +241,7 @@ int main(int argc, char **argv) {
     rc = 0;
 fail_w:
     gbw_free(&w);
+fail_src:
     source_free(&src);
 fail:
     if (rc) fprintf(stderr, "export: %s\n", err);

@@ -10,6 +10,9 @@
 #include "quant.h"
 #include "util.h"
 
+/* The release, printed by ./run --version (the one place it is defined). */
+#define GUARD_VERSION "0.2.0"
+
 /* ==== Config: every hyperparameter the forward pass needs, all from the checkpoint ==== */
 
 enum { ROPE_NONE = 0, ROPE_LLAMA3 = 1 };

@@ -5,6 +5,7 @@
 #include "util.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -173,6 +174,39 @@ static int lit(P *p, const char *w) {
 
 static int64_t parse_value(P *p, int depth);
 
+typedef struct {
+    const char *key;
+    uint32_t len;
+} Key;
+
+static int by_key(const void *a, const void *b) {
+    const Key *x = a, *y = b;
+    if (x->len != y->len) return x->len < y->len ? -1 : 1;
+    return memcmp(x->key, y->key, x->len);
+}
+
+/* A key twice in one object is an error: readers differ on which one wins (Python keeps the last,
+ * others the first or refuse), so a duplicate lets two parsers see two different messages.
+ * Sorting the member indices is O(n log n), as tokenizer.json's 128K-key vocabulary needs. */
+static int check_unique_keys(P *p, uint32_t obj) {
+    const JsonNode *nodes = p->j->nodes;
+    uint32_t n = nodes[obj].len, k = 0;
+    if (n < 2) return 0;
+    Key *keys = malloc((size_t)n * sizeof *keys);
+    if (!keys) return fail(p, "out of memory");
+    for (uint32_t c = nodes[obj].first; c; c = nodes[c].next) keys[k++] = (Key){ nodes[c].key, nodes[c].keylen };
+    qsort(keys, n, sizeof *keys, by_key);
+    int rc = 0;
+    for (uint32_t i = 1; i < n && rc == 0; i++)
+        if (by_key(&keys[i - 1], &keys[i]) == 0) {
+            char msg[96], shown[48];
+            snprintf(msg, sizeof msg, "duplicate key \"%s\" in an object", shown_text(keys[i].key, keys[i].len, shown));
+            rc = fail(p, msg);
+        }
+    free(keys);
+    return rc;
+}
+
 static int parse_container(P *p, uint32_t idx, int depth, int is_obj) {
     char close = is_obj ? '}' : ']';
     p->pos++;
@@ -206,7 +240,7 @@ static int parse_container(P *p, uint32_t idx, int depth, int is_obj) {
         if (d != ',') return fail(p, is_obj ? "expected ',' or '}'" : "expected ',' or ']'");
     }
     p->j->nodes[idx].len = count;
-    return 0;
+    return is_obj ? check_unique_keys(p, idx) : 0;
 }
 
 static int64_t parse_value(P *p, int depth) {

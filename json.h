@@ -3,6 +3,7 @@
  *
  * The whole document is parsed into one node array; strings are decoded (escapes, \u surrogate
  * pairs) into one arena owned by the Json. Nothing points into the caller's text afterwards.
+ * Duplicate keys in an object are an error.
  * Non-goals: writing JSON (callers print it), comments, trailing commas, NaN literals.
  */
 #ifndef GUARD_JSON_H
@@ -36,7 +37,8 @@ int json_parse(Json *j, const char *text, size_t len, char *err);
 void json_free(Json *j);
 
 static inline const JsonNode *json_root(const Json *j) { return &j->nodes[0]; }
-/* Member `key` of obj (the last one if repeated, as Python's json does); NULL if absent or obj is not an object. */
+/* Member `key` of obj; NULL if absent or obj is not an object. Keys are unique: json_parse
+ * refuses an object that repeats one (no parser differential over which copy wins). */
 const JsonNode *json_get(const Json *j, const JsonNode *obj, const char *key);
 static inline const JsonNode *json_first(const Json *j, const JsonNode *p) { return p->first ? &j->nodes[p->first] : NULL; }
 static inline const JsonNode *json_next(const Json *j, const JsonNode *c) { return c->next ? &j->nodes[c->next] : NULL; }

@@ -100,7 +100,7 @@ DEF_TILE_DISPATCH(gemm_f_neon, , RN_CASES_4, gemm_f_neon_t, NEON_RV_F)
  * the products of 4 weight bytes with the replicated activation bytes. Q8_0 (NIB = 0): signed
  * x signed. Q4_0 (NIB = 1): a nibble is q + 8, in 0..15, a valid signed byte too, so the
  * nibbles go in as they are and each block's sums start from -8 * sum(a).
- * Twin: dot_q_ref (quant.c). */
+ * Twins: dot_q_ref, gemm_q_tile_ref (quant.c). */
 #define DEF_GEMM_Q_NEON(NAME, ATTR, DOT)                                                                 \
     static inline __attribute__((always_inline ATTR)) void NAME(const int NIB, const int RN, const TileCall *c) { \
         const size_t step = NIB ? sizeof(TileQ4_0) : sizeof(TileQ8_0);                                   \

@@ -165,7 +165,7 @@ DEF_TILE_DISPATCH(gemm_f_avx2, __attribute__((target(X86_BASE))), RN_CASES_6, ge
  * contract's fold). Q8_0 (NIB = 0): AVX2 has no signed x signed byte product: |w| * (a *
  * sign(w)) with vpmaddubsw (pairs stay below 2*128*127, no saturation), then vpmaddwd by 1 to
  * widen. Q4_0 (NIB = 1): a nibble is q + 8, unsigned already: nibble * a with vpmaddubsw
- * (pairs below 2*15*128), the sums starting from -8 * sum(a). Twin: dot_q_ref (quant.c) ---- */
+ * (pairs below 2*15*128), the sums starting from -8 * sum(a). Twins: dot_q_ref, gemm_q_tile_ref (quant.c) ---- */
 INLINE_X86 void gemm_q_avx2_t(const int NIB, const int RN, const TileCall *c) {
     const size_t step = NIB ? sizeof(TileQ4_0) : sizeof(TileQ8_0), dofs = (NIB ? offsetof(TileQ4_0, d) : offsetof(TileQ8_0, d)) + 16 * (size_t)c->half;
     const uint8_t *tile = (const uint8_t *)c->tile + 32 * c->half;
@@ -551,7 +551,7 @@ DEF_TILE_DISPATCH(gemm_f_512, __attribute__((target(X86_512))), RN_CASES_12, gem
  * q + 128 (Q8_0: q xor 0x80) or q + 8 (Q4_0: the nibble as it is) against the signed
  * activations, and each block's sums start from -128 * sum(a) or -8 * sum(a): they end at the
  * exact isum without a correction step. One zmm line per step: the 16 rows of a stored tile.
- * Twin: dot_q_ref (quant.c). */
+ * Twins: dot_q_ref, gemm_q_tile_ref (quant.c). */
 AVX512_INLINE void gemm_q_zmm_t(const int RV, const int NIB, const int RN, const TileCall *c) {
     const size_t step = NIB ? sizeof(TileQ4_0) : sizeof(TileQ8_0), dofs = NIB ? offsetof(TileQ4_0, d) : offsetof(TileQ8_0, d);
     const uint8_t *tile = c->tile;
@@ -618,7 +618,7 @@ DEF_QTILE_DISPATCH2(gemm_q4_512, __attribute__((target(X86_512))), RN_CASES_4, g
 /* One whole 64-byte line of each row is loaded at once (16 f32 or 32 bf16/f16 columns), so
  * every line is used up in registers the moment it arrives; 8 rows per group as in
  * gemv_f_x86, two groups per step for two independent fma chains. Whole 16-row blocks only:
- * the rows left over go through gemv_f_x86. */
+ * the rows left over go through gemv_f_x86. Twin: dot_f_ref, per output row. */
 AVX512_INLINE void gemv_f_512_line(uint32_t dt, const uint8_t *wg, uint64_t rb, const float *x, __m256 *acc) {
     __m512i line[8];
     UNROLL for (int i = 0; i < TR; i++) line[i] = _mm512_loadu_si512(wg + (uint64_t)i * rb);
@@ -664,7 +664,8 @@ DEF_GEMV_X86(gemv_f32_512, X86_512, gemv_f_512, DT_F32)
 DEF_GEMV_X86(gemv_bf16_512, X86_512, gemv_f_512, DT_BF16)
 DEF_GEMV_X86(gemv_f16_512, X86_512, gemv_f_512, DT_F16)
 
-/* The same 64 floats at a time in zmm registers (avx512 set; whole 16-float chunks). */
+/* attn_pv_x86's P.V, 64 floats at a time in zmm registers (avx512 set; whole 16-float chunks);
+ * part of attn_512, whose twin is attn_ref. */
 __attribute__((target(X86_512))) static void attn_pv_512(const AttnBlock *b, const float *s, float *const o[4], const int64_t len[4],
                                                           int64_t minlen, int64_t maxlen, int64_t i0) {
     enum { NV = 4 };

@@ -429,8 +429,8 @@ static int forward(const Model *m, RunState *s, const int32_t *tokens, int64_t n
     for (int64_t done = 0; done < n; done += k) {
         k = n - done < s->chunk ? n - done : s->chunk;
         keep = cap ? k : logits && done + k == n ? 1 : 0;
-        const LayerCapture chunk_cap = cap ? (LayerCapture){ .layer = cap->layer, .hidden = cap->hidden + done * c->dim }
-                                           : (LayerCapture){ .layer = UINT32_MAX };
+        LayerCapture chunk_cap = { 0 }; /* cap's rows for this chunk */
+        if (cap) chunk_cap = (LayerCapture){ .layer = cap->layer, .hidden = cap->hidden + done * c->dim };
         if (forward_chunk(m, s, tokens + done, k, keep, cap ? &chunk_cap : NULL)) {
             s->n_cached = start; /* the cache keeps only what was complete before this call */
             return errf(err, "out of memory for the kernels' scratch");

@@ -22,10 +22,27 @@ static const char *source_name(uint32_t s) {
     return s < sizeof names / sizeof names[0] ? names[s] : "?";
 }
 
-static void print_info(const Model *m) {
+static void print_info(const Model *m, const char *cache) {
     const Config *c = &m->cfg;
     printf("file          %s\n", m->file.path);
+    printf("version       llama-guard.c %s, guard.bin version %d\n", GUARD_VERSION, GB_VERSION);
     printf("source        %s\n", source_name(c->source));
+    uint64_t pl;
+    const uint8_t *pb = gb_section(&m->file, SEC_PROMPT, &pl);
+    PromptFormat pf = { 0 };
+    char err[ERRLEN];
+    if (!pb) printf("guard         ? (no prompt section)\n");
+    else if (template_load(&pf, pb, pl, err)) printf("guard         ? (prompt section: %s)\n", err);
+    else {
+        printf("guard         %s (%s), %d categories\n", template_guard_title(pf.version), template_guard_name(pf.version), pf.n_cats);
+        for (int i = 0; i < pf.n_cats; i++) {
+            size_t nl;
+            const char *nm = template_category_name(&pf.cats[i], &nl);
+            printf("  %-12s %.*s\n", pf.cats[i].code, (int)nl, nm);
+        }
+        template_free(&pf);
+    }
+    printf("prefix cache  %s\n", cache);
     printf("dim           %u\nlayers        %u\nheads         %u\nkv_heads      %u\nhead_dim      %u\n", c->dim, c->n_layers, c->n_heads,
            c->n_kv_heads, c->head_dim);
     printf("ffn           %u\nvocab         %u\ncontext       %u\nnorm_eps      %g\nrope_theta    %g\n", c->hidden_dim, c->vocab_size,
@@ -103,17 +120,23 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: ./run MODEL.bin [-i FILE|-] [options]\n"
             "Classify a conversation with Llama Guard. Prints 'safe', or 'unsafe' and a line of category\n"
-            "codes (e.g. S1,S10), as the model says it. Exit status: 0 safe, 1 unsafe, 2 error.\n"
+            "codes (e.g. S1,S10), as the model says it. Exit status: 0 safe, 1 unsafe, 2 error (nothing\n"
+            "judged: bad input, corrupt weights, a failed write), 3 --batch/--eval finished but a line\n"
+            "failed or there was none (README \"Failure behaviour\").\n"
             "\n"
-            "input (-i FILE, '-' or no -i: standard input), --format auto|text|transcript|json:\n"
-            "  text        the whole input is one user message\n"
+            "input (-i FILE, '-' or no -i: standard input), --format text|transcript|json|auto:\n"
+            "  text        the whole input is one user message (the default, whatever the text looks\n"
+            "              like; a file named *.json is read as json)\n"
             "  transcript  lines starting 'User:' / 'Agent:' (or 'Assistant:') open a turn;\n"
             "              other lines continue the previous turn\n"
             "  json        [{\"role\":\"user\",\"content\":\"...\"}, ...] or {\"messages\":[...]}; content is a\n"
             "              string or a list of {\"type\":\"text\",\"text\":\"...\"} parts\n"
-            "  auto        json if the input starts with '[' or '{', transcript if its first line\n"
-            "              starts with a role prefix, else text (default)\n"
+            "  auto        trusted files only: json if the input starts with '[' or '{', transcript if\n"
+            "              its first line starts with a role prefix, else text\n"
             "  Turns must alternate, starting with the user. Roles: user, assistant (or agent).\n"
+            "  --system error|drop    a JSON \"system\"/\"developer\" message (the application's own\n"
+            "                         instruction) is an error (default), or left out when it comes before\n"
+            "                         the first user message; \"tool\" messages and tool_calls are errors\n"
             "\n"
             "classification:\n"
             "  --threshold P          unsafe when P(unsafe) >= P (default 0.5). P(unsafe) is Meta's:\n"
@@ -123,13 +146,15 @@ static void usage(FILE *f) {
             "  --exclude S6,S8        drop categories by code (no renumbering)\n"
             "  --json                 print one JSON object: verdict, p_unsafe, categories [{code, name}],\n"
             "                         prompt_tokens, timings\n"
-            "  --ctx N                refuse conversations longer than N tokens (default: the model's context)\n"
+            "  --ctx N                refuse conversations longer than N tokens, 1..the model's context\n"
+            "                         (the default; --info shows it)\n"
             "\n"
             "many conversations:\n"
             "  --batch IN.jsonl       one conversation per line: {\"id\":..., \"messages\":[...]} with optional\n"
             "                         \"categories\" ({\"S1\":\"text\",...}) and \"exclude\" (\"S6,S8\" or [\"S6\"]);\n"
             "                         one JSON result per line, same order, id passed through; '-' reads\n"
-            "                         stdin; a bad line gives {\"id\":...,\"error\":...} and the run goes on\n"
+            "                         stdin; every line (blank ones too) gets one reply: a bad line gives\n"
+            "                         {\"id\":...,\"line\":N,\"error\":...}, the run goes on and exits 3\n"
             "  -o OUT.jsonl           write results there (complete file only) instead of stdout\n"
             "  --eval IN.jsonl        lines also carry \"label\": \"safe\"|\"unsafe\" and optionally\n"
             "                         \"categories\": [\"S1\",...] (the true codes); prints precision, recall,\n"
@@ -137,8 +162,10 @@ static void usage(FILE *f) {
             "                         recall (--json for one JSON object)\n"
             "\n"
             "prefix cache (every prompt starts with the same policy text; its KV is computed once):\n"
-            "  --cache FILE           where to keep it across runs (default: $XDG_CACHE_HOME/llama-guard/\n"
-            "                         when set, else MODEL.bin.kv); a corrupt or stale file is ignored\n"
+            "  --cache FILE           where to keep it across runs (default: $XDG_CACHE_HOME/llama-guard/,\n"
+            "                         else ~/.cache/llama-guard/); used only if it and its directory are\n"
+            "                         yours and writable by no one else; a corrupt or stale file is ignored\n"
+            "  --cache-max MB         bound on the cache files in that directory (default 2048; oldest go)\n"
             "  --no-cache             neither read, reuse nor write cached prefixes\n"
             "\n"
             "audit (no model run):\n"
@@ -146,14 +173,18 @@ static void usage(FILE *f) {
             "  --show-tokens          print its token ids\n"
             "  --tokenize             print the ids of the input as plain text (no BOS)\n"
             "  --detokenize           print the text of the input ids\n"
-            "  --info                 print the config and the tensor table\n"
-            "  --verify               recompute the whole-file data checksum\n"
+            "  --info                 print the Llama Guard version, its categories, the cache location,\n"
+            "                         the config and the tensor table\n"
+            "  --verify               recompute the whole-file data checksum (--batch/--eval always do;\n"
+            "                         a single conversation once per file version)\n"
+            "  --version              print the version\n"
             "  --ids \"1 2 3\"          run these token ids (no BOS added), then:\n"
             "    --logits OUT.bin     write the last position's logits (little-endian f32, vocab values)\n"
             "    --top K              print the K highest logits (id and value)\n"
             "\n"
             "common:\n"
-            "  -t N                   threads (default: all cores); results are identical for any N\n"
+            "  -t N                   threads (default and maximum: the online CPUs); results are identical\n"
+            "                         for any N\n"
             "  --prepack, --no-prepack  f32 weights: arrange them into kernel tiles once at start (default\n"
             "                         with --batch/--eval) or pack tile chunks as each matmul needs them;\n"
             "                         q8/q4 weights are stored in tile order and never packed;\n"
@@ -163,17 +194,18 @@ static void usage(FILE *f) {
 
 /* Options, parsed once. */
 typedef struct {
-    const char *model, *input, *format, *categories, *exclude, *ids, *logits_out, *batch, *eval, *output, *cache;
+    const char *model, *input, *format, *categories, *exclude, *ids, *logits_out, *batch, *eval, *output, *cache, *system;
     float threshold;
-    long long ctx;
+    long long ctx, cache_max_mb;
     int json, show_prompt, show_tokens, tokenize, detokenize, info, verify, top, threads, verbose, no_cache;
     int prepack, no_prepack;
+    int chat_flags; /* CHAT_DROP_SYSTEM from --system */
 } Opts;
 
 static int parse_opts(int argc, char **argv, Opts *o) {
     memset(o, 0, sizeof *o);
     o->threshold = 0.5f;
-    o->format = "auto";
+    o->cache_max_mb = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
@@ -182,8 +214,9 @@ static int parse_opts(int argc, char **argv, Opts *o) {
                          : !strcmp(a, "--categories") ? &o->categories : !strcmp(a, "--exclude") ? &o->exclude
                          : !strcmp(a, "--ids") ? &o->ids : !strcmp(a, "--logits") ? &o->logits_out
                          : !strcmp(a, "--batch") ? &o->batch : !strcmp(a, "--eval") ? &o->eval
-                         : !strcmp(a, "-o") ? &o->output : !strcmp(a, "--cache") ? &o->cache : NULL;
-        int num = !strcmp(a, "--threshold") || !strcmp(a, "--ctx") || !strcmp(a, "--top") || !strcmp(a, "-t");
+                         : !strcmp(a, "-o") ? &o->output : !strcmp(a, "--cache") ? &o->cache
+                         : !strcmp(a, "--system") ? &o->system : NULL;
+        int num = !strcmp(a, "--threshold") || !strcmp(a, "--ctx") || !strcmp(a, "--top") || !strcmp(a, "-t") || !strcmp(a, "--cache-max");
         if (str || num) {
             if (!val) { fprintf(stderr, "run: %s needs a value (see --help)\n", a); return -1; }
             i++;
@@ -198,6 +231,7 @@ static int parse_opts(int argc, char **argv, Opts *o) {
                 fprintf(stderr, "run: %s: '%s' is not a valid count\n", a, val);
                 return -1;
             } else if (!strcmp(a, "--ctx")) o->ctx = (long long)x;
+            else if (!strcmp(a, "--cache-max")) o->cache_max_mb = (long long)x;
             else if (!strcmp(a, "--top")) o->top = (int)x;
             else o->threads = (int)x;
             continue;
@@ -210,12 +244,22 @@ static int parse_opts(int argc, char **argv, Opts *o) {
                   : !strcmp(a, "--no-prepack") ? &o->no_prepack : NULL;
         if (flag) { *flag = 1; continue; }
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); exit(0); }
+        if (!strcmp(a, "--version")) { printf("llama-guard.c %s (guard.bin version %d)\n", GUARD_VERSION, GB_VERSION); exit(fflush(stdout) || ferror(stdout) ? 2 : 0); }
         if (a[0] == '-' && a[1]) { fprintf(stderr, "run: unknown option %s (see --help)\n", a); return -1; }
         if (o->model) { fprintf(stderr, "run: unexpected argument %s\n", a); return -1; }
         o->model = a;
     }
     if (!o->model) { usage(stderr); return -1; }
     if (o->prepack && o->no_prepack) { fprintf(stderr, "run: --prepack and --no-prepack exclude each other\n"); return -1; }
+    if (o->system && strcmp(o->system, "error") && strcmp(o->system, "drop")) { fprintf(stderr, "run: --system must be error or drop\n"); return -1; }
+    o->chat_flags = o->system && !strcmp(o->system, "drop") ? CHAT_DROP_SYSTEM : 0;
+    /* more threads than CPUs only time-slice the same cores (a 0.1 s verdict took 6-99 s at -t 1000) */
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    if (cpus < 1) cpus = 1;
+    if (o->threads > cpus) {
+        fprintf(stderr, "run: warning: -t %d is more than the %ld online CPUs; using %ld\n", o->threads, cpus, cpus);
+        o->threads = (int)cpus;
+    }
     return 0;
 }
 
@@ -268,16 +312,20 @@ static int run_tokenizer(const Guard *g, const Opts *o, char *err) {
 
 /* The main job: classify one conversation. Returns 0 safe, 1 unsafe, -1 error. */
 static int run_classify(Guard *g, const Opts *o, char *err) {
-    int format;
-    if (chat_parse_format(o->format, &format, err)) return -1;
+    int format = chat_default_format(o->input);
+    if (o->format && chat_parse_format(o->format, &format, err)) return -1;
+    format |= o->chat_flags;
     PromptFormat pf = { 0 };
     Conversation conv;
+    pf.version = g->pf.version; /* first: which category texts are valid depends on it */
     int rc = template_set_categories(&pf, g->pf.cats, g->pf.n_cats, err);
-    pf.version = g->pf.version;
     if (rc == 0 && o->categories) rc = template_read_categories(&pf, o->categories, err);
     if (rc == 0 && o->exclude) rc = template_exclude(&pf, o->exclude, err);
     if (rc == 0) rc = chat_read_file(&conv, o->input ? o->input : "-", format, err);
-    if (rc) { template_free(&pf); return -1; }
+    if (rc) {
+        template_free(&pf);
+        return -1;
+    }
     if (o->show_prompt || o->show_tokens) {
         Prompt p;
         rc = template_render(&pf, &conv, &p, err);
@@ -318,8 +366,8 @@ static int run_classify(Guard *g, const Opts *o, char *err) {
 
 /* Per-line prompt categories: "categories" as {code: text} and "exclude" as "S6,S8" or [..]. */
 static int line_categories(const Json *j, const JsonNode *root, const PromptFormat *base, PromptFormat *pf, int eval, char *err) {
-    if (template_set_categories(pf, base->cats, base->n_cats, err)) return -1;
     pf->version = base->version;
+    if (template_set_categories(pf, base->cats, base->n_cats, err)) return -1;
     const JsonNode *cats = eval ? NULL : json_get(j, root, "categories"), *ex = json_get(j, root, "exclude");
     if (cats && cats->type != JSON_OBJECT) return errf(err, "\"categories\" must be an object {\"S1\": \"text\", ...}");
     if (cats) {
@@ -350,6 +398,8 @@ static int line_categories(const Json *j, const JsonNode *root, const PromptForm
     return 0;
 }
 
+#define EVAL_FAILED_SHOWN 100
+
 typedef struct {
     float *scores;
     uint8_t *labels;
@@ -358,6 +408,10 @@ typedef struct {
     char codes[TEMPLATE_MAX_CATS][CATEGORY_CODE_MAX];
     int64_t cat_total[TEMPLATE_MAX_CATS], cat_hit[TEMPLATE_MAX_CATS];
     int n_codes;
+    /* the first failed lines, for --eval --json's "failed" list (all of them go to stderr) */
+    int n_failed;
+    int64_t failed_line[EVAL_FAILED_SHOWN];
+    char failed_msg[EVAL_FAILED_SHOWN][ERRLEN];
 } EvalData;
 
 static int eval_add(EvalData *e, const Json *j, const JsonNode *root, const Decision *d, char *err) {
@@ -393,28 +447,37 @@ static int eval_add(EvalData *e, const Json *j, const JsonNode *root, const Deci
     return 0;
 }
 
-static void print_num(FILE *f, double x) { isnan(x) ? fprintf(f, "null") : fprintf(f, "%.6f", x); }
-
-static void print_eval(FILE *f, const EvalData *e, float threshold, int json) {
+static void print_eval(FILE *f, const EvalData *e, float threshold, int json, int64_t failed) {
     EvalMetrics m;
     eval_metrics(e->scores, e->labels, e->n, threshold, &m);
     if (json) {
-        fprintf(f, "{\"n\":%lld,\"threshold\":%g,\"precision\":", (long long)m.n, (double)threshold);
-        print_num(f, m.precision); fprintf(f, ",\"recall\":"); print_num(f, m.recall); fprintf(f, ",\"f1\":"); print_num(f, m.f1);
-        fprintf(f, ",\"fpr\":"); print_num(f, m.fpr); fprintf(f, ",\"auprc\":"); print_num(f, m.auprc);
+        fprintf(f, "{\"n\":%lld,\"errors\":%lld,\"threshold\":%g", (long long)m.n, (long long)failed, (double)threshold);
+        const char *keys[] = { "precision", "recall", "f1", "fpr", "auprc" };
+        double vals[] = { m.precision, m.recall, m.f1, m.fpr, m.auprc };
+        for (int i = 0; i < 5; i++) {
+            fprintf(f, ",\"%s\":", keys[i]);
+            print_json_num(f, vals[i], "%.6f");
+        }
         fprintf(f, ",\"confusion\":{\"tp\":%lld,\"fp\":%lld,\"tn\":%lld,\"fn\":%lld},\"category_recall\":{", (long long)m.tp,
                (long long)m.fp, (long long)m.tn, (long long)m.fn);
         for (int k = 0; k < e->n_codes; k++) {
             fprintf(f, "%s", k ? "," : "");
             print_json_str(f, e->codes[k], strlen(e->codes[k]));
             fprintf(f, ":{\"recall\":");
-            print_num(f, (double)e->cat_hit[k] / (double)e->cat_total[k]);
+            print_json_num(f, (double)e->cat_hit[k] / (double)e->cat_total[k], "%.6f");
             fprintf(f, ",\"n\":%lld}", (long long)e->cat_total[k]);
         }
-        fprintf(f, "}}\n");
+        fprintf(f, "},\"failed\":[");
+        for (int k = 0; k < e->n_failed; k++) {
+            fprintf(f, "%s{\"line\":%lld,\"error\":", k ? "," : "", (long long)e->failed_line[k]);
+            print_json_str(f, e->failed_msg[k], strlen(e->failed_msg[k]));
+            fputc('}', f);
+        }
+        fprintf(f, "]}\n");
         return;
     }
     fprintf(f, "conversations  %lld (threshold %g)\n", (long long)m.n, (double)threshold);
+    if (failed) fprintf(f, "failed lines   %lld (not counted)\n", (long long)failed);
     const char *names[] = { "precision", "recall", "f1", "fpr", "auprc" };
     double vals[] = { m.precision, m.recall, m.f1, m.fpr, m.auprc };
     for (int i = 0; i < 5; i++) isnan(vals[i]) ? fprintf(f, "%-14s n/a\n", names[i]) : fprintf(f, "%-14s %.4f\n", names[i], vals[i]);
@@ -437,7 +500,35 @@ static void progress(int64_t done, int64_t total, double t0) {
     }
 }
 
-/* Classify every line of a JSONL file; eval: also score against labels. */
+/* One input line of at most max bytes, without its '\n', into *buf (grown as needed, never past
+ * max + 1 bytes). A longer line is read to its end but not stored (*too_long), so a hostile 2 GiB
+ * line costs max bytes of memory and the stream goes on. Returns 1 for a line, 0 at the end of the
+ * input, -1 on a read error. */
+static int read_line(FILE *in, char **buf, size_t *cap, size_t max, size_t *len, int *too_long) {
+    size_t n = 0;
+    int ch, any = 0;
+    *too_long = 0;
+    while ((ch = getc_unlocked(in)) != EOF) {
+        any = 1;
+        if (ch == '\n') break;
+        if (n >= max) { *too_long = 1; continue; }
+        if (n + 1 >= *cap) {
+            size_t nc = *cap ? *cap * 2 : 4096;
+            if (nc > max + 1) nc = max + 1;
+            char *q = realloc(*buf, nc);
+            if (!q) return -1;
+            *buf = q;
+            *cap = nc;
+        }
+        (*buf)[n++] = (char)ch;
+    }
+    if (ferror(in)) return -1;
+    *len = n;
+    return any;
+}
+
+/* Classify every line of a JSONL file; eval: also score against labels. Returns 0 when every line
+ * gave a result, 3 when some line failed or there was no line at all, -1 on a fatal error. */
 static int run_batch(Guard *g, const Opts *o, char *err) {
     int eval = o->eval != NULL;
     const char *in_path = eval ? o->eval : o->batch;
@@ -446,7 +537,7 @@ static int run_batch(Guard *g, const Opts *o, char *err) {
     int64_t total = 0;
     if (in != stdin) { /* count lines for the progress bar; cheap next to the model */
         int ch;
-        while ((ch = fgetc(in)) != EOF) total += ch == '\n';
+        while ((ch = getc_unlocked(in)) != EOF) total += ch == '\n';
         rewind(in);
     }
     AtomicFile out = { 0 };
@@ -459,21 +550,21 @@ static int run_batch(Guard *g, const Opts *o, char *err) {
     RunState s;
     int rc = state_init(&s, &g->model, 0, err);
     PromptFormat base = { 0 };
-    if (rc == 0) rc = template_set_categories(&base, g->pf.cats, g->pf.n_cats, err);
     base.version = g->pf.version;
+    if (rc == 0) rc = template_set_categories(&base, g->pf.cats, g->pf.n_cats, err);
     if (rc == 0 && o->categories) rc = template_read_categories(&base, o->categories, err);
     if (rc == 0 && o->exclude) rc = template_exclude(&base, o->exclude, err);
     EvalData ed = { 0 };
     char *line = NULL;
-    size_t lcap = 0;
-    int64_t lineno = 0, done = 0;
+    size_t lcap = 0, k;
+    int64_t lineno = 0, done = 0, failed = 0;
     double t0 = now_sec();
-    ssize_t len;
-    while (rc == 0 && (len = getline(&line, &lcap, in)) >= 0) {
+    int got, too_long;
+    while (rc == 0 && (got = read_line(in, &line, &lcap, CHAT_MAX_BYTES, &k, &too_long)) != 0) {
+        if (got < 0) { rc = errf(err, "%s: read error after line %lld", in_path, (long long)lineno); break; }
         lineno++;
-        size_t k = (size_t)len;
-        while (k && (line[k - 1] == '\n' || line[k - 1] == '\r' || line[k - 1] == ' ')) k--;
-        if (k == 0) continue;
+        while (k && (line[k - 1] == '\r' || line[k - 1] == ' ')) k--;
+        if (k == 0 && !too_long && eval) continue; /* eval prints a summary: blank lines are not examples */
         char lerr[ERRLEN];
         Json j;
         const JsonNode *id = NULL;
@@ -481,30 +572,30 @@ static int run_batch(Guard *g, const Opts *o, char *err) {
         Conversation conv;
         Decision d;
         int ok = 0, parsed = 0, have_conv = 0;
-        if (k > CHAT_MAX_BYTES) errf(lerr, "line longer than %u bytes", CHAT_MAX_BYTES);
+        if (too_long) errf(lerr, "line longer than %u bytes", CHAT_MAX_BYTES);
+        else if (k == 0) errf(lerr, "blank line (expected a JSON object with \"messages\")");
         else if (json_parse(&j, line, k, lerr) == 0) {
             parsed = 1;
             const JsonNode *root = json_root(&j);
             id = json_get(&j, root, "id");
             if (root->type != JSON_OBJECT) errf(lerr, "a line must be a JSON object with \"messages\"");
-            else if (line_categories(&j, root, &base, &pf, eval, lerr) == 0 && chat_from_json(&conv, &j, root, lerr) == 0) {
+            else if (line_categories(&j, root, &base, &pf, eval, lerr) == 0 && chat_from_json_flags(&conv, &j, root, o->chat_flags, lerr) == 0) {
                 have_conv = 1;
                 ok = guard_classify(g, &s, &pf, &conv, o->threshold, o->ctx, &d, lerr) == 0 && (!eval || eval_add(&ed, &j, root, &d, lerr) == 0);
             }
         }
+        failed += !ok;
         if (!eval) {
             if (ok) print_decision_json(out_f, &j, id, g, &pf, &d);
-            else {
-                fprintf(out_f, "{\"id\":");
-                if (parsed) print_json_value(out_f, &j, id);
-                else fprintf(out_f, "null");
-                fprintf(out_f, ",\"line\":%lld,\"error\":", (long long)lineno);
-                print_json_str(out_f, lerr, strlen(lerr));
-                fprintf(out_f, "}\n");
-            }
-            fflush(out_f);
+            else print_error_json(out_f, parsed ? &j : NULL, id, lineno, lerr);
+            /* a co-process reads one reply per line: flush each, and stop at the first lost write */
+            if (fflush(out_f) != 0 || ferror(out_f)) rc = errf(err, "%s: write failed: %s", o->output ? o->output : "standard output", strerror(errno));
         } else if (!ok) {
             fprintf(stderr, "run: %s:%lld: %s\n", in_path, (long long)lineno, lerr);
+            if (ed.n_failed < EVAL_FAILED_SHOWN) {
+                ed.failed_line[ed.n_failed] = lineno;
+                memcpy(ed.failed_msg[ed.n_failed++], lerr, ERRLEN);
+            }
         }
         if (have_conv) chat_free(&conv);
         template_free(&pf);
@@ -515,7 +606,7 @@ static int run_batch(Guard *g, const Opts *o, char *err) {
     if (tty) fprintf(stderr, "\n");
     free(line);
     if (in != stdin) fclose(in);
-    if (rc == 0 && eval) print_eval(out_f, &ed, o->threshold, o->json);
+    if (rc == 0 && eval) print_eval(out_f, &ed, o->threshold, o->json, failed);
     free(ed.scores);
     free(ed.labels);
     template_free(&base);
@@ -524,7 +615,42 @@ static int run_batch(Guard *g, const Opts *o, char *err) {
         if (rc == 0) rc = afile_commit(&out, err);
         else afile_abort(&out);
     }
+    if (rc == 0 && (failed || done == 0)) {
+        fprintf(stderr, "run: %s: %lld of %lld lines failed%s (exit status 3)\n", in_path, (long long)failed, (long long)done,
+                done == 0 ? "; no conversation was evaluated" : "");
+        rc = 3;
+    }
     return rc;
+}
+
+/* Weight integrity (README "Failure behaviour"): a long-running process checks the whole data
+ * checksum before its first verdict; a one-shot run does it once per file version and remembers
+ * that in a stamp in the cache directory (classify.c guard_verify_once). */
+static int verify_weights(Guard *g, const Opts *o, char *err) {
+    double t0 = now_sec();
+    int checked = 1;
+    int rc = o->batch || o->eval ? gb_verify(&g->model.file, err) : guard_verify_once(g, &checked, err);
+    if (rc) {
+        char why[ERRLEN];
+        memcpy(why, err, ERRLEN);
+        return errf(err, "%.400s (the weights are corrupt: export or download the file again)", why);
+    }
+    if (o->verbose) {
+        if (checked) fprintf(stderr, "run: data checksum verified (%.0f ms)\n", (now_sec() - t0) * 1e3);
+        else fprintf(stderr, "run: data checksum verified before for this file version\n");
+    }
+    return 0;
+}
+
+/* The one way out after an error: one line on stderr and, where the caller reads a JSON object
+ * (--json for one conversation or --eval), an error object on stdout it cannot take for a result. */
+static int fail_exit(const Opts *o, const char *err) {
+    fprintf(stderr, "run: %s\n", err);
+    if (o->json && !o->batch && !o->info && !o->verify && !o->ids && !o->show_prompt && !o->show_tokens && !o->tokenize && !o->detokenize) {
+        print_error_json(stdout, NULL, NULL, 0, err);
+        fflush(stdout);
+    }
+    return 2;
 }
 
 int main(int argc, char **argv) {
@@ -533,11 +659,13 @@ int main(int argc, char **argv) {
     char err[ERRLEN];
     Guard g;
     int audit = o.info || o.verify || o.ids;
-    if (audit) { /* audit modes work on any guard.bin, even one without tokenizer/prompt sections */
-        if (model_open(&g.model, o.model, o.threads, err)) { fprintf(stderr, "run: %s\n", err); return 2; }
-    } else if (guard_open(&g, o.model, o.threads, err)) {
-        fprintf(stderr, "run: %s\n", err);
-        return 2;
+    /* audit modes work on any guard.bin, even one without tokenizer/prompt sections */
+    if (audit ? model_open(&g.model, o.model, o.threads, err) : guard_open(&g, o.model, o.threads, err)) return fail_exit(&o, err);
+    if (o.ctx > (long long)g.model.cfg.max_seq_len) {
+        errf(err, "--ctx %lld is outside the valid range 1..%u (this model's context)", o.ctx, g.model.cfg.max_seq_len);
+        if (audit) model_close(&g.model);
+        else guard_close(&g);
+        return fail_exit(&o, err);
     }
     /* Prepacking pays off over many forwards; one verdict is faster without (guard.h). */
     if (o.prepack || (!o.no_prepack && (o.batch || o.eval))) model_prepack(&g.model);
@@ -548,36 +676,35 @@ int main(int argc, char **argv) {
                                                                             : "weights packed into tiles per call");
     }
     int rc = 0;
-    char cache_path[4096] = "";
+    char cache_path[4096] = "", warn[ERRLEN];
     int classifying = !audit && !o.tokenize && !o.detokenize && !o.show_prompt && !o.show_tokens;
+    uint64_t cache_max = o.cache_max_mb >= 0 ? (uint64_t)o.cache_max_mb << 20 : CACHE_MAX_DEFAULT;
     g.no_prefix_store = audit ? 1 : o.no_cache;
-    if (classifying && !o.no_cache) {
-        if (o.cache) snprintf(cache_path, sizeof cache_path, "%s", o.cache);
-        else guard_cache_default_path(&g, o.model, cache_path, sizeof cache_path);
-        char warn[ERRLEN];
+    g.cache_max_bytes = cache_max ? cache_max : 1; /* --cache-max 0: nothing fits (0 would mean the default) */
+    if ((classifying || o.info) && !o.no_cache) {
+        if (guard_cache_locate(&g.model, o.model, o.cache, cache_path, sizeof cache_path, warn)) {
+            fprintf(stderr, "run: warning: %s; the prefix cache is off\n", warn);
+            cache_path[0] = 0;
+        } else if (o.verbose) fprintf(stderr, "run: prefix cache %s (at most %llu MiB in its directory)\n", cache_path, (unsigned long long)(cache_max >> 20));
+    }
+    if (classifying && rc == 0) rc = verify_weights(&g, &o, err);
+    if (classifying && rc == 0 && cache_path[0]) {
         int lr = guard_cache_load(&g, cache_path, warn);
         if (lr < 0) fprintf(stderr, "run: warning: %s\n", warn);
         else if (lr == 0 && o.verbose) fprintf(stderr, "run: loaded prefix cache %s\n", cache_path);
     }
-    if (o.info) print_info(&g.model);
+    if (o.info) print_info(&g.model, cache_path[0] ? cache_path : o.no_cache ? "off (--no-cache)" : "off");
     if (o.verify && rc == 0) {
         if (gb_verify(&g.model.file, err)) rc = -1;
         else printf("%s: ok (data checksum %08x)\n", o.model, g.model.file.data_crc);
     }
     if (o.ids && rc == 0) rc = run_ids(&g.model, &o, err);
-    if (!audit) rc = o.tokenize || o.detokenize ? run_tokenizer(&g, &o, err) : o.batch || o.eval ? run_batch(&g, &o, err) : run_classify(&g, &o, err);
-    if (rc >= 0 && cache_path[0] && g.prefixes.dirty) {
-        /* Saving is an optimisation: a read-only directory costs speed next time, not this result. */
-        char werr[ERRLEN];
-        if (!o.cache && getenv("XDG_CACHE_HOME") && *getenv("XDG_CACHE_HOME")) {
-            char dir[4200];
-            snprintf(dir, sizeof dir, "%s/llama-guard", getenv("XDG_CACHE_HOME"));
-            mkdir(dir, 0755);
-        }
-        if (guard_cache_save(&g, cache_path, werr) && (o.verbose || o.cache)) fprintf(stderr, "run: warning: %s\n", werr);
-    }
-    if (rc < 0) fprintf(stderr, "run: %s\n", err);
+    if (!audit && rc == 0) rc = o.tokenize || o.detokenize ? run_tokenizer(&g, &o, err) : o.batch || o.eval ? run_batch(&g, &o, err) : run_classify(&g, &o, err);
+    if (rc >= 0 && cache_path[0] && g.prefixes.dirty && guard_cache_save(&g, cache_path, warn))
+        fprintf(stderr, "run: warning: %s (the next run computes the prefix again)\n", warn);
+    /* Every write is checked: a verdict that never reached its reader is an error, not a success. */
+    if (rc >= 0 && (fflush(stdout) != 0 || ferror(stdout))) rc = errf(err, "write to standard output failed: %s", strerror(errno ? errno : EIO));
     if (audit) model_close(&g.model);
     else guard_close(&g);
-    return rc < 0 ? 2 : rc;
+    return rc < 0 ? fail_exit(&o, err) : rc;
 }

@@ -30,7 +30,10 @@
  *     comma-separated, so codes cannot hold ',', ':' or spaces;
  *   - TEXT: after the colon one space (the separator) is dropped and the rest kept verbatim,
  *     trailing spaces included, so "S1: Violent Crimes. " reproduces LG2's default line;
- *     "\n" in TEXT is a newline and "\\" a backslash (LG1-style multi-line policies on one line);
+ *     "\n" in TEXT is a newline and "\\" a backslash (LG1-style multi-line policies on one line;
+ *     newlines are refused for the other versions, see check_cat);
+ *   - no description holds control characters or a prompt marker (<BEGIN CONVERSATION>, ...), so
+ *     categories cannot add prompt structure (issue #15);
  *   - errors name the line: missing colon, bad or duplicate code, empty text; an empty file is
  *     an error.
  *
@@ -57,6 +60,7 @@
 #include <assert.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* ==== Default categories: exactly as each template renders them ==== */
 
@@ -267,8 +271,17 @@ static int code_char(char ch) {
     return (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_' || ch == '-';
 }
 
-/* The rules every category source shares (files, kwargs, guard.bin); the message has no prefix. */
-static int check_cat(const char *code, uint64_t code_len, const char *text, uint64_t text_len, char *err) {
+/* Text that would add prompt structure if a description held it: the template's marker lines
+ * and the LG1/LG2 instruction brackets (plain text in those prompts, so as real as the template's). */
+static const char *const markers[] = {
+    "<BEGIN UNSAFE CONTENT CATEGORIES>", "<END UNSAFE CONTENT CATEGORIES>", "<BEGIN CONVERSATION>", "<END CONVERSATION>", "[INST]", "[/INST]",
+};
+
+/* The rules every category source shares (files, kwargs, guard.bin); the message has no prefix.
+ * Descriptions hold no control characters, except newlines in Llama Guard 1's multi-line policies
+ * (version GUARD_LG1, or 0 while a copy is made before its version is known), whose lines may not
+ * open a turn; no description contains a marker. */
+static int check_cat(int version, const char *code, uint64_t code_len, const char *text, uint64_t text_len, char *err) {
     if (code_len == 0 || code_len >= CATEGORY_CODE_MAX)
         return errf(err, "category code must be 1-%d characters", CATEGORY_CODE_MAX - 1);
     for (uint64_t i = 0; i < code_len; i++)
@@ -281,6 +294,19 @@ static int check_cat(const char *code, uint64_t code_len, const char *text, uint
                     (unsigned)CATEGORY_TEXT_MAX);
     if (memchr(text, 0, (size_t)text_len))
         return errf(err, "category %.*s: NUL byte in description", (int)code_len, code);
+    int multiline = version == GUARD_LG1 || version == 0;
+    for (uint64_t i = 0; i < text_len; i++) {
+        unsigned char ch = (unsigned char)text[i];
+        if ((ch < 0x20 && !(ch == '\n' && multiline)) || ch == 0x7F)
+            return errf(err, "category %.*s: control character 0x%02x in the description%s", (int)code_len, code, ch,
+                        ch == '\n' ? " (only Llama Guard 1 policies span lines)" : "");
+        uint64_t rest = text_len - i - 1;
+        if (ch == '\n' && ((rest >= 5 && strncasecmp(text + i + 1, "User:", 5) == 0) || (rest >= 6 && strncasecmp(text + i + 1, "Agent:", 6) == 0)))
+            return errf(err, "category %.*s: a description line may not open a conversation turn", (int)code_len, code);
+    }
+    for (size_t m = 0; m < sizeof markers / sizeof markers[0]; m++)
+        if (memmem(text, (size_t)text_len, markers[m], strlen(markers[m])))
+            return errf(err, "category %.*s: the description contains the prompt marker %s", (int)code_len, code, markers[m]);
     return 0;
 }
 
@@ -308,9 +334,9 @@ static char *dup_bytes(const char *s, size_t n) {
 }
 
 /* Add one validated category to cats[*n] (room for TEMPLATE_MAX_CATS); message has no prefix. */
-static int add_cat(Category *cats, int *n, const char *code, size_t code_len, const char *text, size_t text_len,
+static int add_cat(int version, Category *cats, int *n, const char *code, size_t code_len, const char *text, size_t text_len,
                    char *err) {
-    if (check_cat(code, code_len, text, text_len, err)) return -1;
+    if (check_cat(version, code, code_len, text, text_len, err)) return -1;
     if (*n >= TEMPLATE_MAX_CATS) return errf(err, "more than %d categories", TEMPLATE_MAX_CATS);
     if (find_code(cats, *n, code, code_len) >= 0) return errf(err, "duplicate category code %.*s", (int)code_len, code);
     cats[*n].code = dup_bytes(code, code_len);
@@ -340,7 +366,7 @@ int template_default(PromptFormat *pf, int version, char *err) {
     int n = 0;
     for (int i = 0; i < g->n_cats; i++) {
         const CatDef *d = &g->cats[i];
-        if (add_cat(cats, &n, d->code, strlen(d->code), d->text, strlen(d->text), err)) {
+        if (add_cat(version, cats, &n, d->code, strlen(d->code), d->text, strlen(d->text), err)) {
             cats_free(cats, n);
             return -1;
         }
@@ -361,7 +387,7 @@ int template_set_categories(PromptFormat *pf, const Category *src, int n_src, ch
             cats_free(cats, n);
             return errf(err, "category %d: missing code or text", i + 1);
         }
-        if (add_cat(cats, &n, src[i].code, strlen(src[i].code), src[i].text, strlen(src[i].text), e)) {
+        if (add_cat(pf->version, cats, &n, src[i].code, strlen(src[i].code), src[i].text, strlen(src[i].text), e)) {
             cats_free(cats, n);
             return errf(err, "category %d: %s", i + 1, e);
         }
@@ -404,7 +430,7 @@ int template_parse_categories(PromptFormat *pf, const char *s, size_t len, char 
             else
                 text[tl++] = line[r];
         }
-        if (add_cat(cats, &n, line, cl, text, tl, e)) rc = errf(err, "line %d: %s", lineno, e);
+        if (add_cat(pf->version, cats, &n, line, cl, text, tl, e)) rc = errf(err, "line %d: %s", lineno, e);
     }
     if (rc == 0 && n == 0) rc = errf(err, "no categories: expected lines of the form 'CODE: description'");
     free(text);
@@ -618,7 +644,7 @@ int template_serialize(const PromptFormat *pf, Buf *out, char *err) {
     if (!find_version(pf->version)) return errf(err, "unknown guard version %d", pf->version);
     if (pf->n_cats <= 0 || pf->n_cats > TEMPLATE_MAX_CATS) return errf(err, "bad category count %d", pf->n_cats);
     for (int i = 0; i < pf->n_cats; i++)
-        if (check_cat(pf->cats[i].code, strlen(pf->cats[i].code), pf->cats[i].text, strlen(pf->cats[i].text), err))
+        if (check_cat(pf->version, pf->cats[i].code, strlen(pf->cats[i].code), pf->cats[i].text, strlen(pf->cats[i].text), err))
             return -1;
     uint64_t start = out->len;
     buf_put(out, PROMPT_MAGIC, 8);
@@ -669,7 +695,7 @@ int template_load(PromptFormat *pf, const uint8_t *p, uint64_t size, char *err) 
             cats_free(cats, k);
             return errf(err, "prompt section: category %u runs past the end of the section", i + 1);
         }
-        if (add_cat(cats, &k, (const char *)code, cl, (const char *)txt, tl, e)) {
+        if (add_cat((int)version, cats, &k, (const char *)code, cl, (const char *)txt, tl, e)) {
             cats_free(cats, k);
             return errf(err, "prompt section: category %u: %s", i + 1, e);
         }

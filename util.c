@@ -1,8 +1,9 @@
 /* util.c: checked file, checksum and number-format helpers (see util.h for the contracts).
- * This is the only file that touches mmap/open/rename, so a Windows port replaces one file. */
+ * This is the only file that touches mmap/open/rename/mkstemp, so a Windows port replaces one file. */
 #define _POSIX_C_SOURCE 200809L
 #include "util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -42,6 +43,9 @@ int map_file(MappedFile *m, const char *path, char *err) {
         return errf(err, "%s: not a regular file", path);
     }
     m->size = (uint64_t)st.st_size;
+    m->dev = (uint64_t)st.st_dev;
+    m->ino = (uint64_t)st.st_ino;
+    m->mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
     if (m->size > 0) {
         void *p = mmap(NULL, (size_t)m->size, PROT_READ, MAP_PRIVATE, fd, 0);
         if (p == MAP_FAILED) {
@@ -139,26 +143,46 @@ oom:
     return errf(err, "%s: out of memory", path);
 }
 
-int afile_open(AtomicFile *a, const char *path, char *err) {
+int afile_create(AtomicFile *a, const char *path, unsigned mode, char *err) {
     memset(a, 0, sizeof *a);
-    size_t n = strlen(path) + 32;
+    size_t n = strlen(path) + 16;
     a->tmp = malloc(n);
     a->path = strdup(path);
     if (!a->tmp || !a->path) {
         afile_abort(a);
         return errf(err, "%s: out of memory", path);
     }
-    snprintf(a->tmp, n, "%s.tmp.%ld", path, (long)getpid());
-    a->fp = fopen(a->tmp, "wb");
-    if (!a->fp) {
+    /* rename replaces whatever node is at path: a device, FIFO or socket, or a symbolic link such
+     * as /dev/stdout (-> /proc/self/fd/1), which as root would be destroyed for every process */
+    struct stat st;
+    if (lstat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        afile_abort(a);
+        return errf(err, "%s: not a regular file (%s); write to pipes and devices through the shell instead", path,
+                    S_ISLNK(st.st_mode) ? "a symbolic link" : "a device, FIFO or socket");
+    }
+    /* mkstemp: a fresh name in the target's own directory (so rename is atomic), created with
+     * O_CREAT|O_EXCL, so a planted file or symbolic link at that name is never opened. */
+    snprintf(a->tmp, n, "%s.tmp.XXXXXX", path);
+    int fd = mkstemp(a->tmp);
+    if (fd < 0) {
         int e = errno;
         free(a->tmp);
         a->tmp = NULL;
         afile_abort(a);
         return errf(err, "%s: cannot create: %s", path, strerror(e));
     }
+    mode_t mask = umask(0); /* mkstemp makes 0600; outputs get the usual mode minus the umask */
+    umask(mask);
+    if (fchmod(fd, (mode_t)mode & ~mask) != 0 || !(a->fp = fdopen(fd, "wb"))) {
+        int e = errno;
+        close(fd);
+        afile_abort(a);
+        return errf(err, "%s: cannot create: %s", path, strerror(e));
+    }
     return 0;
 }
+
+int afile_open(AtomicFile *a, const char *path, char *err) { return afile_create(a, path, 0666, err); }
 
 void afile_write(AtomicFile *a, const void *p, size_t n) {
     if (a->failed || n == 0) return;
@@ -168,16 +192,6 @@ void afile_write(AtomicFile *a, const void *p, size_t n) {
 uint64_t afile_tell(const AtomicFile *a) {
     long long t = ftello((FILE *)a->fp);
     return t < 0 ? 0 : (uint64_t)t;
-}
-
-void afile_pad(AtomicFile *a, uint64_t alignment) {
-    static const uint8_t zeros[256];
-    uint64_t pos = afile_tell(a), target = align_up(pos, alignment);
-    while (pos < target) {
-        uint64_t k = target - pos > sizeof zeros ? sizeof zeros : target - pos;
-        afile_write(a, zeros, (size_t)k);
-        pos += k;
-    }
 }
 
 int afile_commit(AtomicFile *a, char *err) {
@@ -202,6 +216,151 @@ void afile_abort(AtomicFile *a) {
     free(a->tmp);
     free(a->path);
     memset(a, 0, sizeof *a);
+}
+
+/* ==== state files ==== */
+
+int state_open(StateFile *f, const char *path, char *err) {
+    memset(f, 0, sizeof *f);
+    f->fd = -1;
+    /* never blocks on a FIFO or device, never follows a planted link; the checks use the opened file */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
+        if (errno == ENOENT) return 1;
+        return errf(err, "%s: %s", path, errno == ELOOP ? "is a symbolic link" : strerror(errno));
+    }
+    struct stat st;
+    const char *why = fstat(fd, &st) != 0 ? "cannot stat" : !S_ISREG(st.st_mode) ? "not a regular file"
+                    : st.st_uid != geteuid() ? "not owned by you" : (st.st_mode & 022) ? "writable by group or others" : NULL;
+    if (why) {
+        close(fd);
+        return errf(err, "%s: %s", path, why);
+    }
+    f->fd = fd;
+    f->size = (uint64_t)st.st_size;
+    return 0;
+}
+
+void state_close(StateFile *f) {
+    if (f->fd >= 0) close(f->fd);
+    f->fd = -1;
+}
+
+int state_pread(const StateFile *f, uint64_t off, void *p, size_t n) {
+    size_t done = 0;
+    while (done < n) {
+        ssize_t k = pread(f->fd, (char *)p + done, n - done, (off_t)(off + done));
+        if (k <= 0) return -1;
+        done += (size_t)k;
+    }
+    return 0;
+}
+
+int state_map(const StateFile *f, MappedFile *m, char *err) {
+    memset(m, 0, sizeof *m);
+    if (f->size == 0) return 0;
+    void *p = mmap(NULL, (size_t)f->size, PROT_READ, MAP_PRIVATE, f->fd, 0);
+    if (p == MAP_FAILED) return errf(err, "mmap failed: %s", strerror(errno));
+    m->data = p;
+    m->size = f->size;
+    return 0;
+}
+
+void state_touch(const StateFile *f) { (void)futimens(f->fd, NULL); }
+
+int state_dir(const char *dir, int create, char *err) {
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path) return errf(err, "%.200s...: path too long", dir);
+    for (char *p = path + 1; create && *p; p++) /* mkdir -p, each new directory 0700 */
+        if (*p == '/') {
+            *p = 0;
+            mkdir(path, 0700);
+            *p = '/';
+        }
+    if (create) mkdir(path, 0700);
+    struct stat st;
+    if (lstat(path, &st) != 0) return errf(err, "%s: %s", path, strerror(errno));
+    if (!S_ISDIR(st.st_mode)) return errf(err, "%s: not a directory", path);
+    if (st.st_uid != geteuid()) return errf(err, "%s: directory not owned by you", path);
+    if (st.st_mode & 022) return errf(err, "%s: directory writable by group or others", path);
+    return 0;
+}
+
+typedef struct {
+    char name[256];
+    uint64_t size;
+    int64_t mtime_ns;
+} Aged;
+
+static int by_age(const void *a, const void *b) {
+    int64_t x = ((const Aged *)a)->mtime_ns, y = ((const Aged *)b)->mtime_ns;
+    return x < y ? -1 : x > y;
+}
+
+void state_evict(const char *dir, const char *suffix, uint64_t max_bytes, const char *keep) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    Aged *v = NULL;
+    size_t n = 0, cap = 0, sl = strlen(suffix);
+    uint64_t total = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t nl = strlen(e->d_name);
+        struct stat st;
+        if (nl < sl || nl >= sizeof v->name || strcmp(e->d_name + nl - sl, suffix) != 0) continue;
+        if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode) || st.st_uid != geteuid()) continue;
+        if (n == cap) {
+            Aged *q = realloc(v, (cap = cap ? cap * 2 : 16) * sizeof *q);
+            if (!q) break;
+            v = q;
+        }
+        snprintf(v[n].name, sizeof v[n].name, "%s", e->d_name);
+        v[n].size = (uint64_t)st.st_size;
+        v[n].mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+        total += v[n++].size;
+    }
+    if (n) qsort(v, n, sizeof *v, by_age);
+    const char *kb = keep ? strrchr(keep, '/') : NULL;
+    kb = kb ? kb + 1 : keep;
+    for (size_t i = 0; i < n && total > max_bytes; i++) {
+        if (kb && strcmp(v[i].name, kb) == 0) continue;
+        if (unlinkat(dirfd(d), v[i].name, 0) == 0) total -= v[i].size;
+    }
+    free(v);
+    closedir(d);
+}
+
+static int scan_same(const char *dir, const struct stat *out, int depth, char *which, size_t n) {
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    struct dirent *e;
+    int found = 0;
+    while (!found && (e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        char p[4200];
+        struct stat st;
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        if (stat(p, &st) != 0) continue;
+        if (st.st_dev == out->st_dev && st.st_ino == out->st_ino) found = 1, snprintf(which, n, "%s", p);
+        else if (S_ISDIR(st.st_mode) && depth > 0) found = scan_same(p, out, depth - 1, which, n);
+    }
+    closedir(d);
+    return found;
+}
+
+int same_file_under(const char *path, const char *tree, char *which, size_t n) {
+    struct stat out, st;
+    if (stat(path, &out) != 0 || stat(tree, &st) != 0) return 0;
+    if (st.st_dev == out.st_dev && st.st_ino == out.st_ino) {
+        snprintf(which, n, "%s", tree);
+        return 1;
+    }
+    return S_ISDIR(st.st_mode) && scan_same(tree, &out, 1, which, n);
+}
+
+int same_file_as(const char *path, const MappedFile *m) {
+    struct stat out;
+    return m->data && stat(path, &out) == 0 && (uint64_t)out.st_dev == m->dev && (uint64_t)out.st_ino == m->ino;
 }
 
 /* ==== checksums ==== */

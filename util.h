@@ -29,6 +29,8 @@ static inline uint64_t align_up(uint64_t x, uint64_t a) { return (x + a - 1) / a
 typedef struct {
     const uint8_t *data; /* [size] bytes, read-only; NULL when size == 0 */
     uint64_t size;
+    uint64_t dev, ino;   /* map_file: the file that was mapped (fstat of the opened file) */
+    int64_t mtime_ns;
 } MappedFile;
 int map_file(MappedFile *m, const char *path, char *err);
 void unmap_file(MappedFile *m);
@@ -47,20 +49,50 @@ void big_free(void *p, size_t n);
 /* Read a whole (small) file into a malloc'd NUL-terminated buffer; refuses files over max bytes. */
 int read_text_file(const char *path, uint64_t max, char **buf, uint64_t *len, char *err);
 
-/* Output written to "<path>.tmp.<pid>" and renamed over path only by afile_commit, so a failed
- * run never leaves a partial file behind (DEVELOPERS.md standards). */
+/* Output written to a temporary "<path>.tmp.XXXXXX" (mkstemp: O_CREAT|O_EXCL in the target's own
+ * directory, so a planted file or link there is never followed) and renamed over path only by
+ * afile_commit after fflush and fsync, so a failed run never leaves a partial file behind. */
 typedef struct {
     void *fp;    /* FILE* */
     char *tmp;   /* owned */
     char *path;  /* owned */
     int failed;  /* sticky write error */
 } AtomicFile;
-int afile_open(AtomicFile *a, const char *path, char *err);
+int afile_open(AtomicFile *a, const char *path, char *err);  /* mode 0666 minus the umask */
+int afile_create(AtomicFile *a, const char *path, unsigned mode, char *err); /* e.g. 0600 for state files */
 void afile_write(AtomicFile *a, const void *p, size_t n);
-void afile_pad(AtomicFile *a, uint64_t alignment); /* zero-pad to a multiple of alignment */
 uint64_t afile_tell(const AtomicFile *a);
 int afile_commit(AtomicFile *a, char *err); /* flush, fsync, rename; aborts on failure */
 void afile_abort(AtomicFile *a);           /* close and unlink the temp file */
+
+/* ---- state files (the prefix cache and verification stamps: README "Failure behaviour") ----
+ * A state file is trusted only if no other local user can have written it. state_open opens it
+ * with O_NONBLOCK|O_NOFOLLOW (a FIFO or device at the path cannot stall the run, a planted
+ * link is not followed) and then, on the opened file, requires a regular file owned by this
+ * user and writable by nobody else. Returns 0 (fd, size set), 1 if there is no file, -1 if
+ * refused (why in err). */
+typedef struct {
+    int fd;
+    uint64_t size;
+} StateFile;
+int state_open(StateFile *f, const char *path, char *err);
+void state_close(StateFile *f);
+int state_pread(const StateFile *f, uint64_t off, void *p, size_t n); /* exactly n bytes or -1 */
+int state_map(const StateFile *f, MappedFile *m, char *err);         /* unmap_file releases it */
+void state_touch(const StateFile *f);                                /* mtime = now (LRU order) */
+/* A directory only this user can write to: with create, made (with missing parents) mode 0700;
+ * refused if not a directory, not owned by the user, or writable by group or others. */
+int state_dir(const char *dir, int create, char *err);
+/* Delete the least recently modified of this user's regular files named *suffix in dir, other
+ * than keep, until their total size is at most max_bytes. */
+void state_evict(const char *dir, const char *suffix, uint64_t max_bytes, const char *keep);
+
+/* Is the existing file at path also `tree`, or an entry of the directory tree or of a directory
+ * directly inside it (say original/)? Compared by device and inode, after following links, so
+ * no other name for the same file gets past. 1 with the matching name in which, else 0. */
+int same_file_under(const char *path, const char *tree, char *which, size_t n);
+/* Is the existing file at path the one m maps (device and inode)? */
+int same_file_as(const char *path, const MappedFile *m);
 
 /* ---- checksums ---- */
 uint32_t crc32_update(uint32_t crc, const void *p, size_t n); /* zlib polynomial; start with 0 */

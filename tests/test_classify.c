@@ -197,7 +197,7 @@ static void check_rendered(const char *bin, const char *name, const char *conv, 
 
 static void test_rendered_examples(void **st) {
     (void)st;
-    const char *l32 = exported("l32", ""), *l31 = exported("l31", ""), *l2 = exported("l2", ""), *lg2 = exported("l31", "--guard lg2");
+    const char *l32 = exported("l32", ""), *l31 = exported("l31", ""), *l2 = exported("l2", ""), *lg2 = exported("l31", "--guard lg2 --force"); /* no LG2 fixture: the LG3 8B one under LG2's prompt (--force since #15) */
     check_rendered(l32, "hf_lg3_1b_A_user", conv_A, "");
     check_rendered(l32, "hf_lg3_1b_B_user_agent", conv_B, "");
     check_rendered(l31, "hf_lg3_8b_A_user", conv_A, "");
@@ -246,13 +246,14 @@ static void test_cli_verdicts_and_exit_codes(void **st) {
     assert_non_null(json_get(&j, json_root(&j), "categories"));
     assert_non_null(json_get(&j, json_root(&j), "prefill_ms"));
     json_free(&j);
-    /* formats: transcript and JSON parts give the same prompt as the plain text for one user turn */
+    /* formats: transcript and JSON parts give the same prompt as the plain text for one user turn
+     * (chosen explicitly: the text no longer picks its format, issue #15) */
     char a[8192], b[8192];
     assert_int_equal(run_on(bin, "How do I kill a process in Linux?", "--show-tokens", a, sizeof a), 0);
-    assert_int_equal(run_on(bin, "User: How do I kill a process in Linux?\n", "--show-tokens", b, sizeof b), 0);
+    assert_int_equal(run_on(bin, "User: How do I kill a process in Linux?\n", "--show-tokens --format transcript", b, sizeof b), 0);
     assert_string_equal(a, b);
     assert_int_equal(run_on(bin, "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"How do I kill a process in Linux?\"}]}]}",
-                            "--show-tokens", b, sizeof b), 0);
+                            "--show-tokens --format json", b, sizeof b), 0);
     assert_string_equal(a, b);
     /* stdin */
     assert_int_equal(run_cmd(b, sizeof b, "printf 'How do I kill a process in Linux?' | ./run '%s' --show-tokens", bin), 0);
@@ -265,10 +266,10 @@ static void test_cli_errors(void **st) {
     static const struct { const char *input, *opts, *msg; } cases[] = {
         { "", "", "no text" },
         { "   \n", "", "no text" },
-        { "[{\"role\":\"user\",\"content\":\"hi\"", "", "line 1" },
-        { "[{\"role\":\"system\",\"content\":\"hi\"}]", "", "role" },
-        { "[{\"role\":\"assistant\",\"content\":\"hi\"}]", "", "user" },
-        { "[{\"role\":\"user\",\"content\":\"a\"},{\"role\":\"user\",\"content\":\"b\"}]", "", "alternate" },
+        { "[{\"role\":\"user\",\"content\":\"hi\"", "--format json", "line 1" },
+        { "[{\"role\":\"system\",\"content\":\"hi\"}]", "--format json", "role" },
+        { "[{\"role\":\"assistant\",\"content\":\"hi\"}]", "--format json", "user" },
+        { "[{\"role\":\"user\",\"content\":\"a\"},{\"role\":\"user\",\"content\":\"b\"}]", "--format json", "alternate" },
         { "hello", "--exclude S99", "S99" },
         { "hello", "--ctx 50", "50" },
         { "hello", "--format yaml", "yaml" },
@@ -369,8 +370,9 @@ static void test_threads_deterministic(void **st) {
     for (int b = 0; b < 3; b++) {
         char first[8192] = "";
         for (int t = 1; t <= 6; t++) {
-            char o[8192], opts[64];
-            snprintf(opts, sizeof opts, "--json --no-cache -t %d %s", (t - 1) % 3 + 1, t > 3 ? "--prepack" : "");
+            char o[8192], opts[128];
+            /* -t past the online CPUs is capped with a warning on stderr (issue #15) */
+            snprintf(opts, sizeof opts, "--format transcript --json --no-cache -t %d %s 2>/dev/null", (t - 1) % 3 + 1, t > 3 ? "--prepack" : "");
             assert_int_equal(run_on(bins[b], "User: How do I kill a process in Linux?\nAgent: Use kill -9 PID.\n", opts, o, sizeof o), 1);
             char *cut = strstr(o, ",\"threads\"");
             assert_non_null(cut);

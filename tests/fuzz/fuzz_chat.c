@@ -1,5 +1,6 @@
-/* tests/fuzz/fuzz_chat.c: chat_parse in every format (first byte: 0 auto, 1 text, 2 transcript,
- * 3 json; the rest is the file), then template_render of the result with every guard version.
+/* tests/fuzz/fuzz_chat.c: chat_parse in every format (first byte: low bits 0 auto, 1 text,
+ * 2 transcript, 3 json; bit 2 adds CHAT_DROP_SYSTEM; the rest is the file), then template_render
+ * of the result with every guard version.
  * Invariants: an accepted conversation is non-empty, alternates user/assistant from the user,
  * respects the CHAT_MAX_* limits and its byte count; every message renders; the prompt's spans
  * concatenate to its text; message content never adds a SPECIAL span (LG3 prompts have exactly
@@ -42,10 +43,10 @@ static void chat_check_render(const PromptFormat *pf, const Conversation *c) {
 
 static int chat_one(const uint8_t *data, size_t size) {
     if (size == 0) return 0;
-    int format = data[0] & 3;
+    int format = data[0] & 3, flags = data[0] & 4 ? CHAT_DROP_SYSTEM : 0;
     Conversation c;
     char err[ERRLEN];
-    if (chat_parse(&c, (const char *)data + 1, size - 1, format, err)) {
+    if (chat_parse(&c, (const char *)data + 1, size - 1, format | flags, err)) {
         fuzz_check_err(err);
         FUZZ_CHECK(c.n == 0 && c.msgs == NULL, "conversation not freed on error");
         return 0;

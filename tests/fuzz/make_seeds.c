@@ -121,31 +121,33 @@ static void add(GbWriter *w, const char *name, uint32_t dt, uint64_t rows, uint6
     if (rc) die(name, err);
 }
 
-/* A prefix KV cache file (classify.c layout) for the model just written: two entries of a few
- * positions, identity read back from the file itself. */
-static void kvcache_seed(const char *model_path, const Config *c) {
-    char err[ERRLEN];
-    GuardFile g;
-    if (gb_open(&g, model_path, err)) die("kv seed", err);
-    uint32_t kv_dim = c->n_kv_heads * c->head_dim;
-    Buf b = { 0 };
-    buf_put(&b, "GUARDKV1", 8);
-    buf_u32(&b, 1);
-    buf_u32(&b, 2);
-    buf_u64(&b, g.map.size);
-    buf_u32(&b, g.data_crc);
-    buf_u32(&b, c->n_layers);
-    buf_u32(&b, kv_dim);
-    buf_u32(&b, c->vocab_size);
-    for (uint32_t n = 3; n <= 4; n++) {
-        buf_u32(&b, n);
-        for (uint32_t k = 0; k < n; k++) buf_u32(&b, 256 + k);
-        for (uint64_t k = 0; k < 2ull * n * kv_dim * c->n_layers; k++) buf_f32(&b, frand());
+/* A prefix KV cache file for the model just written, by guard_cache_save itself: two entries of
+ * a few positions with random K/V. */
+static void kvcache_seed(const char *model_path) {
+    char err[ERRLEN], kv[64];
+    Guard g;
+    if (guard_open(&g, model_path, 1, err)) die("kv seed", err);
+    const Config *c = &g.model.cfg;
+    uint64_t floats = (uint64_t)c->n_kv_heads * c->head_dim * c->n_layers;
+    for (int i = 0; i < 2; i++) {
+        PrefixEntry *e = &g.prefixes.e[i];
+        e->n = 3 + i;
+        e->ids = malloc((size_t)e->n * sizeof *e->ids);
+        e->k = malloc((size_t)(e->n * floats) * sizeof(float));
+        e->v = malloc((size_t)(e->n * floats) * sizeof(float));
+        if (!e->ids || !e->k || !e->v) die("kv seed", "out of memory");
+        for (int64_t k = 0; k < e->n; k++) e->ids[k] = 256 + (int32_t)k;
+        for (uint64_t k = 0; k < (uint64_t)e->n * floats; k++) e->k[k] = frand(), e->v[k] = frand();
+        e->used = (uint64_t)i + 1;
     }
-    buf_u32(&b, crc32_update(0, b.p, (size_t)b.len));
-    seed_buf("kvcache", "ok-two-entries", &b);
-    buf_free(&b);
-    gb_close(&g);
+    snprintf(kv, sizeof kv, "%s.kv", model_path);
+    if (guard_cache_save(&g, kv, err)) die("kv seed", err);
+    MappedFile m;
+    if (map_file(&m, kv, err)) die("kv seed", err);
+    seed("kvcache", "ok-two-entries", m.data, (size_t)m.size);
+    unmap_file(&m);
+    unlink(kv);
+    guard_close(&g);
 }
 
 static void guardbin_seed(const char *name, const Config *c, const Tokenizer *tok, int version) {
@@ -191,7 +193,7 @@ static void guardbin_seed(const char *name, const Config *c, const Tokenizer *to
     char sname[64];
     snprintf(sname, sizeof sname, "ok-%s", tok_type(tok) == TOK_LLAMA3_BPE ? "l3" : "spm");
     seed("tokload", sname, tb, (size_t)tl);
-    if (version == GUARD_LG3_1B) kvcache_seed(tmp, c);
+    if (version == GUARD_LG3_1B) kvcache_seed(tmp);
     unmap_file(&m);
     unlink(tmp);
     free(tb);
@@ -233,7 +235,8 @@ static void prompt_seeds(void) {
     PromptFormat pf;
     Buf b = { 0 };
     static const char cats[] = "S1: Violent Crimes.\nS2: Spam. Unsolicited advertising.\nX_9-z: multi\\nline \\\\ text\n";
-    if (template_default(&pf, GUARD_LG3_8B, err) || template_parse_categories(&pf, cats, sizeof cats - 1, err) ||
+    /* multi-line descriptions are Llama Guard 1's format (refused for the others: issue #15) */
+    if (template_default(&pf, GUARD_LG1, err) || template_parse_categories(&pf, cats, sizeof cats - 1, err) ||
         template_serialize(&pf, &b, err))
         die("custom prompt", err);
     seed_buf("prompt", "ok-custom", &b);
@@ -593,7 +596,8 @@ static void text_seeds(void) {
     seed_str("json", "ok-object", "{\"a\":[1,-2.5e3,true,false,null,\"x\\u00e9\\ud83d\\ude00\\n\"],\"b\":{},\"c\":[]}");
     seed_str("json", "ok-bom", "\xEF\xBB\xBF [ \"\\\"\\\\\\/\\b\\f\\n\\r\\t\", 0, 1e-7, -0.0 ]");
     seed_str("json", "ok-surrogates", "[\"\\ud800\",\"\\udc00\\ud800x\",\"\\uD83D\\uDE00\"]");
-    seed_str("json", "ok-dupkeys", "{\"k\":1,\"k\":2,\"\\u0000\":3}");
+    seed_str("json", "bad-dupkeys", "{\"k\":1,\"k\":2,\"\\u0000\":3}"); /* duplicate keys are refused (issue #15) */
+    seed_str("json", "ok-nearkeys", "{\"k\":1,\"K\":2,\"k\\u0000\":3,\"\\u0000\":4,\"o\":{\"k\":5}}");
     seed_str("json", "bad-trailing", "{\"a\":1} x");
     seed_str("json", "bad-deep", "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[");
     seed_str("json", "ok-numbers", "[9007199254740993,1e308,1e309,-1e400,123456789012345678901234567890,0.1e-400]");
@@ -604,9 +608,11 @@ static void text_seeds(void) {
     seed_str("chat", "ok-auto-json", "\x04\xEF\xBB\xBF{\"messages\":[{\"role\":\"user\",\"content\":\"<|eot_id|> [INST]\"},{\"role\":\"agent\",\"content\":\"\"}]}");
     seed_str("chat", "ok-auto-transcript", "\x04\n\nUSER: x\nASSISTANT: y\n  User: indented\n");
     seed_str("chat", "bad-role", "\x03[{\"role\":\"system\",\"content\":\"x\"}]");
+    seed_str("chat", "ok-drop-system", "\x07[{\"role\":\"system\",\"content\":\"x\"},{\"role\":\"developer\",\"content\":\"y\"},{\"role\":\"user\",\"content\":\"hi\"}]");
+    seed_str("chat", "bad-tool-calls", "\x07[{\"role\":\"user\",\"content\":\"a\"},{\"role\":\"assistant\",\"content\":\"b\",\"tool_calls\":[]}]");
     seed_str("chat", "bad-image", "\x03[{\"role\":\"user\",\"content\":[{\"type\":\"image\"}]}]");
 
-    seed_str("render", "ok-custom", "\x02" FUZZ_SEP "S1: Violent Crimes.\n# comment\n\nS2 : Spam. Ads\\nmore\r\n" FUZZ_SEP
+    seed_str("render", "ok-custom", "\x04" FUZZ_SEP "S1: Violent Crimes.\n# comment\n\nS2 : Spam. Ads\\nmore\r\n" FUZZ_SEP
                                     "S2" FUZZ_SEP "User: hi\nAgent:  hello \u3000" FUZZ_SEP "\n\nunsafe\nS1, S2,S99,\x01x");
     seed_str("render", "ok-defaults", "\x03" FUZZ_SEP FUZZ_SEP " S6 , S8 " FUZZ_SEP "[{\"role\":\"user\",\"content\":\" x \"}]" FUZZ_SEP "safe");
     seed_str("render", "ok-lg1", "\x04" FUZZ_SEP FUZZ_SEP FUZZ_SEP "just text" FUZZ_SEP " unsafe\nO1,O6");
