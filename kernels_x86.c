@@ -581,6 +581,9 @@ AVX512_INLINE void gemm_q_zmm_t(const int RV, const int NIB, const int RN, const
             __m512i w[2][RV_MAX];
             UNROLL for (int g = 0; g < RV; g++) {
                 const __m512i v = _mm512_loadu_si512(tb[g] + 64 * s);
+                /* decode streams each group's tiles once: ask 1 KiB ahead, so a stream that
+                 * crosses a 4 KiB page (where the hardware prefetchers stop) keeps going */
+                if (RN == 1) _mm_prefetch((const char *)tb[g] + 64 * s + 1024, _MM_HINT_T0);
                 if (NIB) {
                     w[0][g] = _mm512_and_si512(v, low4);
                     w[1][g] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
