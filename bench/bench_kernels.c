@@ -155,7 +155,8 @@ int main(int argc, char **argv) {
                 quantize_row((uint32_t)dt, row, data + r * rb, layer[s].cols);
             }
             if (dtype_tiled((uint32_t)dt)) {
-                uint8_t *tiles = malloc(tensor_bytes((uint32_t)dt, layer[s].rows, layer[s].cols));
+                /* 64-byte aligned, as a tensor in the mapped file is */
+                uint8_t *tiles = aligned_alloc(64, (tensor_bytes((uint32_t)dt, layer[s].rows, layer[s].cols) + 63) / 64 * 64);
                 if (!tiles) { fprintf(stderr, "out of memory\n"); return 1; }
                 tile_rows((uint32_t)dt, layer[s].rows, layer[s].cols, data, tiles);
                 free(data);
