@@ -60,9 +60,9 @@ int config_validate(const Config *c, char *err);
 /* ==== guard.bin ==== */
 
 #define GB_MAGIC "GUARDBIN"
-/* 2: the Llama 4 header fields (bytes 132..191), the "output ids" section (a pruned lm_head)
- * and source 7 (ExecuTorch .pte). A reader refuses every other version; version 1 files are
- * re-exported. */
+/* 2: quantized matrices in tile order (quant.h), the Llama 4 header fields (bytes 132..191),
+ * the "output ids" section (a pruned lm_head) and source 7 (ExecuTorch .pte). A reader refuses
+ * every other version; version 1 files are re-exported. */
 #define GB_VERSION 2
 #define GB_ALIGN 64
 #define GB_NAME_MAX 64
@@ -161,19 +161,19 @@ typedef struct {
     float *inv_freq;  /* [head_dim/2] RoPE inverse frequencies, llama3 scaling applied */
     Pool *pool;
     int n_threads;
-    uint64_t packed_bytes; /* weights prepacked into kernel tiles at open (0: packed per call) */
+    uint64_t packed_bytes; /* f32 weights prepacked into kernel tiles (0: none; q8/q4 are stored as tiles) */
 } Model;
 
 /* Open guard.bin, validate, bind the weights (in place, in the mapped file). n_threads <= 0
  * means all available cores. */
 int model_open(Model *m, const char *path, int n_threads, char *err);
-/* Arrange the weights once into the kernel set's register tiles (quant.h tensor_prepack), so
- * every later matmul streams them instead of packing tile chunks per call. It pays off for a
- * process that runs many forwards (batch, eval, benchmarks), not for one verdict: a single
- * prefill packs its chunks as it goes in less time than packing everything up front takes,
- * and the tiles add ~1.2x the weights to the process. Results are bit-identical either way.
- * Returns the bytes of tiles; 0 when nothing was packed (dtypes without compact tiles, or
- * the tiles would not fit in 3/4 of the available memory). Idempotent. */
+/* Arrange f32 weights once into the kernel set's register tiles (quant.h tensor_prepack), so
+ * every later matmul streams them instead of packing tile chunks per call; it pays off for a
+ * process that runs many forwards (batch, eval, benchmarks). q8/q4 weights are stored in tile
+ * order by export and read in place, so there is nothing to do for them (and bf16/f16 tiles
+ * would double the memory). Results are bit-identical either way. Returns the bytes of
+ * tiles; 0 when nothing was packed (those dtypes, or the tiles would not fit in 3/4 of the
+ * available memory). Idempotent. */
 uint64_t model_prepack(Model *m);
 void model_close(Model *m);
 

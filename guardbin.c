@@ -149,10 +149,11 @@ static int check_tensors(GuardFile *g, char *err) {
             if (d + 1 < t->ndim && !mul_u64(rows, t->shape[d], &rows))
                 return errf(err, "%s: tensor '%s' shape overflows", g->path, t->name);
         }
-        uint64_t rb = dtype_row_bytes(t->dtype, t->shape[t->ndim - 1]), bytes;
-        if (rb == 0 || !mul_u64(rb, rows, &bytes) || bytes != t->size)
+        /* quantized tensors are stored in tile order, rows padded to whole groups (quant.h) */
+        const uint64_t bytes = tensor_bytes(t->dtype, rows, t->shape[t->ndim - 1]);
+        if (bytes == 0 || bytes != t->size)
             return errf(err, "%s: tensor '%s' is %llu bytes but its dtype %s and shape need %llu", g->path, t->name,
-                        (unsigned long long)t->size, dtype_name(t->dtype), (unsigned long long)(rb ? bytes : 0));
+                        (unsigned long long)t->size, dtype_name(t->dtype), (unsigned long long)bytes);
         if (check_range(g, t->offset, t->size, "tensor", t->name, err)) return -1;
     }
     if (check_layout(g, err)) return -1;
@@ -193,7 +194,7 @@ int gb_open(GuardFile *g, const char *path, char *err) {
     uint32_t arch = get_config(&r, &g->cfg);
     const char *why = NULL;
     if (mark != GB_ENDIAN_MARK) why = "wrong byte order mark (file written on a big-endian machine or corrupt)";
-    else if (version == 1) why = "guard.bin version 1, from an older ./export: re-export the checkpoint with this build's ./export (it writes version 2)";
+    else if (version == 1) why = "guard.bin version 1 (weights in row order, before the Llama 4 fields) is no longer read: re-export the checkpoint with this build's ./export (it writes version 2)";
     else if (version != GB_VERSION) why = "unsupported version (re-export it with this build's ./export)";
     else if (file_size != fsize) why = "truncated or extended: size recorded in the header differs from the file size";
     else if (table_off != GB_HEADER_BYTES) why = "bad table offset";

@@ -22,13 +22,15 @@
 
 /* ==== Activation blocks and tiles: the internal layouts ==== */
 
-/* One block of 32 quantized activations. q is int8 except for the x86 VNNI kernels, which
- * store q + 128 as a byte (vpdpbusd multiplies unsigned by signed bytes); the tile's corr
- * field removes the offset again. */
+/* One block of 32 quantized activations, signed for every kernel set. sum is the offset
+ * correction of the kernels that read the weight tile as unsigned bytes (quant.h "The matmul
+ * contract"): they subtract 128 * sum (Q8_0) or 8 * sum (Q4_0) per block. */
 typedef struct {
-    float d; /* the scale, act_scale below */
+    float d;     /* the scale, act_scale below */
+    int32_t sum; /* sum of q */
     int8_t q[QK];
 } ActQ8;
+static_assert(sizeof(ActQ8) == 40, "ActQ8: d, sum, 32 quants");
 
 /* The scale an activation block keeps: amax/127 rounded to f16 as ggml's Q8_0 stores it (so a
  * q4/q8 linear computes what ggml's Q4_0/Q8_0 x Q8_0 dot products do, and the INT4 release's
@@ -40,41 +42,14 @@ static inline float act_scale(float d) {
     return h > 0 && h <= 65504.0f ? h : d;
 }
 
-#define TR 8 /* rows per tile group: the lanes of a 256-bit vector, or two NEON vectors (avx512: 16) */
+#define TR 8 /* rows per lane group: the lanes of a 256-bit vector, or two NEON vectors (avx512: 16) */
 
-/* A quantized tile group: 8 rows x one block of 32, transposed so that q[s] (32 bytes) holds
- * elements 4s..4s+3 of each of the 8 rows, row-major within the vector. Q8_0 (and later
- * bitsandbytes int8 rows) unpack to this; Q4_0 keeps its nibbles in TileQ4 below. */
-typedef struct {
-    int8_t q[QK / 4][TR][4];
-    float d[TR];       /* row scales as f32 (exact f16 -> f32) */
-    int32_t corr[TR];  /* 128 * sum(q) per row: the VNNI activation-offset correction */
-} TileQ;
-static_assert(sizeof(TileQ) == 320, "TileQ must stay a multiple of 64 bytes");
-
-/* The avx512 set's tile group: the same with 16 rows, one zmm register of lanes. */
-typedef struct {
-    int8_t q[QK / 4][16][4];
-    float d[16];
-    int32_t corr[16];
-} TileQ16;
-static_assert(sizeof(TileQ16) == 640, "TileQ16 must stay a multiple of 64 bytes");
-
-/* A Q4_0 tile group keeps the nibbles: byte [s][r][i] is byte 4s+i of row r's quants, whose
- * low nibble is element 4s+i and high nibble element 16+4s+i (each + 8). So step s of the
- * 16-byte row is TileQ's steps s and s+4 at once; kernels unpack (v & 15) - 8 and (v >> 4) - 8.
- * 24 bytes per row and block against Q4_0's 18, where TileQ would take 40. */
-typedef struct {
-    uint8_t q[QK / 8][TR][4];
-    float d[TR];
-    int32_t corr[TR];  /* as TileQ's, of the signed values */
-} TileQ4;
-typedef struct {
-    uint8_t q[QK / 8][16][4];
-    float d[16];
-    int32_t corr[16];
-} TileQ4x16;
-static_assert(sizeof(TileQ4) == 192 && sizeof(TileQ4x16) == 384, "Q4 tiles must stay a multiple of 64 bytes");
+/* Quantized weights are read in the tensor's own tile order (quant.h TileQ8_0 / TileQ4_0):
+ * step s of a tile is one 64-byte line of QROWS = 16 rows x 4 quant bytes, the f16 scales
+ * follow. A 16-lane set reads a whole line per step; an 8-lane set reads one half of it
+ * (rows 0-7 at byte 0, rows 8-15 at byte 32; their scales at byte 0 or 16 of d). */
+static inline size_t qtile_bytes(uint32_t dt) { return dt == DT_Q4_0 ? sizeof(TileQ4_0) : sizeof(TileQ8_0); }
+static inline size_t qtile_qbytes(uint32_t dt) { return dt == DT_Q4_0 ? offsetof(TileQ4_0, d) : offsetof(TileQ8_0, d); }
 
 /* A float tile group is float[cols][TR] (avx512: [cols][16]): element k of its rows, contiguous. */
 
@@ -120,10 +95,12 @@ typedef void (*PackFn)(const uint8_t *w, uint64_t row_bytes, int nr, uint64_t co
 
 /* One call of a register tile: out[j*ldo + g*tr + r] (+)= row g*tr+r of the rv-group tile .
  * token j, for j < rn. The tile covers kn columns (float) or kn blocks (quantized); group g's
- * steps start gs steps after group g-1's (gs = kn for a tile packed per call, the whole row
- * length for a prepacked tensor). Token j's slice starts at x + j*ldx (float) or a + j*ldx
- * (activation blocks). accumulate: continue the sums already in out (the next k-chunk)
- * instead of starting from 0. */
+ * steps start gs steps after group g-1's (float: gs = kn for a tile packed per call, the whole
+ * row length for a prepacked tensor; quantized: gs = nb, the next group of 16 rows). Token j's
+ * slice starts at x + j*ldx (float) or a + j*ldx (activation blocks). accumulate: continue
+ * the sums already in out (the next k-chunk) instead of starting from 0. Quantized only: nrv
+ * (1..rv) groups are present (the last tile of a matrix may have fewer), and an 8-lane set
+ * reads rows 8*half .. 8*half+7 of each 16-row tile. */
 typedef struct {
     const void *tile;
     uint64_t kn, gs;
@@ -133,16 +110,14 @@ typedef struct {
     float *out;
     uint64_t ldo;
     int accumulate;
+    int nrv, half;
 } TileCall;
 
-/* One T = 1 product: y[r] = row r of w . x (x: float[cols]; quantized dtypes read a instead,
- * signed activation blocks, with asum[b] the sum of block b's q). */
+/* One T = 1 product of float rows: y[r] = row r of w . x (x: float[cols]). */
 typedef struct {
     const uint8_t *w;
     uint64_t rb, cols;
     const float *x;
-    const ActQ8 *a;
-    const int32_t *asum;
     float *y;
 } Gemv;
 typedef void (*GemvFn)(const Gemv *g, uint64_t r0, uint64_t r1);
@@ -150,21 +125,20 @@ typedef void (*GemvFn)(const Gemv *g, uint64_t r0, uint64_t r1);
 typedef struct {
     const char *name, *desc;
     int (*supported)(void);
-    int tr;           /* rows per tile group: 8 (TileQ, float[k][8]) or 16 (TileQ16, float[k][16]) */
+    int tr;           /* rows per lane group: 8 or 16 (float tiles float[k][tr]; quantized: see above) */
     int rv_f, rn_f;   /* float tiles: rv groups of tr rows x up to rn tokens per kernel call */
     int rv_q, rn_q;   /* quantized tiles */
-    /* quantize one token row into nb activation blocks (the encoding this set's kernel wants) */
+    /* quantize one token row into nb activation blocks (act_row_ref's values and sums) */
     void (*act)(const float *x, ActQ8 *a, uint64_t nb);
-    /* pack rows [0, nr) (nr <= tr; the rest zero) of a row-major W slice into one tile group */
+    /* float dtypes: pack rows [0, nr) (nr <= tr; the rest zero) of a row-major W slice into one
+     * tile group */
     PackFn pack[DT_COUNT];
     /* one register-tile sweep over rn <= rn_f / rn_q tokens (see TileCall) */
     void (*gemm_f)(int rn, const TileCall *c);
-    void (*gemm_q)(int rn, const TileCall *c);   /* TileQ / TileQ16 (Q8_0) */
-    void (*gemm_q4)(int rn, const TileCall *c);  /* TileQ4 / TileQ4x16 (Q4_0) */
-    /* T = 1 (decode): rows [r0, r1) read in place, no packing; act_gemv quantizes x with
-     * signed q (any set's act gives the same values; only the encoding differs) */
+    void (*gemm_q)(int rn, const TileCall *c);   /* TileQ8_0 tiles, any T */
+    void (*gemm_q4)(int rn, const TileCall *c);  /* TileQ4_0 tiles, any T */
+    /* T = 1, float dtypes: rows [r0, r1) read in place, no packing */
     GemvFn gemv[DT_COUNT];
-    void (*act_gemv)(const float *x, ActQ8 *a, uint64_t nb);
     float (*dot)(const float *a, const float *b, int64_t n); /* dot_f32 */
     void (*attn)(const AttnBlock *b, float *scores);           /* attention; scores: ATTN_SCRATCH floats */
     void (*silu_mul)(float *h, const float *u, int64_t n);     /* silu_mul */
@@ -182,18 +156,26 @@ typedef struct {
 #define TILE_CASE(n, TILE, ...) case n: TILE(__VA_ARGS__, n, c); return;
 #define DEF_TILE_DISPATCH(NAME, ATTR, CASES, TILE, ...) \
     ATTR static void NAME(int rn, const TileCall *c) { switch (rn) { CASES(TILE_CASE, TILE, __VA_ARGS__) } }
+/* The quantized tiles of a set with rv = 2: a last tile of one group takes the rv = 1 shape. */
+#define DEF_QTILE_DISPATCH2(NAME, ATTR, CASES, TILE, ...) \
+    ATTR static void NAME(int rn, const TileCall *c) { \
+        if (c->nrv == 2) { switch (rn) { CASES(TILE_CASE, TILE, 2, __VA_ARGS__) } } \
+        else { switch (rn) { CASES(TILE_CASE, TILE, 1, __VA_ARGS__) } } }
 
 /* ==== What quant.c provides to the kernel files ==== */
 
-/* The portable tile packers (the C twins of the SIMD packers; the Q4_0 nibble packer serves
- * every set, as it only moves bytes). pack_tile_ref packs for any dtype and tr = 8 or 16. */
+/* The portable float tile packers (the C twins of the SIMD packers). pack_tile_ref packs any
+ * float dtype for tr = 8 or 16. */
 void pack_tile_ref(uint32_t dt, int tr, const uint8_t *w, uint64_t rb, int nr, uint64_t cols, void *tile);
 void pack_f32_c(const uint8_t *w, uint64_t rb, int nr, uint64_t cols, void *tile);  /* tr = 8 */
 void pack_bf16_c(const uint8_t *w, uint64_t rb, int nr, uint64_t cols, void *tile);
 void pack_f16_c(const uint8_t *w, uint64_t rb, int nr, uint64_t cols, void *tile);
-void pack_q8_c(const uint8_t *w, uint64_t rb, int nr, uint64_t cols, void *tile);
-void pack_q4_tr8(const uint8_t *w, uint64_t rb, int nr, uint64_t cols, void *tile);
-void pack_q4_tr16(const uint8_t *w, uint64_t rb, int nr, uint64_t cols, void *tile);
+/* The block sums act_row_ref stores (the SIMD act kernels' shared tail): a[b].sum for b < nb. */
+void act_sums(ActQ8 *a, uint64_t nb);
+/* The C twin of the SIMD int8 tile kernels (quant.c): one stored 16-row tile group (c->tile,
+ * c->kn blocks) x rn tokens with the activation-side offset correction, written out step by
+ * step; test_quant checks it against dot_q_ref, as every SIMD tile kernel is. */
+void gemm_q_tile_ref(uint32_t dt, int rn, const TileCall *c);
 /* The scalar silu_mul: the SIMD versions' tail. */
 void silu_mul_ref(float *h, const float *u, int64_t n);
 /* The set called name, supported here or not; NULL if this build has none (tests). */

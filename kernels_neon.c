@@ -1,8 +1,9 @@
 /* kernels_neon.c: the aarch64 kernel sets, neon and neon-dotprod, each reproducing the scalar
  * references of quant.c bit for bit (quant.h "The matmul contract", "The attention contract",
  * silu_mul). NEON is baseline on aarch64; the SDOT kernels are compiled with a target
- * attribute and chosen at run time (getauxval) by quant.c's kernel selection. Tiles are packed
- * by quant.c's portable packers. Internal layouts are in kernels.h; `make test-neon` runs the
+ * attribute and chosen at run time (getauxval) by quant.c's kernel selection. Float tiles are
+ * packed by quant.c's portable packers; quantized weights are read in their stored tile order
+ * (quant.h "Tile order"). Internal layouts are in kernels.h; `make test-neon` runs the
  * tests under qemu.
  *
  *   NEON section:     the neon set, every ARMv8-A core.
@@ -56,6 +57,7 @@ static void act_neon(const float *x, ActQ8 *a, uint64_t nb) {
             vst1_s8(a[b].q + 4 * i, vqmovn_s16(q16));
         }
     }
+    act_sums(a, nb);
 }
 
 /* ---- float register tile: RV groups of 8 rows (two q registers) x RN tokens.
@@ -93,65 +95,63 @@ static inline __attribute__((always_inline)) void gemm_f_neon_t(const int RV, co
 enum { NEON_RV_F = 2, NEON_RN_F = 4 };
 DEF_TILE_DISPATCH(gemm_f_neon, , RN_CASES_4, gemm_f_neon_t, NEON_RV_F)
 
-/* int8 tile, stamped for plain NEON and for dotprod; DOT(acc, w, x4) adds, per row lane, the
- * products of 4 weight bytes (4 rows per vector) with the replicated activation bytes.
- * NIB: TileQ4 (Q4_0 nibbles, steps s and s + 4 in one load) instead of TileQ.
- * Twin: dot_q_ref (quant.c). */
+/* int8 tile, stamped for plain NEON and for dotprod: 8 rows (one half of each stored 16-row
+ * tile, c->half; two registers of 4 rows) x RN tokens. DOT(acc, w, x4) adds, per row lane,
+ * the products of 4 weight bytes with the replicated activation bytes. Q8_0 (NIB = 0): signed
+ * x signed. Q4_0 (NIB = 1): a nibble is q + 8, in 0..15, a valid signed byte too, so the
+ * nibbles go in as they are and each block's sums start from -8 * sum(a).
+ * Twins: dot_q_ref, gemm_q_tile_ref (quant.c). */
 #define DEF_GEMM_Q_NEON(NAME, ATTR, DOT)                                                                 \
-    static inline __attribute__((always_inline ATTR)) void NAME(const int RV, const int NIB, const int RN, const TileCall *c) { \
-        const size_t step = NIB ? sizeof(TileQ4) : sizeof(TileQ), dofs = NIB ? offsetof(TileQ4, d) : offsetof(TileQ, d); \
+    static inline __attribute__((always_inline ATTR)) void NAME(const int NIB, const int RN, const TileCall *c) { \
+        const size_t step = NIB ? sizeof(TileQ4_0) : sizeof(TileQ8_0);                                   \
+        const size_t dofs = (NIB ? offsetof(TileQ4_0, d) : offsetof(TileQ8_0, d)) + 16 * (size_t)c->half; \
         const uint8_t *tile = c->tile;                                                                    \
         const ActQ8 *a = c->a;                                                                            \
-        const uint64_t nb = c->kn, gs = c->gs, lda = c->ldx, ldo = c->ldo;                                \
+        const uint64_t nb = c->kn, lda = c->ldx, ldo = c->ldo;                                            \
         float *out = c->out;                                                                              \
         const uint8x16_t low4 = vdupq_n_u8(0x0F);                                                         \
-        const int8x16_t eight = vdupq_n_s8(8);                                                            \
-        float32x4_t acc[RV_MAX][2][RN_MAX];                                                               \
-        UNROLL for (int g = 0; g < RV; g++) UNROLL for (int j = 0; j < RN; j++) {                         \
-            acc[g][0][j] = c->accumulate ? vld1q_f32(out + j * ldo + g * TR) : vdupq_n_f32(0.0f);         \
-            acc[g][1][j] = c->accumulate ? vld1q_f32(out + j * ldo + g * TR + 4) : vdupq_n_f32(0.0f);     \
+        float32x4_t acc[2][RN_MAX];                                                                       \
+        UNROLL for (int j = 0; j < RN; j++) {                                                             \
+            acc[0][j] = c->accumulate ? vld1q_f32(out + j * ldo) : vdupq_n_f32(0.0f);                     \
+            acc[1][j] = c->accumulate ? vld1q_f32(out + j * ldo + 4) : vdupq_n_f32(0.0f);                 \
         }                                                                                                 \
         for (uint64_t b = 0; b < nb; b++) {                                                               \
-            const uint8_t *tb[RV_MAX];                                                                    \
-            UNROLL for (int g = 0; g < RV; g++) tb[g] = tile + (g * gs + b) * step;                       \
-            int32x4_t ia[RV_MAX][2][RN_MAX];                                                              \
-            UNROLL for (int g = 0; g < RV; g++) UNROLL for (int j = 0; j < RN; j++)                       \
-                ia[g][0][j] = ia[g][1][j] = vdupq_n_s32(0);                                               \
+            const uint8_t *tb = tile + b * step;                                                          \
+            int32x4_t ia[2][RN_MAX];                                                                      \
+            UNROLL for (int j = 0; j < RN; j++)                                                           \
+                ia[0][j] = ia[1][j] = vdupq_n_s32(NIB ? -8 * a[j * lda + b].sum : 0);                     \
             UNROLL for (int s = 0; s < QK / 4; s++) {                                                     \
                 if (NIB && s >= QK / 8) break;                                                            \
-                int8x16_t w[2][RV_MAX][2]; /* [step s or s + 4][group][rows 0-3 or 4-7] */                \
-                UNROLL for (int g = 0; g < RV; g++) UNROLL for (int half = 0; half < 2; half++) {         \
-                    const uint8x16_t v = vld1q_u8(tb[g] + 32 * s + 16 * half);                            \
+                int8x16_t w[2][2]; /* [step s or s + 4][rows 0-3 or 4-7] */                               \
+                UNROLL for (int half = 0; half < 2; half++) {                                             \
+                    const uint8x16_t v = vld1q_u8(tb + 64 * s + 32 * c->half + 16 * half);                \
                     if (NIB) {                                                                            \
-                        w[0][g][half] = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(v, low4)), eight);          \
-                        w[1][g][half] = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(v, 4)), eight);           \
+                        w[0][half] = vreinterpretq_s8_u8(vandq_u8(v, low4));                              \
+                        w[1][half] = vreinterpretq_s8_u8(vshrq_n_u8(v, 4));                               \
                     } else {                                                                              \
-                        w[0][g][half] = vreinterpretq_s8_u8(v);                                           \
+                        w[0][half] = vreinterpretq_s8_u8(v);                                              \
                     }                                                                                     \
                 }                                                                                         \
                 UNROLL for (int h = 0; h <= NIB; h++) UNROLL for (int j = 0; j < RN; j++) {               \
                     int32_t a4;                                                                           \
                     memcpy(&a4, a[j * lda + b].q + 4 * (s + 4 * h), 4);                                   \
                     const int8x16_t x4 = vreinterpretq_s8_s32(vdupq_n_s32(a4));                           \
-                    UNROLL for (int g = 0; g < RV; g++) {                                                 \
-                        ia[g][0][j] = DOT(ia[g][0][j], w[h][g][0], x4);                                   \
-                        ia[g][1][j] = DOT(ia[g][1][j], w[h][g][1], x4);                                   \
-                    }                                                                                     \
+                    ia[0][j] = DOT(ia[0][j], w[h][0], x4);                                                \
+                    ia[1][j] = DOT(ia[1][j], w[h][1], x4);                                                \
                 }                                                                                         \
             }                                                                                             \
-            UNROLL for (int g = 0; g < RV; g++) {                                                         \
-                const float *dw = (const float *)(const void *)(tb[g] + dofs);                            \
-                const float32x4_t d0 = vld1q_f32(dw), d1 = vld1q_f32(dw + 4);                             \
-                UNROLL for (int j = 0; j < RN; j++) {                                                     \
-                    const float da = a[j * lda + b].d;                                                    \
-                    acc[g][0][j] = vfmaq_f32(acc[g][0][j], vmulq_n_f32(d0, da), vcvtq_f32_s32(ia[g][0][j])); \
-                    acc[g][1][j] = vfmaq_f32(acc[g][1][j], vmulq_n_f32(d1, da), vcvtq_f32_s32(ia[g][1][j])); \
-                }                                                                                         \
+            const uint16x8_t dh = vld1q_u16((const uint16_t *)(const void *)(tb + dofs));                 \
+            const float32x4_t d0 = vcvt_f32_f16(vreinterpret_f16_u16(vget_low_u16(dh)));                  \
+            const float32x4_t d1 = vcvt_f32_f16(vreinterpret_f16_u16(vget_high_u16(dh)));                 \
+            UNROLL for (int j = 0; j < RN; j++) {                                                         \
+                const float da = a[j * lda + b].d;                                                        \
+                acc[0][j] = vfmaq_f32(acc[0][j], vmulq_n_f32(d0, da), vcvtq_f32_s32(ia[0][j]));           \
+                acc[1][j] = vfmaq_f32(acc[1][j], vmulq_n_f32(d1, da), vcvtq_f32_s32(ia[1][j]));           \
             }                                                                                             \
         }                                                                                                 \
-        UNROLL for (int j = 0; j < RN; j++) UNROLL for (int g = 0; g < RV; g++) {                         \
-            vst1q_f32(out + j * ldo + g * TR, acc[g][0][j]);                                              \
-            vst1q_f32(out + j * ldo + g * TR + 4, acc[g][1][j]);                                          \
+        UNROLL for (int j = 0; j < RN; j++) {                                                             \
+            vst1q_f32(out + j * ldo, acc[0][j]);                                                          \
+            vst1q_f32(out + j * ldo + 4, acc[1][j]);                                                      \
         }                                                                                                 \
     }
 
@@ -166,8 +166,8 @@ static inline int32x4_t dot4_neon(int32x4_t acc, int8x16_t w, int8x16_t x4) {
 DEF_GEMM_Q_NEON(gemm_q_neon_t, , DOT_NEON)
 /* The int8 tiles (both sets): 8 rows x up to 4 tokens. */
 enum { NEON_RV_Q = 1, NEON_RN_Q = 4 };
-DEF_TILE_DISPATCH(gemm_q_neon, , RN_CASES_4, gemm_q_neon_t, NEON_RV_Q, 0)
-DEF_TILE_DISPATCH(gemm_q4_neon, , RN_CASES_4, gemm_q_neon_t, NEON_RV_Q, 1)
+DEF_TILE_DISPATCH(gemm_q_neon, , RN_CASES_4, gemm_q_neon_t, 0)
+DEF_TILE_DISPATCH(gemm_q4_neon, , RN_CASES_4, gemm_q_neon_t, 1)
 
 /* ---- attention (quant.h "The attention contract"), 4 queries at a time, as on x86: scores
  * at s[p*4 + j], softmax with the queries in the 4 lanes, P.V sharing each value load. The
@@ -343,58 +343,9 @@ static void attn_neon(const AttnBlock *b, float *s) {
     }
 }
 
-/* ---- matrix-vector (T = 1), W read in place: lanes = rows as in the tiles (see the x86
- * file); quantized rows give exact int32 block sums, float rows are transposed 4x4.
- * Twins: dot_q_ref and dot_f_ref (quant.c), per output row. ---- */
-
-/* Two int32x4 partial sums of one block row (q) against the activations (a), per ISA. */
-static inline int32x4_t qdot_neon(int8x16_t w0, int8x16_t w1, int8x16_t a0, int8x16_t a1) {
-    int16x8_t p = vmull_s8(vget_low_s8(w0), vget_low_s8(a0));
-    p = vmlal_s8(p, vget_high_s8(w0), vget_high_s8(a0)); /* |pair| <= 2*128*127: fits int16 */
-    int16x8_t r = vmull_s8(vget_low_s8(w1), vget_low_s8(a1));
-    r = vmlal_s8(r, vget_high_s8(w1), vget_high_s8(a1));
-    return vpadalq_s16(vpaddlq_s16(p), r);
-}
-
-static inline void qblock_neon(uint32_t dt, const uint8_t *blk, int8x16_t *w0, int8x16_t *w1) {
-    if (dt == DT_Q8_0) {
-        *w0 = vld1q_s8((const int8_t *)blk + 2);
-        *w1 = vld1q_s8((const int8_t *)blk + 18);
-    } else {
-        const uint8x16_t b = vld1q_u8(blk + 2);
-        *w0 = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(b, vdupq_n_u8(0x0F))), vdupq_n_s8(8));
-        *w1 = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(b, 4)), vdupq_n_s8(8));
-    }
-}
-
-#define DEF_GEMV_Q_NEON(NAME, ATTR, QDOT)                                                                   \
-    static inline __attribute__((always_inline ATTR)) void NAME(uint32_t dt, const Gemv *g, uint64_t r0, uint64_t r1) { \
-        const uint64_t bb = q_block_bytes(dt), nb = g->cols / QK;                                        \
-        for (uint64_t r = r0; r < r1; r += 4) {                                                              \
-            const int nr = r1 - r < 4 ? (int)(r1 - r) : 4;                                                   \
-            const uint8_t *row[4];                                                                            \
-            for (int i = 0; i < 4; i++) row[i] = g->w + (r + (uint64_t)(i < nr ? i : nr - 1)) * g->rb;       \
-            float32x4_t acc = vdupq_n_f32(0.0f);                                                              \
-            for (uint64_t b = 0; b < nb; b++) {                                                               \
-                const int8x16_t a0 = vld1q_s8(g->a[b].q), a1 = vld1q_s8(g->a[b].q + 16);                     \
-                int32x4_t p[4];                                                                               \
-                uint16_t h[4];                                                                                \
-                for (int i = 0; i < 4; i++) {                                                                 \
-                    int8x16_t w0, w1;                                                                         \
-                    qblock_neon(dt, row[i] + b * bb, &w0, &w1);                                               \
-                    p[i] = QDOT(w0, w1, a0, a1);                                                              \
-                    h[i] = ld_u16(row[i] + b * bb);                                                           \
-                }                                                                                             \
-                const int32x4_t isum = vpaddq_s32(vpaddq_s32(p[0], p[1]), vpaddq_s32(p[2], p[3]));           \
-                const float32x4_t dw = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(h)));                      \
-                acc = vfmaq_f32(acc, vmulq_n_f32(dw, g->a[b].d), vcvtq_f32_s32(isum));                       \
-            }                                                                                                 \
-            float out[4];                                                                                     \
-            vst1q_f32(out, acc);                                                                              \
-            memcpy(g->y + r, out, (size_t)nr * sizeof(float));                                                \
-        }                                                                                                     \
-    }
-DEF_GEMV_Q_NEON(gemv_q_neon_t, , qdot_neon)
+/* ---- matrix-vector (T = 1) of float rows, W read in place: lanes = rows as in the tiles
+ * (see the x86 file), rows transposed 4x4 (quantized weights use their stored tiles at T = 1
+ * too). Twin: dot_f_ref (quant.c), per output row. ---- */
 
 /* 4 consecutive elements of a float-family row as f32 (exact conversions). */
 static inline float32x4_t load4_f_neon(uint32_t dt, const uint8_t *p) {
@@ -448,20 +399,18 @@ static inline __attribute__((always_inline)) void gemv_f_neon(uint32_t dt, const
 DEF_GEMV_NEON(gemv_f32_neon, gemv_f_neon, DT_F32)
 DEF_GEMV_NEON(gemv_bf16_neon, gemv_f_neon, DT_BF16)
 DEF_GEMV_NEON(gemv_f16_neon, gemv_f_neon, DT_F16)
-DEF_GEMV_NEON(gemv_q8_neon, gemv_q_neon_t, DT_Q8_0)
-DEF_GEMV_NEON(gemv_q4_neon, gemv_q_neon_t, DT_Q4_0)
 
 /* What the neon and neon-dotprod sets share: all but the int8 kernels. */
 #define NEON_SHARED                                                                                                     \
     .tr = TR, .rv_f = NEON_RV_F, .rn_f = NEON_RN_F, .gemm_f = gemm_f_neon, .rv_q = NEON_RV_Q, .rn_q = NEON_RN_Q,          \
-    .act = act_neon, .act_gemv = act_neon, .dot = dot_f32_neon, .attn = attn_neon, .silu_mul = silu_mul_neon,             \
-    .pack = { [DT_F32] = pack_f32_c, [DT_BF16] = pack_bf16_c, [DT_F16] = pack_f16_c, [DT_Q8_0] = pack_q8_c, [DT_Q4_0] = pack_q4_tr8 }, \
+    .act = act_neon, .dot = dot_f32_neon, .attn = attn_neon, .silu_mul = silu_mul_neon,                                 \
+    .pack = { [DT_F32] = pack_f32_c, [DT_BF16] = pack_bf16_c, [DT_F16] = pack_f16_c },                                    \
     .gemv[DT_F32] = gemv_f32_neon, .gemv[DT_BF16] = gemv_bf16_neon, .gemv[DT_F16] = gemv_f16_neon
 
 /* ---- the neon set (every ARMv8-A core: Cortex-A53/A72, Graviton 1) ---- */
 const Kernels kernels_neon = {
     .name = "neon", .desc = "neon (f32 tile 16x4, int8 tile 8x4)", .supported = always, NEON_SHARED,
-    .gemm_q = gemm_q_neon, .gemm_q4 = gemm_q4_neon, .gemv[DT_Q8_0] = gemv_q8_neon, .gemv[DT_Q4_0] = gemv_q4_neon,
+    .gemm_q = gemm_q_neon, .gemm_q4 = gemm_q4_neon,
 };
 
 /* ================================================================================================
@@ -473,22 +422,14 @@ static int have_dotprod(void) { return (getauxval(AT_HWCAP) & NEON_HWCAP_ASIMDDP
 /* The int8 register tile with SDOT: four byte products per lane and instruction. Twin: dot_q_ref. */
 #define DOT_SDOT(acc, w, x4) vdotq_s32(acc, w, x4)
 DEF_GEMM_Q_NEON(gemm_q_sdot_t, TARGET_DOTPROD, DOT_SDOT)
-DEF_TILE_DISPATCH(gemm_q_sdot, __attribute__((target("arch=armv8.2-a+dotprod"))), RN_CASES_4, gemm_q_sdot_t, NEON_RV_Q, 0)
-DEF_TILE_DISPATCH(gemm_q4_sdot, __attribute__((target("arch=armv8.2-a+dotprod"))), RN_CASES_4, gemm_q_sdot_t, NEON_RV_Q, 1)
-
-/* The matrix-vector int8 kernels with SDOT. Twin: dot_q_ref. */
-__attribute__((target("arch=armv8.2-a+dotprod"))) static inline int32x4_t qdot_sdot(int8x16_t w0, int8x16_t w1, int8x16_t a0, int8x16_t a1) {
-    return vdotq_s32(vdotq_s32(vdupq_n_s32(0), w0, a0), w1, a1);
-}
-DEF_GEMV_Q_NEON(gemv_q_sdot_t, TARGET_DOTPROD, qdot_sdot)
-__attribute__((target("arch=armv8.2-a+dotprod"))) DEF_GEMV_NEON(gemv_q8_sdot, gemv_q_sdot_t, DT_Q8_0)
-__attribute__((target("arch=armv8.2-a+dotprod"))) DEF_GEMV_NEON(gemv_q4_sdot, gemv_q_sdot_t, DT_Q4_0)
+DEF_TILE_DISPATCH(gemm_q_sdot, __attribute__((target("arch=armv8.2-a+dotprod"))), RN_CASES_4, gemm_q_sdot_t, 0)
+DEF_TILE_DISPATCH(gemm_q4_sdot, __attribute__((target("arch=armv8.2-a+dotprod"))), RN_CASES_4, gemm_q_sdot_t, 1)
 
 /* ---- the neon-dotprod set (ARMv8.2-A cores with SDOT: Cortex-A55/A76 and later, Graviton 2+,
  * Apple M1+) ---- */
 const Kernels kernels_neon_dotprod = {
     .name = "neon-dotprod", .desc = "neon-dotprod (SDOT int8 dot; f32 tile 16x4, int8 tile 8x4)", .supported = have_dotprod,
-    NEON_SHARED, .gemm_q = gemm_q_sdot, .gemm_q4 = gemm_q4_sdot, .gemv[DT_Q8_0] = gemv_q8_sdot, .gemv[DT_Q4_0] = gemv_q4_sdot,
+    NEON_SHARED, .gemm_q = gemm_q_sdot, .gemm_q4 = gemm_q4_sdot,
 };
 
 #endif /* aarch64 */

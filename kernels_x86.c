@@ -7,6 +7,8 @@
  *   AVX2 section:    the avx2 set (AVX2 + FMA + F16C); its helpers serve the avx512 set too.
  *   AVX-512 section: the avx512 set (AVX512F/BW/VL + VNNI): 16-row tiles in zmm registers,
  *                    vpdpbusd int8 dot products.
+ * Quantized weights are read in their stored tile order (quant.h "Tile order"): nothing here
+ * packs them.
  */
 #if defined(__x86_64__) || defined(__i386__)
 
@@ -38,11 +40,12 @@ static int have_avx2(void) {
 }
 
 /* ---- activation blocks (twin: act_row_ref, quant.c; cvtps2dq rounds to nearest even, as
- * nearbyintf does). offset: store q + 128 (the avx512 set's vpdpbusd encoding) ---- */
-INLINE_X86 void act_row_x86(const float *x, ActQ8 *a, uint64_t nb, int offset) {
+ * nearbyintf does); the avx512 set's too ---- */
+__attribute__((target(X86_BASE))) static void act_avx2(const float *x, ActQ8 *a, uint64_t nb) {
+    ActQ8 *const a0 = a;
+    const uint64_t nb0 = nb;
     const __m256 sign = _mm256_set1_ps(-0.0f), inf = _mm256_set1_ps(INFINITY);
     const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-    const __m256i bias = _mm256_set1_epi8(offset ? (char)0x80 : 0);
     for (uint64_t b = 0; b < nb; b++, x += QK) {
         __m256 v[4], m = _mm256_setzero_ps(), bad = _mm256_setzero_ps();
         for (int i = 0; i < 4; i++) {
@@ -58,7 +61,7 @@ INLINE_X86 void act_row_x86(const float *x, ActQ8 *a, uint64_t nb, int offset) {
         const int finite = !_mm256_movemask_ps(bad);
         if (!finite || !(d >= FLT_MIN)) {
             a[b].d = finite ? 0.0f : NAN;
-            _mm256_storeu_si256((__m256i *)a[b].q, bias);
+            _mm256_storeu_si256((__m256i *)a[b].q, _mm256_setzero_si256());
             continue;
         }
         const __m256 id = _mm256_set1_ps(1.0f / d);
@@ -67,10 +70,10 @@ INLINE_X86 void act_row_x86(const float *x, ActQ8 *a, uint64_t nb, int offset) {
         __m256i q = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
         q = _mm256_permutevar8x32_epi32(q, order); /* undo the per-lane interleave of packs */
         a[b].d = act_scale(d);
-        _mm256_storeu_si256((__m256i *)a[b].q, _mm256_xor_si256(q, bias));
+        _mm256_storeu_si256((__m256i *)a[b].q, q);
     }
+    act_sums(a0, nb0);
 }
-__attribute__((target(X86_BASE))) static void act_avx2(const float *x, ActQ8 *a, uint64_t nb) { act_row_x86(x, a, nb, 0); }
 
 /* ---- tile packers ---- */
 
@@ -125,34 +128,6 @@ INLINE_X86 void pack_f_x86(uint32_t dt, const uint8_t *w, uint64_t rb, int nr, u
         for (int i = 0; i < TR; i++) t[k * TR + i] = i < nr ? elem_f(dt, w + i * rb, k) : 0.0f;
 }
 
-/* The 32 int8 values of one Q8_0 block. */
-INLINE_X86 __m256i load_q8_x86(const uint8_t *blk) { return _mm256_loadu_si256((const __m256i *)(blk + 2)); }
-
-/* Twin: pack_tile_ref (quant.c), Q8_0, tr = 8. */
-INLINE_X86 void pack_q_x86(uint32_t dt, const uint8_t *w, uint64_t rb, int nr, uint64_t cols, TileQ *t) {
-    const uint64_t bytes = q_block_bytes(dt);
-    const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
-    for (uint64_t b = 0; b < cols / QK; b++) {
-        __m256i r[8];
-        uint16_t h[8];
-        UNROLL for (int i = 0; i < 8; i++) {
-            const uint8_t *blk = w + i * rb + b * bytes;
-            /* 8 strided row streams defeat the hardware prefetchers: fetch ~1 KiB ahead */
-            if (i < nr) _mm_prefetch((const char *)blk + PREFETCH_AHEAD, _MM_HINT_T0);
-            r[i] = i < nr ? load_q8_x86(blk) : _mm256_setzero_si256();
-            h[i] = i < nr ? ld_u16(blk) : 0;
-        }
-        transpose8x32(r);
-        __m256i s16 = _mm256_setzero_si256();
-        UNROLL for (int s = 0; s < 8; s++) {
-            _mm256_store_si256((__m256i *)t[b].q[s], r[s]);
-            s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(ones8, r[s]));
-        }
-        _mm256_store_si256((__m256i *)t[b].corr, _mm256_slli_epi32(_mm256_madd_epi16(s16, ones16), 7));
-        _mm256_store_ps(t[b].d, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h)));
-    }
-}
-
 #define DEF_PACK_X86(NAME, CALL)                                                                  \
     __attribute__((target(X86_BASE))) static void NAME(const uint8_t *w, uint64_t rb, int nr, uint64_t cols, void *tile) { \
         CALL;                                                                                         \
@@ -160,7 +135,6 @@ INLINE_X86 void pack_q_x86(uint32_t dt, const uint8_t *w, uint64_t rb, int nr, u
 DEF_PACK_X86(pack_f32_x86, pack_f_x86(DT_F32, w, rb, nr, cols, tile))
 DEF_PACK_X86(pack_bf16_x86, pack_f_x86(DT_BF16, w, rb, nr, cols, tile))
 DEF_PACK_X86(pack_f16_x86, pack_f_x86(DT_F16, w, rb, nr, cols, tile))
-DEF_PACK_X86(pack_q8_x86, pack_q_x86(DT_Q8_0, w, rb, nr, cols, tile))
 
 /* ---- float register tile: RV groups of 8 rows x RN tokens, one fma per (row lane, token, k).
  * Twin: dot_f_ref (quant.c), for every output of the tile ---- */
@@ -186,130 +160,57 @@ INLINE_X86 void gemm_f_x86(const int RV, const int RN, const TileCall *c) {
 enum { AVX2_RV_F = 2, AVX2_RN_F = 6 };
 DEF_TILE_DISPATCH(gemm_f_avx2, __attribute__((target(X86_BASE))), RN_CASES_6, gemm_f_x86, AVX2_RV_F)
 
-/* ---- int8 register tile (avx2): RV groups of 8 rows x RN tokens, per block of 32 an exact
- * int32 dot per lane, then one fma of the block scales (the contract's fold). AVX2 has no
- * signed x signed byte product: |w| * (x * sign(w)) with vpmaddubsw (pairs stay below
- * 2*128*127, no saturation), then vpmaddwd by 1 to widen. NIB: the tile is TileQ4 (Q4_0
- * nibbles, two steps per load) instead of TileQ. Twin: dot_q_ref (quant.c) ---- */
-INLINE_X86 void gemm_q_avx2_t(const int RV, const int NIB, const int RN, const TileCall *c) {
-    const size_t step = NIB ? sizeof(TileQ4) : sizeof(TileQ), dofs = NIB ? offsetof(TileQ4, d) : offsetof(TileQ, d);
-    const uint8_t *tile = c->tile;
+/* ---- int8 register tile (avx2): 8 rows (one half of each stored 16-row tile, c->half) x RN
+ * tokens; per block an exact int32 dot per lane, then one fma of the block scales (the
+ * contract's fold). Q8_0 (NIB = 0): AVX2 has no signed x signed byte product: |w| * (a *
+ * sign(w)) with vpmaddubsw (pairs stay below 2*128*127, no saturation), then vpmaddwd by 1 to
+ * widen. Q4_0 (NIB = 1): a nibble is q + 8, unsigned already: nibble * a with vpmaddubsw
+ * (pairs below 2*15*128), the sums starting from -8 * sum(a). Twins: dot_q_ref, gemm_q_tile_ref (quant.c) ---- */
+INLINE_X86 void gemm_q_avx2_t(const int NIB, const int RN, const TileCall *c) {
+    const size_t step = NIB ? sizeof(TileQ4_0) : sizeof(TileQ8_0), dofs = (NIB ? offsetof(TileQ4_0, d) : offsetof(TileQ8_0, d)) + 16 * (size_t)c->half;
+    const uint8_t *tile = (const uint8_t *)c->tile + 32 * c->half;
     const ActQ8 *a = c->a;
-    const uint64_t nb = c->kn, gs = c->gs, lda = c->ldx, ldo = c->ldo;
+    const uint64_t nb = c->kn, lda = c->ldx, ldo = c->ldo;
     float *out = c->out;
-    const __m256i ones16 = _mm256_set1_epi16(1), low4 = _mm256_set1_epi8(0x0F), eight = _mm256_set1_epi8(8);
-    __m256 acc[RV_MAX][RN_MAX];
-    UNROLL for (int g = 0; g < RV; g++) UNROLL for (int j = 0; j < RN; j++)
-        acc[g][j] = c->accumulate ? _mm256_loadu_ps(out + j * ldo + g * TR) : _mm256_setzero_ps();
+    const __m256i ones16 = _mm256_set1_epi16(1), low4 = _mm256_set1_epi8(0x0F);
+    __m256 acc[RN_MAX];
+    UNROLL for (int j = 0; j < RN; j++) acc[j] = c->accumulate ? _mm256_loadu_ps(out + j * ldo) : _mm256_setzero_ps();
     for (uint64_t b = 0; b < nb; b++) {
-        const uint8_t *tb[RV_MAX];
-        UNROLL for (int g = 0; g < RV; g++) tb[g] = tile + (g * gs + b) * step;
-        __m256i ia[RV_MAX][RN_MAX];
-        UNROLL for (int g = 0; g < RV; g++) UNROLL for (int j = 0; j < RN; j++) ia[g][j] = _mm256_setzero_si256();
+        const uint8_t *tb = tile + b * step;
+        __m256i ia[RN_MAX];
+        UNROLL for (int j = 0; j < RN; j++) ia[j] = NIB ? _mm256_set1_epi32(-8 * a[j * lda + b].sum) : _mm256_setzero_si256();
         UNROLL for (int s = 0; s < QK / 4; s++) {
             if (NIB && s >= QK / 8) break; /* a nibble load holds steps s and s + 4 */
-            __m256i w[2][RV_MAX], wabs[2][RV_MAX];
-            UNROLL for (int g = 0; g < RV; g++) {
-                const __m256i v = _mm256_load_si256((const __m256i *)(tb[g] + 32 * s));
-                if (NIB) {
-                    w[0][g] = _mm256_sub_epi8(_mm256_and_si256(v, low4), eight);
-                    w[1][g] = _mm256_sub_epi8(_mm256_and_si256(_mm256_srli_epi16(v, 4), low4), eight);
-                } else {
-                    w[0][g] = v;
-                }
-                UNROLL for (int h = 0; h <= NIB; h++) wabs[h][g] = _mm256_abs_epi8(w[h][g]);
-            }
+            const __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)(tb + 64 * s));
+            __m256i w[2], wabs = _mm256_abs_epi8(v);
+            w[0] = NIB ? _mm256_and_si256(v, low4) : v;
+            w[1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
             UNROLL for (int h = 0; h <= NIB; h++) UNROLL for (int j = 0; j < RN; j++) {
                 int32_t a4;
                 memcpy(&a4, a[j * lda + b].q + 4 * (s + 4 * h), 4);
                 const __m256i x4 = _mm256_set1_epi32(a4);
-                UNROLL for (int g = 0; g < RV; g++)
-                    ia[g][j] = _mm256_add_epi32(ia[g][j], _mm256_madd_epi16(_mm256_maddubs_epi16(wabs[h][g], _mm256_sign_epi8(x4, w[h][g])), ones16));
+                const __m256i p = NIB ? _mm256_maddubs_epi16(w[h], x4) : _mm256_maddubs_epi16(wabs, _mm256_sign_epi8(x4, v));
+                ia[j] = _mm256_add_epi32(ia[j], _mm256_madd_epi16(p, ones16));
             }
         }
-        UNROLL for (int g = 0; g < RV; g++) {
-            const __m256 dw = _mm256_load_ps((const float *)(const void *)(tb[g] + dofs));
-            UNROLL for (int j = 0; j < RN; j++)
-                acc[g][j] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(a[j * lda + b].d)), _mm256_cvtepi32_ps(ia[g][j]), acc[g][j]);
-        }
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(tile - 32 * c->half + b * step + dofs)));
+        UNROLL for (int j = 0; j < RN; j++)
+            acc[j] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(a[j * lda + b].d)), _mm256_cvtepi32_ps(ia[j]), acc[j]);
     }
-    UNROLL for (int j = 0; j < RN; j++) UNROLL for (int g = 0; g < RV; g++) _mm256_storeu_ps(out + j * ldo + g * TR, acc[g][j]);
+    UNROLL for (int j = 0; j < RN; j++) _mm256_storeu_ps(out + j * ldo, acc[j]);
 }
 
 /* The avx2 int8 tiles: 8 rows x up to 4 tokens. */
 enum { AVX2_RV_Q = 1, AVX2_RN_Q = 4 };
-DEF_TILE_DISPATCH(gemm_q_avx2, __attribute__((target(X86_BASE))), RN_CASES_4, gemm_q_avx2_t, AVX2_RV_Q, 0)
-DEF_TILE_DISPATCH(gemm_q4_avx2, __attribute__((target(X86_BASE))), RN_CASES_4, gemm_q_avx2_t, AVX2_RV_Q, 1)
+DEF_TILE_DISPATCH(gemm_q_avx2, __attribute__((target(X86_BASE))), RN_CASES_4, gemm_q_avx2_t, 0)
+DEF_TILE_DISPATCH(gemm_q4_avx2, __attribute__((target(X86_BASE))), RN_CASES_4, gemm_q_avx2_t, 1)
 
-/* ---- matrix-vector (T = 1: decode, the logits row): W read in place, no tile ----
- * Eight rows sit in the lanes, as in the tiles, so every output follows the same sequential
- * chain as the GEMM (quant.h "The matmul contract") and prefill and decode agree bit for bit.
- * What the packer did once per call happens in registers: quantized rows give exact int32
- * block sums (the horizontal adds are exact), float rows are transposed 8x8.
- * Twins: dot_q_ref and dot_f_ref (quant.c), per output row. */
-
-/* Lane i = the int32 sum of the 8 lanes of p[i] (exact, so the order is free). */
-INLINE_X86 __m256i hsum8x8_epi32(const __m256i p[8]) {
-    const __m256i a = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
-    const __m256i b = _mm256_hadd_epi32(_mm256_hadd_epi32(p[4], p[5]), _mm256_hadd_epi32(p[6], p[7]));
-    /* a = [rows 0-3, low-half sums | rows 0-3, high-half sums], b the same for rows 4-7 */
-    return _mm256_add_epi32(_mm256_permute2x128_si256(a, b, 0x20), _mm256_permute2x128_si256(a, b, 0x31));
-}
-
-/* The f16 scales of one block in 8 rows (offs: byte offsets of the rows from row 0; the
- * gather reads 4 bytes, d and the first two quants, always inside the block). */
-INLINE_X86 __m256 scales8_x86(const uint8_t *blk0, __m256i offs) {
-    const __m256i g = _mm256_and_si256(_mm256_i32gather_epi32((const int *)(const void *)blk0, offs, 1), _mm256_set1_epi32(0xFFFF));
-    return _mm256_cvtph_ps(_mm_packus_epi32(_mm256_castsi256_si128(g), _mm256_extracti128_si256(g, 1)));
-}
-
-/* Q4_0 nibbles as unsigned bytes q + 8, in element order (low nibbles, then high). */
-INLINE_X86 __m256i q4_unsigned_x86(const uint8_t *blk) {
-    const __m128i b = _mm_loadu_si128((const __m128i *)(blk + 2)), m = _mm_set1_epi8(0x0F);
-    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(b, 4), m), _mm_and_si128(b, m));
-}
-
-/* Eight int32 partial sums of one block of a row against signed activations a; offset: what
- * the unsigned side adds (Q4: nibble = q + 8; VNNI Q8: w + 128), removed per block below. */
-INLINE_X86 __m256i qdot_avx2(uint32_t dt, const uint8_t *blk, __m256i a) {
-    const __m256i ones = _mm256_set1_epi16(1);
-    if (dt == DT_Q4_0) return _mm256_madd_epi16(_mm256_maddubs_epi16(q4_unsigned_x86(blk), a), ones);
-    const __m256i w = _mm256_loadu_si256((const __m256i *)(blk + 2)); /* |w| * (a sign w): no saturation */
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(a, w)), ones);
-}
-#define QOFF_AVX2(dt) ((dt) == DT_Q4_0 ? 8 : 0)
-
-/* y[r0, r1): lanes = 8 rows (a short last group repeats its last row and stores fewer). */
-#define DEF_GEMV_Q_X86(NAME, TARGET, QDOT, QOFF)                                                         \
-    static inline __attribute__((always_inline, target(TARGET))) void NAME(uint32_t dt, const Gemv *g, uint64_t r0, uint64_t r1) { \
-        const uint64_t bb = q_block_bytes(dt), nb = g->cols / QK;                                     \
-        const int32_t off = QOFF(dt);                                                                      \
-        for (uint64_t r = r0; r < r1; r += TR) {                                                          \
-            const int nr = r1 - r < TR ? (int)(r1 - r) : TR;                                               \
-            const uint8_t *row[TR];                                                                        \
-            int32_t offs[TR];                                                                              \
-            for (int i = 0; i < TR; i++) {                                                                 \
-                row[i] = g->w + (r + (uint64_t)(i < nr ? i : nr - 1)) * g->rb;                             \
-                offs[i] = (int32_t)(row[i] - row[0]);                                                      \
-            }                                                                                              \
-            const __m256i vo = _mm256_loadu_si256((const __m256i *)offs);                                 \
-            __m256 acc = _mm256_setzero_ps();                                                              \
-            for (uint64_t b = 0; b < nb; b++) {                                                            \
-                const __m256i a = _mm256_loadu_si256((const __m256i *)g->a[b].q);                         \
-                __m256i p[TR];                                                                             \
-                UNROLL for (int i = 0; i < TR; i++) {                                                      \
-                    if (!(b & 1)) _mm_prefetch((const char *)row[i] + b * bb + PREFETCH_AHEAD, _MM_HINT_T0); \
-                    p[i] = QDOT(dt, row[i] + b * bb, a);                                                   \
-                }                                                                                          \
-                __m256i isum = hsum8x8_epi32(p);                                                           \
-                if (off) isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(off * g->asum[b]));              \
-                const __m256 s = _mm256_mul_ps(scales8_x86(row[0] + b * bb, vo), _mm256_set1_ps(g->a[b].d)); \
-                acc = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(isum), acc);                                  \
-            }                                                                                              \
-            _mm256_maskstore_ps(g->y + r, tail_mask_x86(nr), acc);                                         \
-        }                                                                                                  \
-    }
-DEF_GEMV_Q_X86(gemv_q_avx2_t, X86_BASE, qdot_avx2, QOFF_AVX2)
+/* ---- matrix-vector (T = 1: decode, the logits row) of float rows: W read in place, no
+ * tile. Eight rows sit in the lanes, as in the tiles, so every output follows the same
+ * sequential chain as the GEMM (quant.h "The matmul contract") and prefill and decode agree
+ * bit for bit; what the packer did once per call (the 8x8 transpose) happens in registers.
+ * Quantized weights need no such path: their stored tiles serve T = 1 as well.
+ * Twin: dot_f_ref (quant.c), per output row. */
 
 /* Float rows: 8 rows x 8 columns loaded and transposed in registers, then one fma per column
  * in k order. GEMV_FG row groups per step keep that many independent fma chains in flight.
@@ -364,8 +265,6 @@ INLINE_X86 void gemv_f_x86(uint32_t dt, const Gemv *g, uint64_t r0, uint64_t r1)
 DEF_GEMV_X86(gemv_f32_x86, X86_BASE, gemv_f_x86, DT_F32)
 DEF_GEMV_X86(gemv_bf16_x86, X86_BASE, gemv_f_x86, DT_BF16)
 DEF_GEMV_X86(gemv_f16_x86, X86_BASE, gemv_f_x86, DT_F16)
-DEF_GEMV_X86(gemv_q8_avx2, X86_BASE, gemv_q_avx2_t, DT_Q8_0)
-DEF_GEMV_X86(gemv_q4_avx2, X86_BASE, gemv_q_avx2_t, DT_Q4_0)
 
 /* ---- attention (quant.h "The attention contract"), 4 queries at a time ----
  * Scores go to s[p*4 + j] for the 4 queries j of a group, so the softmax runs with the queries
@@ -556,9 +455,9 @@ __attribute__((target(X86_BASE))) static void attn_avx2(const AttnBlock *b, floa
 const Kernels kernels_avx2 = {
     .name = "avx2", .desc = "avx2 (AVX2+FMA+F16C; ymm tiles: f32 16x6, int8 8x4)", .supported = have_avx2, .tr = TR,
     .rv_f = AVX2_RV_F, .rn_f = AVX2_RN_F, .gemm_f = gemm_f_avx2, .rv_q = AVX2_RV_Q, .rn_q = AVX2_RN_Q, .gemm_q = gemm_q_avx2,
-    .gemm_q4 = gemm_q4_avx2, .act = act_avx2, .act_gemv = act_avx2, .dot = dot_f32_avx2, .attn = attn_avx2, .silu_mul = silu_mul_avx2,
-    .pack = { [DT_F32] = pack_f32_x86, [DT_BF16] = pack_bf16_x86, [DT_F16] = pack_f16_x86, [DT_Q8_0] = pack_q8_x86, [DT_Q4_0] = pack_q4_tr8 },
-    .gemv = { [DT_F32] = gemv_f32_x86, [DT_BF16] = gemv_bf16_x86, [DT_F16] = gemv_f16_x86, [DT_Q8_0] = gemv_q8_avx2, [DT_Q4_0] = gemv_q4_avx2 },
+    .gemm_q4 = gemm_q4_avx2, .act = act_avx2, .dot = dot_f32_avx2, .attn = attn_avx2, .silu_mul = silu_mul_avx2,
+    .pack = { [DT_F32] = pack_f32_x86, [DT_BF16] = pack_bf16_x86, [DT_F16] = pack_f16_x86 },
+    .gemv = { [DT_F32] = gemv_f32_x86, [DT_BF16] = gemv_bf16_x86, [DT_F16] = gemv_f16_x86 },
 };
 
 /* ================================================================================================
@@ -569,9 +468,6 @@ static int have_avx512(void) {
     return have_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
 }
-
-/* Activation blocks as q + 128 (vpdpbusd multiplies unsigned by signed bytes). Twin: act_row_ref. */
-__attribute__((target(X86_BASE))) static void act_vnni(const float *x, ActQ8 *a, uint64_t nb) { act_row_x86(x, a, nb, 1); }
 
 /* The avx512 version: 16 rows x 8 columns, rows i and i+8 sharing a zmm (two halves), so one
  * pass of 24 shuffles transposes twice the data. */
@@ -618,34 +514,6 @@ AVX512_INLINE void pack_f16_512(uint32_t dt, const uint8_t *w, uint64_t rb, int 
         for (int i = 0; i < 16; i++) t[k * 16 + i] = i < nr ? elem_f(dt, ROW16(i), k) : 0.0f;
 }
 
-/* Twin: pack_tile_ref (quant.c), Q8_0, tr = 16.
- * corr = 128 * sum(q) per row straight from vpdpbusd with bytes of 128; the f16 scales of the
- * 16 rows come from one masked gather (rows >= nr: all zero). */
-AVX512_INLINE void pack_q16_512(uint32_t dt, const uint8_t *w, uint64_t rb, int nr, uint64_t cols, TileQ16 *t) {
-    const uint64_t bytes = q_block_bytes(dt);
-    const __m512i c128 = _mm512_set1_epi8((char)0x80);
-    const __m512i offs = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32((int)rb));
-    const __mmask16 live = (__mmask16)((1u << nr) - 1);
-    for (uint64_t b = 0; b < cols / QK; b++) {
-        __m512i r[8];
-        UNROLL for (int i = 0; i < 8; i++) {
-            const uint8_t *lo = ROW16(i) + b * bytes, *hi = ROW16(i + 8) + b * bytes;
-            if (i < nr) _mm_prefetch((const char *)lo + PREFETCH_AHEAD, _MM_HINT_T0);
-            if (i + 8 < nr) _mm_prefetch((const char *)hi + PREFETCH_AHEAD, _MM_HINT_T0);
-            r[i] = two_rows_512(i < nr ? load_q8_x86(lo) : _mm256_setzero_si256(),
-                                i + 8 < nr ? load_q8_x86(hi) : _mm256_setzero_si256());
-        }
-        transpose16x8_512(r);
-        __m512i corr = _mm512_setzero_si512();
-        UNROLL for (int s = 0; s < 8; s++) {
-            _mm512_store_si512(t[b].q[s], r[s]);
-            corr = _mm512_dpbusd_epi32(corr, c128, r[s]);
-        }
-        _mm512_store_si512(t[b].corr, corr);
-        const __m512i g = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), live, offs, w + b * bytes, 1);
-        _mm512_store_ps(t[b].d, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g))); /* vpmovdw keeps the low 16 bits: d */
-    }
-}
 #undef ROW16
 
 #define DEF_PACK_512(NAME, CALL) \
@@ -653,7 +521,6 @@ AVX512_INLINE void pack_q16_512(uint32_t dt, const uint8_t *w, uint64_t rb, int 
 DEF_PACK_512(pack_f32_16, pack_f16_512(DT_F32, w, rb, nr, cols, tile))
 DEF_PACK_512(pack_bf16_16, pack_f16_512(DT_BF16, w, rb, nr, cols, tile))
 DEF_PACK_512(pack_f16_16, pack_f16_512(DT_F16, w, rb, nr, cols, tile))
-DEF_PACK_512(pack_q8_16, pack_q16_512(DT_Q8_0, w, rb, nr, cols, tile))
 
 /* ---- avx512 register tiles: 16 rows per zmm, RV groups x RN tokens ----
  * Same arithmetic as the 8-row tiles (one fma per lane and k, or per lane and block), twice
@@ -680,70 +547,76 @@ AVX512_INLINE void gemm_f_zmm_t(const int RV, const int RN, const TileCall *c) {
 enum { V512_RV_F = 2, V512_RN_F = 12 };
 DEF_TILE_DISPATCH(gemm_f_512, __attribute__((target(X86_512))), RN_CASES_12, gemm_f_zmm_t, V512_RV_F)
 
-/* int8: activations hold q + 128 (act_vnni); each block's sums start from -corr, so they end
- * at the exact isum without a correction step. NIB: TileQ4x16 instead of TileQ16.
- * Twin: dot_q_ref (quant.c). */
+/* int8: vpdpbusd multiplies unsigned by signed bytes, so the tile's bytes are read as unsigned
+ * q + 128 (Q8_0: q xor 0x80) or q + 8 (Q4_0: the nibble as it is) against the signed
+ * activations, and each block's sums start from -128 * sum(a) or -8 * sum(a): they end at the
+ * exact isum without a correction step. One zmm line per step: the 16 rows of a stored tile.
+ * Twins: dot_q_ref, gemm_q_tile_ref (quant.c). */
 AVX512_INLINE void gemm_q_zmm_t(const int RV, const int NIB, const int RN, const TileCall *c) {
-    const size_t step = NIB ? sizeof(TileQ4x16) : sizeof(TileQ16), dofs = NIB ? offsetof(TileQ4x16, d) : offsetof(TileQ16, d);
+    const size_t step = NIB ? sizeof(TileQ4_0) : sizeof(TileQ8_0), dofs = NIB ? offsetof(TileQ4_0, d) : offsetof(TileQ8_0, d);
     const uint8_t *tile = c->tile;
     const ActQ8 *a = c->a;
     const uint64_t nb = c->kn, gs = c->gs, lda = c->ldx, ldo = c->ldo;
     float *out = c->out;
-    const __m512i low4 = _mm512_set1_epi8(0x0F), eight = _mm512_set1_epi8(8);
+    const __m512i low4 = _mm512_set1_epi8(0x0F), flip = _mm512_set1_epi8((char)0x80);
     __m512 acc[RV_MAX][RN_MAX];
     UNROLL for (int g = 0; g < RV; g++) UNROLL for (int j = 0; j < RN; j++)
         acc[g][j] = c->accumulate ? _mm512_loadu_ps(out + j * ldo + g * 16) : _mm512_setzero_ps();
     for (uint64_t b = 0; b < nb; b++) {
         const uint8_t *tb[RV_MAX];
         UNROLL for (int g = 0; g < RV; g++) tb[g] = tile + (g * gs + b) * step;
-        __m512i ia[RV_MAX][RN_MAX];
-        UNROLL for (int g = 0; g < RV; g++) {
-            const __m512i nc = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_load_si512(tb[g] + dofs + 64));
-            UNROLL for (int j = 0; j < RN; j++) ia[g][j] = nc;
+        /* CH chains per accumulator: with few tokens the 8 (Q4: 8) vpdpbusd of a block would
+         * wait on each other's latency; two partial int32 sums added at the end are exact */
+        const int CH = RN * RV <= 4 ? 2 : 1;
+        __m512i ia[2][RV_MAX][RN_MAX];
+        UNROLL for (int j = 0; j < RN; j++) {
+            const __m512i nc = _mm512_set1_epi32((NIB ? -8 : -128) * a[j * lda + b].sum);
+            UNROLL for (int g = 0; g < RV; g++) {
+                ia[0][g][j] = nc;
+                if (CH > 1) ia[CH - 1][g][j] = _mm512_setzero_si512();
+            }
         }
         UNROLL for (int s = 0; s < QK / 4; s++) {
             if (NIB && s >= QK / 8) break; /* a nibble load holds steps s and s + 4 */
             __m512i w[2][RV_MAX];
             UNROLL for (int g = 0; g < RV; g++) {
-                const __m512i v = _mm512_load_si512(tb[g] + 64 * s);
+                const __m512i v = _mm512_loadu_si512(tb[g] + 64 * s);
+                /* decode streams each group's tiles once: ask 1 KiB ahead, so a stream that
+                 * crosses a 4 KiB page (where the hardware prefetchers stop) keeps going */
+                if (RN == 1) _mm_prefetch((const char *)tb[g] + 64 * s + 1024, _MM_HINT_T0);
                 if (NIB) {
-                    w[0][g] = _mm512_sub_epi8(_mm512_and_si512(v, low4), eight);
-                    w[1][g] = _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(v, 4), low4), eight);
+                    w[0][g] = _mm512_and_si512(v, low4);
+                    w[1][g] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
                 } else {
-                    w[0][g] = v;
+                    w[0][g] = _mm512_xor_si512(v, flip);
                 }
             }
             UNROLL for (int h = 0; h <= NIB; h++) UNROLL for (int j = 0; j < RN; j++) {
                 int32_t a4;
                 memcpy(&a4, a[j * lda + b].q + 4 * (s + 4 * h), 4);
                 const __m512i x4 = _mm512_set1_epi32(a4);
-                UNROLL for (int g = 0; g < RV; g++) ia[g][j] = _mm512_dpbusd_epi32(ia[g][j], x4, w[h][g]);
+                const int ch = CH > 1 ? (s + h) & 1 : 0;
+                UNROLL for (int g = 0; g < RV; g++) ia[ch][g][j] = _mm512_dpbusd_epi32(ia[ch][g][j], w[h][g], x4);
             }
         }
         UNROLL for (int g = 0; g < RV; g++) {
-            const __m512 dw = _mm512_load_ps(tb[g] + dofs);
-            UNROLL for (int j = 0; j < RN; j++)
-                acc[g][j] = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_set1_ps(a[j * lda + b].d)), _mm512_cvtepi32_ps(ia[g][j]), acc[g][j]);
+            const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(tb[g] + dofs)));
+            UNROLL for (int j = 0; j < RN; j++) {
+                const __m512i isum = CH > 1 ? _mm512_add_epi32(ia[0][g][j], ia[CH - 1][g][j]) : ia[0][g][j];
+                acc[g][j] = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_set1_ps(a[j * lda + b].d)), _mm512_cvtepi32_ps(isum), acc[g][j]);
+            }
         }
     }
     UNROLL for (int j = 0; j < RN; j++) UNROLL for (int g = 0; g < RV; g++) _mm512_storeu_ps(out + j * ldo + g * 16, acc[g][j]);
 }
 
-/* The avx512 int8 tiles, 32 rows x 4 tokens with 16-block k-chunks (20 KiB of tile): the best
+/* The avx512 int8 tiles, 32 rows x 4 tokens with 16-block k-chunks (17 KiB of tile): the best
  * of 16-48 rows x 2-7 tokens tried on Zen 5 at T = 65 and 205 (bench_kernels, best of 5; the
- * runners-up were within ~5%); few tokens per tile also waste less on a short last token group. */
+ * runners-up were within ~5%); few tokens per tile also waste less on a short last token group.
+ * A matrix whose last tile holds one 16-row group takes the 16-row shape there. */
 enum { V512_RV_Q = 2, V512_RN_Q = 4 };
-DEF_TILE_DISPATCH(gemm_q_512, __attribute__((target(X86_512))), RN_CASES_4, gemm_q_zmm_t, V512_RV_Q, 0)
-DEF_TILE_DISPATCH(gemm_q4_512, __attribute__((target(X86_512))), RN_CASES_4, gemm_q_zmm_t, V512_RV_Q, 1)
-
-/* The matrix-vector int8 kernels with vpdpbusd (see the AVX2 section's gemv). Twin: dot_q_ref. */
-static inline __attribute__((always_inline, target(X86_512))) __m256i qdot_vnni(uint32_t dt, const uint8_t *blk, __m256i a) {
-    const __m256i u = dt == DT_Q4_0 ? q4_unsigned_x86(blk)
-                                    : _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(blk + 2)), _mm256_set1_epi8((char)0x80));
-    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, a);
-}
-#define QOFF_VNNI(dt) ((dt) == DT_Q4_0 ? 8 : 128)
-DEF_GEMV_Q_X86(gemv_q_vnni_t, X86_512, qdot_vnni, QOFF_VNNI)
+DEF_QTILE_DISPATCH2(gemm_q_512, __attribute__((target(X86_512))), RN_CASES_4, gemm_q_zmm_t, 0)
+DEF_QTILE_DISPATCH2(gemm_q4_512, __attribute__((target(X86_512))), RN_CASES_4, gemm_q_zmm_t, 1)
 
 /* One whole 64-byte line of each row is loaded at once (16 f32 or 32 bf16/f16 columns), so
  * every line is used up in registers the moment it arrives; 8 rows per group as in
@@ -793,8 +666,6 @@ AVX512_INLINE void gemv_f_512(uint32_t dt, const Gemv *g, uint64_t r0, uint64_t 
 DEF_GEMV_X86(gemv_f32_512, X86_512, gemv_f_512, DT_F32)
 DEF_GEMV_X86(gemv_bf16_512, X86_512, gemv_f_512, DT_BF16)
 DEF_GEMV_X86(gemv_f16_512, X86_512, gemv_f_512, DT_F16)
-DEF_GEMV_X86(gemv_q8_vnni, X86_512, gemv_q_vnni_t, DT_Q8_0)
-DEF_GEMV_X86(gemv_q4_vnni, X86_512, gemv_q_vnni_t, DT_Q4_0)
 
 /* attn_pv_x86's P.V, 64 floats at a time in zmm registers (avx512 set; whole 16-float chunks);
  * part of attn_512, whose twin is attn_ref. */
@@ -828,9 +699,9 @@ __attribute__((target(X86_512))) static void attn_512(const AttnBlock *b, float 
 const Kernels kernels_avx512 = {
     .name = "avx512", .desc = "avx512 (AVX512VL+VNNI; zmm tiles: f32 32x12, int8 32x4)", .supported = have_avx512, .tr = 16,
     .rv_f = V512_RV_F, .rn_f = V512_RN_F, .gemm_f = gemm_f_512, .rv_q = V512_RV_Q, .rn_q = V512_RN_Q, .gemm_q = gemm_q_512,
-    .gemm_q4 = gemm_q4_512, .act = act_vnni, .act_gemv = act_avx2, .dot = dot_f32_avx2, .attn = attn_512, .silu_mul = silu_mul_avx2,
-    .pack = { [DT_F32] = pack_f32_16, [DT_BF16] = pack_bf16_16, [DT_F16] = pack_f16_16, [DT_Q8_0] = pack_q8_16, [DT_Q4_0] = pack_q4_tr16 },
-    .gemv = { [DT_F32] = gemv_f32_512, [DT_BF16] = gemv_bf16_512, [DT_F16] = gemv_f16_512, [DT_Q8_0] = gemv_q8_vnni, [DT_Q4_0] = gemv_q4_vnni },
+    .gemm_q4 = gemm_q4_512, .act = act_avx2, .dot = dot_f32_avx2, .attn = attn_512, .silu_mul = silu_mul_avx2,
+    .pack = { [DT_F32] = pack_f32_16, [DT_BF16] = pack_bf16_16, [DT_F16] = pack_f16_16 },
+    .gemv = { [DT_F32] = gemv_f32_512, [DT_BF16] = gemv_bf16_512, [DT_F16] = gemv_f16_512 },
 };
 
 #endif /* x86-64 */

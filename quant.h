@@ -25,6 +25,22 @@
  *   A group whose d overflows f16 (|x| > ~8.3e6 for Q8_0) gets an infinite scale, as in ggml:
  *   exporters must reject such weights.
  *
+ * ---- Tile order: how a quantized MATRIX is stored (guard.bin v2, and every Tensor) ----
+ *   The blocks above are what a ROW is made of (quantize_row / dequantize_row, GGUF's order).
+ *   A quantized [rows, cols] Tensor keeps exactly these bytes, permuted so that the kernels
+ *   read them straight from the mmap: rows go in groups of QROWS = 16 (the last one padded
+ *   with zero rows: scale 0, values 0), and group G is nb = cols/32 consecutive tiles, tile b
+ *   holding block b of the group's 16 rows:
+ *     TileQ8_0 (544 = 16 x 34 bytes): int8 q[8][16][4]: q[s][r][i] = element 4s+i of row r;
+ *                                     then f16 d[16]
+ *     TileQ4_0 (288 = 16 x 18 bytes): uint8 q[4][16][4]: q[s][r][i] = byte 4s+i of row r's
+ *                                     16 nibble bytes (low nibble element 4s+i, high 4s+i+16);
+ *                                     then f16 d[16]
+ *   So step s is one 64-byte line of 16 rows x 4 quant bytes (a zmm of row lanes, or two ymm /
+ *   four NEON registers of 8 / 4 rows), and no byte is added to the blocks: a file is exactly
+ *   as large as its GGUF blocks plus the padding rows. tile_rows / tensor_row_blocks convert
+ *   between this and row-major blocks; dequant_row reads a row through the same index map.
+ *
  * ---- The matmul contract (what every SIMD kernel reproduces bit for bit) ----
  *   f32/bf16/f16 weights:  y[t][r] = fold k = 0..cols-1 of  acc = fmaf(w[r][k], x[t][k], acc)
  *                          starting from acc = +0 (bf16 upcast as (uint32)b << 16, f16 exact).
@@ -37,6 +53,12 @@
  *                      then y[t][r] = fold over blocks b of
  *                          acc = fmaf(d_w[b] * d_a[b], (float)isum_b, acc)
  *                      where isum_b = sum_i q_w[i] * q_a[i] is an exact int32.
+ *   The kernels compute isum_b from the tile's bytes read as UNSIGNED where their int8
+ *   instruction wants that (vpdpbusd, vpmaddubsw): Q8_0 as q + 128 (q xor 0x80), Q4_0 as the
+ *   nibble q + 8 itself, and subtract 128 * sum_b(q_a) or 8 * sum_b(q_a), the activation
+ *   block's own sum (ActQ8.sum, kernels.h): sum (q_w + c) q_a - c sum q_a = isum_b, all exact in
+ *   int32 (|terms| <= 32 * 255 * 127). The correction lives with the activations, so the tiles
+ *   carry nothing beyond the blocks.
  *   Each output element is thus a sequential chain that depends on neither the SIMD width, the
  *   tile shape nor the thread split: results are bit-identical across kernels and thread counts.
  *
@@ -82,14 +104,28 @@ typedef struct {
 static_assert(sizeof(BlockQ8_0) == 34, "Q8_0 block must match GGUF (34 bytes)");
 static_assert(sizeof(BlockQ4_0) == 18, "Q4_0 block must match GGUF (18 bytes)");
 
+/* Tile order (see "Tile order" above): one block of QROWS rows, in the file and in memory. */
+#define QROWS 16
+typedef struct {
+    int8_t q[QK / 4][QROWS][4];
+    uint16_t d[QROWS]; /* f16 scales */
+} TileQ8_0;
+typedef struct {
+    uint8_t q[QK / 8][QROWS][4];
+    uint16_t d[QROWS];
+} TileQ4_0;
+static_assert(sizeof(TileQ8_0) == QROWS * sizeof(BlockQ8_0), "a Q8_0 tile is its 16 blocks, no byte more");
+static_assert(sizeof(TileQ4_0) == QROWS * sizeof(BlockQ4_0), "a Q4_0 tile is its 16 blocks, no byte more");
+
 typedef struct Packed Packed; /* quant.c: a tensor's rows arranged in one kernel set's register tiles */
 
 typedef struct {
     uint32_t dtype;
     uint64_t rows, cols;
-    const void *data;      /* rows * dtype_row_bytes(dtype, cols) bytes */
-    const Packed *packed;  /* optional (tensor_prepack, owned by whoever called it); NULL: matmul
-                              packs tiles from data on every call */
+    const void *data;      /* tensor_bytes(dtype, rows, cols) bytes: rows in order (float dtypes)
+                              or in tile order (quantized; see "Tile order") */
+    const Packed *packed;  /* float dtypes, optional (tensor_prepack, owned by whoever called it);
+                              NULL: matmul packs float tiles from data on every call */
 } Tensor;
 
 const char *dtype_name(uint32_t dt);          /* "f32", "bf16", "f16", "q8_0", "q4_0"; NULL if unknown */
@@ -98,10 +134,26 @@ int dtype_from_name(const char *name);        /* -1 if unknown; also accepts "q8
  * of its block size. */
 uint64_t dtype_row_bytes(uint32_t dt, uint64_t cols);
 
+/* Bytes of a [rows, cols] Tensor of dtype dt: rows * row bytes, quantized rows rounded up to
+ * whole groups of QROWS; 0 if the dtype or cols is invalid or the size overflows. */
+uint64_t tensor_bytes(uint32_t dt, uint64_t rows, uint64_t cols);
+/* 1 if Tensors of dtype dt are stored in tile order (the quantized ones), else 0. */
+int dtype_tiled(uint32_t dt);
+
 /* out[cols] = row `row` of w as f32 (embedding lookups, tests). */
 void dequant_row(const Tensor *w, uint64_t row, float *out);
-/* Convert one f32 row to dtype dt (export); dst holds dtype_row_bytes(dt, cols) bytes. */
+/* Convert one f32 row to dtype dt (export); dst holds dtype_row_bytes(dt, cols) bytes, blocks
+ * in GGUF order. dequantize_row is its inverse for such a row. */
 void quantize_row(uint32_t dt, const float *src, void *dst, uint64_t cols);
+void dequantize_row(uint32_t dt, const void *src, float *out, uint64_t cols);
+
+/* Quantized matrices: src holds rows x dtype_row_bytes(dt, cols) bytes of row-major blocks (as
+ * quantize_row writes them, or a GGUF tensor); dst (tensor_bytes(dt, rows, cols)) receives
+ * them in tile order. A permutation plus zero padding rows: lossless. The guard.bin writer
+ * calls it for every quantized tensor, so every importer gets tile order for free. */
+void tile_rows(uint32_t dt, uint64_t rows, uint64_t cols, const void *src, void *dst);
+/* The inverse for one row: row `row` of a quantized w as its dtype_row_bytes blocks. */
+void tensor_row_blocks(const Tensor *w, uint64_t row, void *blocks);
 
 /* ---- threads ---- */
 /* A fixed pool of persistent workers. pool_for splits [0, n) into contiguous chunks handed
@@ -115,18 +167,18 @@ void pool_free(Pool *p);
 int pool_threads(const Pool *p);
 void pool_for(Pool *p, int64_t n, void (*fn)(void *ctx, int64_t begin, int64_t end), void *ctx);
 
-/* y[T, w->rows] = x[T, w->cols] @ w^T. Prefill passes the whole chunk (T > 1): matrix-matrix,
- * weights packed into register tiles per call. T = 1 (decode, the logits row) reads the weights
- * in place instead, with the same per-output order. y must not overlap x. Follows "The matmul
+/* y[T, w->rows] = x[T, w->cols] @ w^T. Quantized weights are read in place, tile by tile, for
+ * any T (prefill's whole chunk, decode's one token): they are stored as the kernels read them.
+ * Float weights are packed into register tiles per call for T > 1 (or prepacked, below) and
+ * read row by row at T = 1, with the same per-output order. y must not overlap x. Follows "The matmul
  * contract" above. Returns 0, or -1 when the kernels' scratch (tiles, activation blocks) cannot
  * be allocated; y is then undefined. */
 int matmul(Pool *p, float *y, const float *x, const Tensor *w, int64_t T);
 
-/* Arrange w's rows once into the active kernel set's register tiles (heap memory), so every
- * later matmul streams them instead of packing tiles per call: packing costs a quarter of a
- * 64-token prefill and is the T = 1 path's strided reads. Only where the tiles take at most
- * 1.5x the space of the stored rows (f32: 1x; q8_0: 40/34; q4_0, kept as nibbles: 24/18), so
- * memory does not double (bf16/f16 tiles are f32: not prepacked); data stays
+/* Float weights only: arrange w's rows once into the active kernel set's register tiles (heap
+ * memory), so every later matmul streams them instead of packing tiles per call. Only where
+ * the tiles take no more space than the stored rows (f32), so memory does not double (bf16/f16
+ * tiles would be f32; quantized tensors are stored in tile order already); data stays
  * valid (the fallback, and what embedding lookups read). Returns the bytes allocated, 0 when
  * not packed (other dtype, no tile kernels, out of memory, or already packed). Results are
  * bit-identical either way; a matmul after kernels_force to another set ignores the tiles.

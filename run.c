@@ -197,9 +197,9 @@ static void usage(FILE *f) {
             "common:\n"
             "  -t N                   threads (default and maximum: the online CPUs); results are identical\n"
             "                         for any N\n"
-            "  --prepack, --no-prepack  arrange the weights into kernel tiles once at start (default\n"
-            "                         with --batch/--eval) or pack tile chunks as each matmul needs them\n"
-            "                         (default for one conversation: starts faster, ~1.2x less memory);\n"
+            "  --prepack, --no-prepack  f32 weights: arrange them into kernel tiles once at start (default\n"
+            "                         with --batch/--eval) or pack tile chunks as each matmul needs them;\n"
+            "                         q8/q4 weights are stored in tile order and never packed;\n"
             "                         results are identical either way\n"
             "  -v                     verbose: kernels chosen, timings on stderr\n"
             "\n"
@@ -674,7 +674,8 @@ int main(int argc, char **argv) {
     if (o.verbose) {
         fprintf(stderr, "run: %d threads, kernels: %s\n", g.model.n_threads, kernels_init());
         if (g.model.packed_bytes) fprintf(stderr, "run: weights prepacked into tiles (%.0f MiB)\n", (double)g.model.packed_bytes / 1048576.0);
-        else fprintf(stderr, "run: weights packed into tiles per call\n");
+        else fprintf(stderr, "run: %s\n", dtype_tiled(g.model.w.lm_head.dtype) ? "weights read in place (stored in tile order)"
+                                                                            : "weights packed into tiles per call");
     }
     int rc = 0;
     char cache_path[4096] = "", warn[ERRLEN];

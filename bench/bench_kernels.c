@@ -4,8 +4,9 @@
  * q, o [2048 x 2048], k, v [512 x 2048], gate, up [8192 x 2048], down [2048 x 8192].
  * For each weight dtype and T tokens it times the layer with 1 and 2 threads and prints
  * 2*T*params / seconds. Random weights: speed does not depend on the values. T = 1 is the
- * decode path (matrix-vector, weights read in place); 65 and 205 are the warm and cold
- * verdict prompts of bench_model.
+ * decode path (q8/q4: the stored tiles streamed; float: rows read in place); 65 and 205 are
+ * the warm and cold verdict prompts of bench_model. Quantized weights are tiled as export
+ * stores them (quant.h tile_rows).
  *
  * Then attention for one layer (32 heads, 8 kv heads, head_dim 64): a T-token chunk after
  * pos0 cached positions, in blocks of 2 tokens x 4 heads as model.c forms them; GFLOP/s
@@ -152,6 +153,14 @@ int main(int argc, char **argv) {
             for (uint64_t r = 0; r < layer[s].rows; r++) {
                 for (uint64_t k = 0; k < layer[s].cols; k++) row[k] = frand() * 0.1f;
                 quantize_row((uint32_t)dt, row, data + r * rb, layer[s].cols);
+            }
+            if (dtype_tiled((uint32_t)dt)) {
+                /* 64-byte aligned, as a tensor in the mapped file is */
+                uint8_t *tiles = aligned_alloc(64, (tensor_bytes((uint32_t)dt, layer[s].rows, layer[s].cols) + 63) / 64 * 64);
+                if (!tiles) { fprintf(stderr, "out of memory\n"); return 1; }
+                tile_rows((uint32_t)dt, layer[s].rows, layer[s].cols, data, tiles);
+                free(data);
+                data = tiles;
             }
             w[s] = (Tensor){ (uint32_t)dt, layer[s].rows, layer[s].cols, data, NULL };
         }

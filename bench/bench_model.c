@@ -16,6 +16,14 @@
  *            (weights not prepacked, as ./run does then), cold (no cache file; saving the one
  *            it writes included) and warm (that file loaded), best of three;
  *   peak RSS of that process, threads, kernels.
+ * Against the machine (measured once, before the table, with the same thread count):
+ *   bandwidth  a streaming read of a 1 GiB buffer (best of five); tg's "GB/s" is the weight
+ *            bytes one decode step reads (every matrix once: the file's tiles) times tg, and
+ *            its fraction of that bandwidth;
+ *   int8 peak  a loop of the quantized kernels' int8 instruction on registers (avx512:
+ *            vpdpbusd; avx2: vpmaddubsw + vpmaddwd + vpaddd; 2 ops per multiply-add); each pp
+ *            row's GOP/s counts 2 ops per weight per token of its matmuls, and its fraction of
+ *            that peak.
  *
  * usage: bench_model [-m 1b,int4,8b,12b] [-d f32,bf16,q8,q4] [-t THREADS] [-o DIR] [--keep] [--reuse] [-q] [-r] [-w]
  *   int4 is Llama-Guard-3-1B-INT4 (12 layers, ffn 6400, 20-row head), q4 only.
@@ -41,6 +49,10 @@
 #include "import/build.h"
 #include "import/import.h"
 #include "json.h"
+#include "kernels.h"
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 typedef struct {
     const char *name;
@@ -177,6 +189,115 @@ static int write_model(const char *path, const Shape *sh, uint32_t dtype, const 
     return rc ? -1 : 0;
 }
 
+/* ==== The machine: streaming-read bandwidth and int8 peak ==== */
+
+static double machine_bw, machine_peak; /* bytes/s, int8 ops/s (0: not measured here) */
+static const char *peak_what = "n/a";
+
+typedef struct { const uint64_t *buf; uint64_t words_per_item; _Atomic uint64_t sink; } ReadJob;
+
+static void job_read(void *ctx, int64_t i0, int64_t i1) {
+    ReadJob *r = ctx;
+    uint64_t a[8] = { 0 };
+    for (const uint64_t *p = r->buf + (uint64_t)i0 * r->words_per_item, *e = r->buf + (uint64_t)i1 * r->words_per_item; p < e; p += 8)
+        for (int k = 0; k < 8; k++) a[k] ^= p[k];
+    r->sink += a[0] ^ a[1] ^ a[2] ^ a[3] ^ a[4] ^ a[5] ^ a[6] ^ a[7];
+}
+
+static double stream_bandwidth(Pool *p) {
+    const uint64_t bytes = 1ull << 30, items = 256;
+    uint64_t *buf = big_alloc((size_t)bytes);
+    if (!buf) return 0;
+    memset(buf, 1, (size_t)bytes);
+    ReadJob r = { .buf = buf, .words_per_item = bytes / 8 / items };
+    double best = 1e30;
+    for (int rep = 0; rep < 5; rep++) {
+        double t0 = now_sec();
+        pool_for(p, (int64_t)items, job_read, &r);
+        double dt = now_sec() - t0;
+        if (dt < best) best = dt;
+    }
+    big_free(buf, (size_t)bytes);
+    return (double)bytes / best;
+}
+
+#if defined(__x86_64__)
+enum { PEAK_ITERS = 1 << 22 };
+/* 12 independent accumulators, so the loop runs at the instruction's throughput. */
+__attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"))) static uint32_t peak_vnni(void) {
+    __m512i acc[12], w = _mm512_set1_epi8(3), x = _mm512_set1_epi8(5);
+    UNROLL for (int k = 0; k < 12; k++) acc[k] = _mm512_set1_epi32(k);
+    for (int i = 0; i < PEAK_ITERS; i++) {
+        UNROLL for (int k = 0; k < 12; k++) acc[k] = _mm512_dpbusd_epi32(acc[k], w, x);
+        __asm__ volatile("" : "+v"(w), "+v"(x));
+    }
+    __m512i s = acc[0];
+    UNROLL for (int k = 1; k < 12; k++) s = _mm512_add_epi32(s, acc[k]);
+    return (uint32_t)_mm512_reduce_add_epi32(s);
+}
+__attribute__((target("avx2,fma,f16c"))) static uint32_t peak_avx2(void) {
+    __m256i acc[6], w = _mm256_set1_epi8(3), x = _mm256_set1_epi8(5), ones = _mm256_set1_epi16(1);
+    UNROLL for (int k = 0; k < 6; k++) acc[k] = _mm256_set1_epi32(k);
+    for (int i = 0; i < PEAK_ITERS; i++) {
+        UNROLL for (int k = 0; k < 6; k++) acc[k] = _mm256_add_epi32(acc[k], _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), ones));
+        __asm__ volatile("" : "+x"(w), "+x"(x));
+    }
+    __m256i s = acc[0];
+    UNROLL for (int k = 1; k < 6; k++) s = _mm256_add_epi32(s, acc[k]);
+    return (uint32_t)_mm256_extract_epi32(s, 0);
+}
+#endif
+
+typedef struct { int vnni; _Atomic uint32_t sink; } PeakJob;
+static void job_peak(void *ctx, int64_t i0, int64_t i1) {
+    PeakJob *pj = ctx;
+    for (int64_t i = i0; i < i1; i++) {
+#if defined(__x86_64__)
+        pj->sink += pj->vnni ? peak_vnni() : peak_avx2();
+#endif
+    }
+}
+
+/* int8 ops/s of the active set's inner instruction on every thread; 0 off x86 or for scalar. */
+static double int8_peak(Pool *p) {
+#if defined(__x86_64__)
+    const char *k = kernels_init();
+    PeakJob pj = { .vnni = strncmp(k, "avx512", 6) == 0 };
+    if (!pj.vnni && strncmp(k, "avx2", 4) != 0) return 0;
+    peak_what = pj.vnni ? "vpdpbusd zmm" : "vpmaddubsw+vpmaddwd ymm";
+    const int n = pool_threads(p);
+    const double ops_per_call = (double)PEAK_ITERS * (pj.vnni ? 12 * 64 : 6 * 32) * 2;
+    double best = 1e30;
+    for (int rep = 0; rep < 10; rep++) {
+        double t0 = now_sec();
+        pool_for(p, n, job_peak, &pj);
+        double dt = now_sec() - t0;
+        if (dt < best) best = dt;
+    }
+    return ops_per_call * n / best;
+#else
+    (void)p;
+    return 0;
+#endif
+}
+
+/* The bytes of the weights one forward reads (every matrix once), the parameters of the
+ * layers' matrices and of the output matrix (prefill runs it for the last token only). */
+static void matrix_totals(const Model *m, double *bytes, double *params, double *head_params) {
+    const Weights *w = &m->w;
+    *bytes = (double)tensor_bytes(w->lm_head.dtype, w->lm_head.rows, w->lm_head.cols);
+    *params = 0;
+    *head_params = (double)w->lm_head.rows * (double)w->lm_head.cols;
+    for (uint32_t l = 0; l < m->cfg.n_layers; l++) {
+        const LayerWeights *L = &w->layers[l];
+        const Tensor *t[7] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down };
+        for (int i = 0; i < 7; i++) {
+            *bytes += (double)tensor_bytes(t[i]->dtype, t[i]->rows, t[i]->cols);
+            *params += (double)t[i]->rows * (double)t[i]->cols;
+        }
+    }
+}
+
 /* ==== Measuring (in a child process, so peak RSS is per model) ==== */
 
 static int quick, reduced; /* -q: pp and tg only; -r: no batch and no one-shot columns */
@@ -274,9 +395,22 @@ static int measure(const char *path, const char *shape, const char *dtype, int t
     Guard g;
     if (guard_open(&g, path, threads, err)) { fprintf(stderr, "bench_model: %s\n", err); return 1; }
     model_prepack(&g.model); /* steady state, as in --batch; the one-shot columns open their own */
+    /* q8/q4 weights are read from the mapping: read the file through once (the checksum) so
+     * the page cache holds it, as in a running process, not half written back */
+    if (gb_verify(&g.model.file, err)) { fprintf(stderr, "bench_model: %s\n", err); return 1; }
     double p64 = prefill_rate(&g.model, 64, err), p256 = prefill_rate(&g.model, 256, err), p512 = prefill_rate(&g.model, 512, err);
-    double dec = decode_rate(&g.model, err);
-    printf("| %-4s | %-4s | %7.1f | %7.1f | %7.1f | %6.2f |", shape, dtype, p64, p256, p512, dec);
+    double dec = decode_rate(&g.model, err), wbytes, params, head;
+    matrix_totals(&g.model, &wbytes, &params, &head);
+    /* prefill GOP/s: 2 ops per layer weight and token, plus the output matrix once (the last
+     * layer past its K/V runs for the last token only: counted in full, a small overestimate) */
+    const double pp[3] = { p64, p256, p512 }, ppT[3] = { 64, 256, 512 };
+    printf("| %-4s | %-4s |", shape, dtype);
+    for (int i = 0; i < 3; i++) {
+        const double gops = 2.0 * (params * ppT[i] + head) * (pp[i] / ppT[i]) / 1e9;
+        if (machine_peak > 0) printf(" %7.1f (%4.0f GOP/s, %2.0f%%) |", pp[i], gops, 100.0 * gops * 1e9 / machine_peak);
+        else printf(" %7.1f (%4.0f GOP/s) |", pp[i], gops);
+    }
+    printf(" %6.2f (%4.1f GB/s, %2.0f%%) |", dec, wbytes * dec / 1e9, machine_bw > 0 ? 100.0 * wbytes * dec / machine_bw : 0.0);
     if (!quick) {
         /* warm the page cache with a run that records nothing; then five rounds of a cold
          * verdict (empty store; it leaves only the policy prefix there) and a warm one on the
@@ -358,8 +492,18 @@ int main(int argc, char **argv) {
             fprintf(stderr, "bench_model: %s\n", err);
             return 1;
         }
-    if (!write_only) printf("| model | dtype | pp64 tok/s | pp256 | pp512 | tg tok/s | verdict cold | verdict warm | cold/warm | batch conv/s | one-shot cold | one-shot warm | peak RSS | threads | kernels |\n");
-    if (!write_only) printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    if (!write_only) {
+        Pool *p = pool_create(threads);
+        if (p) {
+            machine_bw = stream_bandwidth(p);
+            machine_peak = int8_peak(p);
+            printf("machine, %d threads: streaming read %.1f GB/s; int8 peak (%s) %.0f GOP/s\n\n", pool_threads(p), machine_bw / 1e9,
+                   peak_what, machine_peak / 1e9);
+            pool_free(p);
+        }
+        printf("| model | dtype | pp64 tok/s (GOP/s, of int8 peak) | pp256 | pp512 | tg tok/s (weights GB/s, of bandwidth) | verdict cold | verdict warm | cold/warm | batch conv/s | one-shot cold | one-shot warm | peak RSS | threads | kernels |\n");
+        printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    }
     fflush(stdout);
     int rc = 0;
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {

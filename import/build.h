@@ -67,7 +67,8 @@ void gbw_init(GbWriter *w, const Config *c);
 int gbw_add_tensor(GbWriter *w, const char *name, uint32_t dtype, uint32_t ndim, const uint64_t *shape, char *err);
 /* The bytes are borrowed until gbw_write returns. */
 int gbw_add_section(GbWriter *w, uint32_t kind, const uint8_t *data, uint64_t size, char *err);
-/* Write everything to path atomically; produce(ctx, i, dst, size) fills tensor i. */
+/* Write everything to path atomically; produce(ctx, i, dst, size) fills tensor i's rows in
+ * order (size = rows x row bytes; quantized rows as blocks in GGUF order: the writer tiles them). */
 int gbw_write(GbWriter *w, const char *path, GbProduce produce, void *ctx, char *err);
 void gbw_free(GbWriter *w);
 /* The "output ids" section's bytes (FORMAT.md): u32 n, then n u32 ids; out holds 4 + 4n. */

@@ -1,7 +1,10 @@
 /* import/gbwriter.c: the guard.bin writer (export only; the reader is guardbin.c, the layout
  * FORMAT.md). Tensors and sections are laid out at 64-byte aligned offsets after the tables;
  * tensor bytes are produced one at a time by a callback, so export never holds two converted
- * tensors at once; the file appears atomically (AtomicFile) or not at all.
+ * tensors at once; the file appears atomically (AtomicFile) or not at all. The callback
+ * writes rows in order (quantized: row-major blocks, GGUF's order); the writer stores a
+ * quantized tensor in the tile order the kernels read (quant.h tile_rows), so every importer
+ * gets it without knowing of it.
  */
 #include "build.h"
 
@@ -60,7 +63,9 @@ int gbw_add_tensor(GbWriter *w, const char *name, uint32_t dtype, uint32_t ndim,
     }
     uint64_t rb = dtype_row_bytes(dtype, t->shape[ndim - 1]);
     if (rb == 0) return errf(err, "tensor '%s': %llu columns cannot be stored as %s", name, (unsigned long long)t->shape[ndim - 1], dtype_name(dtype) ? dtype_name(dtype) : "?");
-    if (!mul_u64(rb, rows, &t->size)) return errf(err, "tensor '%s' too large", name);
+    uint64_t row_major;
+    if (!mul_u64(rb, rows, &row_major) || !(t->size = tensor_bytes(dtype, rows, t->shape[ndim - 1])))
+        return errf(err, "tensor '%s' too large", name);
     w->n_tensors++;
     return 0;
 }
@@ -142,8 +147,8 @@ int gbw_write(GbWriter *w, const char *path, GbProduce produce, void *ctx, char 
     afile_write(&f, hdr.p, (size_t)hdr.len);
     uint32_t crc = 0;
     static const uint8_t zeros[GB_ALIGN];
-    uint8_t *buf = NULL;
-    uint64_t buf_cap = 0;
+    uint8_t *buf = NULL, *tiles = NULL; /* the produced rows; a quantized tensor's tile order */
+    uint64_t buf_cap = 0, tiles_cap = 0;
     int rc = hdr.oom ? errf(err, "%s: out of memory", path) : 0;
     for (uint32_t i = 0; i < w->n_sections && rc == 0; i++) {
         afile_write(&f, w->section_data[i], (size_t)w->sections[i].size);
@@ -153,21 +158,33 @@ int gbw_write(GbWriter *w, const char *path, GbProduce produce, void *ctx, char 
         crc = crc32_update(crc, zeros, (size_t)pad);
     }
     for (uint32_t i = 0; i < w->n_tensors && rc == 0; i++) {
-        uint64_t sz = w->tensors[i].size;
-        if (sz > buf_cap) {
-            free(buf);
-            buf = malloc((size_t)sz);
-            buf_cap = buf ? sz : 0;
-            if (!buf) { rc = errf(err, "%s: out of memory for tensor '%s'", path, w->tensors[i].name); break; }
+        const GbTensor *t = &w->tensors[i];
+        const uint64_t sz = t->size, cols = t->shape[t->ndim - 1], rb = dtype_row_bytes(t->dtype, cols);
+        uint64_t rows = 1;
+        for (uint32_t d = 0; d + 1 < t->ndim; d++) rows *= t->shape[d]; /* no overflow: gbw_add_tensor checked */
+        const int tiled = dtype_tiled(t->dtype);
+        if (rows * rb > buf_cap || (tiled && sz > tiles_cap)) {
+            free(buf), free(tiles);
+            buf = malloc((size_t)(rows * rb));
+            tiles = tiled ? malloc((size_t)sz) : NULL;
+            buf_cap = buf ? rows * rb : 0;
+            tiles_cap = tiles ? sz : 0;
+            if (!buf || (tiled && !tiles)) { rc = errf(err, "%s: out of memory for tensor '%s'", path, t->name); break; }
         }
-        if (produce(ctx, i, buf, sz, err)) { rc = -1; break; }
-        afile_write(&f, buf, (size_t)sz);
-        crc = crc32_update(crc, buf, (size_t)sz);
+        if (produce(ctx, i, buf, rows * rb, err)) { rc = -1; break; }
+        const uint8_t *out = buf;
+        if (tiled) {
+            tile_rows(t->dtype, rows, cols, buf, tiles);
+            out = tiles;
+        }
+        afile_write(&f, out, (size_t)sz);
+        crc = crc32_update(crc, out, (size_t)sz);
         uint64_t pad = align_up(sz, GB_ALIGN) - sz;
         afile_write(&f, zeros, (size_t)pad);
         crc = crc32_update(crc, zeros, (size_t)pad);
     }
     free(buf);
+    free(tiles);
     if (rc == 0) {
         buf_free(&hdr);
         put_tables(&hdr, w, file_size, data_off, crc);

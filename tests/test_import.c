@@ -278,12 +278,20 @@ static int check_blocks(const char *bin, const uint8_t *file, const char *const 
         const GbTensor *t = gb_find(&g, hf[i]);
         if (!t) fail_msg("%s: no %s", bin, hf[i]);
         if (t->dtype != dt) fail_msg("%s: %s is %s, not %s", bin, hf[i], dtype_name(t->dtype), dtype_name(dt));
-        uint64_t rows = t->shape[0], rb = t->size / rows;
+        /* stored in tile order: row r's blocks come back through the tile index map */
+        uint64_t rows = t->shape[0], rb = dtype_row_bytes(dt, t->shape[1]);
+        assert_int_equal(t->size, tensor_bytes(dt, rows, t->shape[1]));
+        const Tensor tt = { .dtype = dt, .rows = rows, .cols = t->shape[1], .data = gb_data(&g, t) };
+        uint8_t *row = malloc((size_t)rb);
+        assert_non_null(row);
         uint32_t heads = rope_heads(hf[i], &g.cfg);
-        for (uint64_t r = 0; r < rows; r++)
-            if (memcmp(gb_data(&g, t) + r * rb, file + file_off[i] + gguf_row_of(r, heads, rows) * rb, (size_t)rb) != 0)
+        for (uint64_t r = 0; r < rows; r++) {
+            tensor_row_blocks(&tt, r, row);
+            if (memcmp(row, file + file_off[i] + gguf_row_of(r, heads, rows) * rb, (size_t)rb) != 0)
                 fail_msg("%s: %s row %llu differs from the source blocks", bin, hf[i], (unsigned long long)r);
-        blocks += (int)(t->size / (dt == DT_Q8_0 ? 34 : 18));
+        }
+        free(row);
+        blocks += (int)(rows * rb / (dt == DT_Q8_0 ? 34 : 18));
     }
     gb_close(&g);
     return blocks;

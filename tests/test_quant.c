@@ -90,12 +90,19 @@ static void *xmalloc(size_t n) {
 
 static void fill_nan(float *y, size_t n) { for (size_t i = 0; i < n; i++) y[i] = NAN; }
 
-/* A [rows, cols] tensor of dtype dt made from f32 values (freed with free_tensor). */
+/* A [rows, cols] tensor of dtype dt made from f32 values, quantized ones in tile order as
+ * export writes them (freed with free_tensor). */
 static Tensor make_tensor(uint32_t dt, const float *w, uint64_t rows, uint64_t cols) {
     uint64_t rb = dtype_row_bytes(dt, cols);
     assert_true(rb != 0);
     uint8_t *data = xmalloc(rows * rb);
     for (uint64_t r = 0; r < rows; r++) quantize_row(dt, w + r * cols, data + r * rb, cols);
+    if (dtype_tiled(dt)) {
+        uint8_t *tiles = xmalloc(tensor_bytes(dt, rows, cols));
+        tile_rows(dt, rows, cols, data, tiles);
+        free(data);
+        data = tiles;
+    }
     Tensor t = { dt, rows, cols, data, NULL };
     return t;
 }
@@ -155,7 +162,7 @@ static void test_q8_layout_and_rounding(void **state) {
     for (int i = 4; i < QK; i++) assert_int_equal(b.qs[i], i - 16);
     float back[QK];
     Tensor t = { DT_Q8_0, 1, QK, &b, NULL };
-    dequant_row(&t, 0, back);
+    dequantize_row(t.dtype, t.data, back, t.cols);
     assert_true(back[0] == 127.0f && back[2] == -3.0f && back[31] == 15.0f);
 }
 
@@ -173,7 +180,7 @@ static void test_q4_nibble_order(void **state) {
     for (int j = 0; j < 16; j++) assert_int_equal(b.qs[j], j | (15 - j) << 4);
     float back[QK];
     Tensor t = { DT_Q4_0, 1, QK, &b, NULL };
-    dequant_row(&t, 0, back);
+    dequantize_row(t.dtype, t.data, back, t.cols);
     for (int i = 0; i < QK; i++) assert_true(back[i] == x[i]);
 
     /* positive extreme: d = 8 / -8 = -1 (negative scale, as ggml), 0.5 rounds half up */
@@ -203,9 +210,9 @@ static void test_zero_groups(void **state) {
     }
     float back[2 * QK];
     Tensor t8 = { DT_Q8_0, 1, 2 * QK, q8, NULL }, t4 = { DT_Q4_0, 1, 2 * QK, q4, NULL };
-    dequant_row(&t8, 0, back);
+    dequantize_row(t8.dtype, t8.data, back, t8.cols);
     for (int i = 0; i < 2 * QK; i++) assert_true(back[i] == 0.0f);
-    dequant_row(&t4, 0, back);
+    dequantize_row(t4.dtype, t4.data, back, t4.cols);
     for (int i = 0; i < 2 * QK; i++) assert_true(back[i] == 0.0f);
 }
 
@@ -224,14 +231,14 @@ static void test_roundtrip_bounds(void **state) {
         for (int i = 0; i < N; i++) x[i] = grand() * scales[s];
         quantize_row(DT_Q8_0, x, q8, N);
         Tensor t8 = { DT_Q8_0, 1, N, q8, NULL };
-        dequant_row(&t8, 0, back);
+        dequantize_row(t8.dtype, t8.data, back, t8.cols);
         for (int i = 0; i < N; i++) {
             float d = fabsf(f16_to_f32(q8[i / QK].d));
             if (fabsf(x[i] - back[i]) > 0.5f * d + 127.0f * f16_err(d)) fail_msg("q8 %d: %g vs %g (d %g)", i, x[i], back[i], d);
         }
         quantize_row(DT_Q4_0, x, q4, N);
         Tensor t4 = { DT_Q4_0, 1, N, q4, NULL };
-        dequant_row(&t4, 0, back);
+        dequantize_row(t4.dtype, t4.data, back, t4.cols);
         for (int i = 0; i < N; i++) {
             float d = fabsf(f16_to_f32(q4[i / QK].d));
             if (fabsf(x[i] - back[i]) > d + 8.0f * f16_err(d)) fail_msg("q4 %d: %g vs %g (d %g)", i, x[i], back[i], d);
@@ -255,7 +262,7 @@ static void test_requantize_reproduces_blocks(void **state) {
         uint8_t *a = xmalloc(rb), *c = xmalloc(rb);
         quantize_row(dt, x, a, N);
         Tensor t = { dt, 1, N, a, NULL };
-        dequant_row(&t, 0, back);
+        dequantize_row(t.dtype, t.data, back, t.cols);
         quantize_row(dt, back, c, N);
         if (memcmp(a, c, rb) != 0) {
             for (uint64_t i = 0; i < rb; i++)
@@ -286,13 +293,13 @@ static void test_f16_scale_edges(void **state) {
     assert_int_equal(b.qs[3], 127);
     float back[QK];
     Tensor t = { DT_Q8_0, 1, QK, &b, NULL };
-    dequant_row(&t, 0, back);
+    dequantize_row(t.dtype, t.data, back, t.cols);
     assert_true(back[3] == 0.0f);
     /* subnormal f16 scale: decodes exactly as d * q */
     for (int i = 0; i < QK; i++) x[i] = (float)(i - 16) * 1e-6f;
     quantize_row(DT_Q8_0, x, &b, QK);
     assert_true(b.d > 0 && b.d < 0x0400);
-    dequant_row(&t, 0, back);
+    dequantize_row(t.dtype, t.data, back, t.cols);
     for (int i = 0; i < QK; i++) assert_true(back[i] == f16_to_f32(b.d) * (float)b.qs[i]);
 }
 
@@ -438,7 +445,7 @@ static void test_kernels_match_scalar(void **state) {
            checked, prepacked_checks);
     for (int k = 0; av[k]; k++) printf(" %s", av[k]);
     printf(")\n");
-    /* every SIMD set prepacks f32 and q8_0 */
+    /* every SIMD set prepacks f32 (quantized tensors are stored in tile order) */
     if (av[1]) assert_true(prepacked_checks > 0);
     kernels_force(best_kernels());
     free(w), free(x), free(yr), free(ys), free(w2), free(x2);
@@ -532,6 +539,91 @@ static void test_threads_bit_identical(void **state) {
     }
     kernels_force(best_kernels());
     free(w), free(x), free(y0), free(y1);
+}
+
+/* ==== tile order (quant.h) ==== */
+
+/* tile_rows is a lossless permutation: every row's blocks come back byte for byte through the
+ * index map (tensor_row_blocks) and dequant_row, padding rows are zero, the tile is exactly its
+ * 16 blocks (34 / 18 bytes per row and block), at row counts around the 16-row groups. */
+static void test_tile_order(void **state) {
+    (void)state;
+    const uint64_t rows_list[] = { 1, 7, 15, 16, 17, 33, 48 }, cols_list[] = { 32, 96, 160 };
+    int checked = 0;
+    for (int k = 0; k < 2; k++) {
+        const uint32_t dt = k ? DT_Q4_0 : DT_Q8_0;
+        assert_true(dtype_tiled(dt));
+        assert_int_equal(qtile_bytes(dt), (dt == DT_Q8_0 ? 34 : 18) * QROWS);
+        for (size_t ri = 0; ri < sizeof rows_list / sizeof rows_list[0]; ri++)
+            for (size_t ci = 0; ci < sizeof cols_list / sizeof cols_list[0]; ci++) {
+                const uint64_t rows = rows_list[ri], cols = cols_list[ci], rb = dtype_row_bytes(dt, cols);
+                const uint64_t padded = (rows + QROWS - 1) / QROWS * QROWS;
+                assert_int_equal(tensor_bytes(dt, rows, cols), padded * rb);
+                float *w = xmalloc(rows * cols * 4), *back = xmalloc(cols * 4), *want = xmalloc(cols * 4);
+                for (uint64_t i = 0; i < rows * cols; i++) w[i] = grand();
+                uint8_t *blocks = xmalloc(rows * rb), *got = xmalloc(rb);
+                for (uint64_t r = 0; r < rows; r++) quantize_row(dt, w + r * cols, blocks + r * rb, cols);
+                Tensor t = make_tensor(dt, w, rows, cols);
+                for (uint64_t r = 0; r < rows; r++) {
+                    tensor_row_blocks(&t, r, got);
+                    if (memcmp(got, blocks + r * rb, (size_t)rb)) fail_msg("%s rows %llu cols %llu: row %llu blocks differ", dtype_name(dt),
+                                                                          (unsigned long long)rows, (unsigned long long)cols, (unsigned long long)r);
+                    dequant_row(&t, r, back);
+                    dequantize_row(dt, blocks + r * rb, want, cols);
+                    check_same(back, want, cols, "dequant_row through the tiles");
+                    checked++;
+                }
+                Tensor pad = t;
+                pad.rows = padded; /* the padding rows read as zeros */
+                for (uint64_t r = rows; r < padded; r++) {
+                    dequant_row(&pad, r, back);
+                    for (uint64_t c = 0; c < cols; c++) assert_true(back[c] == 0.0f);
+                }
+                free_tensor(&t);
+                free(w), free(back), free(want), free(blocks), free(got);
+            }
+    }
+    printf("    %d rows round-tripped through the tile order\n", checked);
+}
+
+/* The C twin of the SIMD tile kernels (gemm_q_tile_ref: unsigned weight bytes, the offset
+ * taken off through the activation sums) gives the scalar reference's bits for every row of
+ * every 16-row group, in one call over all blocks and in two k-chunks that accumulate. */
+static void test_tile_twin_matches_reference(void **state) {
+    (void)state;
+    const uint64_t rows = 37, cols = 160, nb = cols / QK;
+    const int64_t T = 5;
+    float *w = xmalloc(rows * cols * 4), *x = xmalloc(T * cols * 4), *yr = xmalloc(T * rows * 4);
+    float *out = xmalloc(T * QROWS * 4);
+    ActQ8 *a = xmalloc(T * nb * sizeof(ActQ8));
+    fill_case(w, rows, cols, x, T);
+    const Kernels *S = kernels_find("scalar");
+    assert_non_null(S);
+    for (int64_t t = 0; t < T; t++) S->act(x + t * cols, a + t * nb, nb);
+    for (int k = 0; k < 2; k++) {
+        const uint32_t dt = k ? DT_Q4_0 : DT_Q8_0;
+        Tensor t = make_tensor(dt, w, rows, cols);
+        run_matmul("scalar", NULL, dt, &t, x, T, yr);
+        for (uint64_t g = 0; g * QROWS < rows; g++)
+            for (int split = 0; split < 2; split++) {
+                const uint8_t *tiles = (const uint8_t *)t.data + g * nb * qtile_bytes(dt);
+                fill_nan(out, (size_t)T * QROWS);
+                const uint64_t k1 = split ? 2 : nb;
+                TileCall c = { .tile = tiles, .kn = k1, .gs = nb, .a = a, .ldx = nb, .out = out, .ldo = QROWS, .nrv = 1 };
+                gemm_q_tile_ref(dt, (int)T, &c);
+                if (split) {
+                    c = (TileCall){ .tile = tiles + k1 * qtile_bytes(dt), .kn = nb - k1, .gs = nb, .a = a + k1, .ldx = nb, .out = out,
+                                    .ldo = QROWS, .accumulate = 1, .nrv = 1 };
+                    gemm_q_tile_ref(dt, (int)T, &c);
+                }
+                for (int64_t tt = 0; tt < T; tt++)
+                    for (uint64_t r = 0; r < QROWS && g * QROWS + r < rows; r++)
+                        check_same(&out[tt * QROWS + r], &yr[tt * rows + g * QROWS + r], 1, dtype_name(dt));
+            }
+        free_tensor(&t);
+    }
+    kernels_force(best_kernels());
+    free(w), free(x), free(yr), free(out), free(a);
 }
 
 /* ==== tile packers ==== */
@@ -823,6 +915,8 @@ int main(void) {
         cmocka_unit_test(test_f16_scale_edges),
         cmocka_unit_test(test_float_rows),
         cmocka_unit_test(test_kernel_selection),
+        cmocka_unit_test(test_tile_order),
+        cmocka_unit_test(test_tile_twin_matches_reference),
         cmocka_unit_test(test_kernels_match_scalar),
         cmocka_unit_test(test_packers_match_reference),
         cmocka_unit_test(test_nonfinite_activations),

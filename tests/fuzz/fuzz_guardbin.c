@@ -27,7 +27,7 @@ static void guardbin_check_tables(const GuardFile *g) {
         FUZZ_CHECK(gb_find(g, t->name) == t, "gb_find(%s) finds another tensor", t->name);
         uint64_t rows = 1;
         for (uint32_t d = 0; d + 1 < t->ndim; d++) rows *= t->shape[d];
-        FUZZ_CHECK(dtype_row_bytes(t->dtype, t->shape[t->ndim - 1]) * rows == t->size, "tensor %s size", t->name);
+        FUZZ_CHECK(tensor_bytes(t->dtype, rows, t->shape[t->ndim - 1]) == t->size, "tensor %s size", t->name);
         for (uint32_t k = 0; k < i; k++) {
             const GbTensor *u = &g->tensors[k];
             FUZZ_CHECK(u->offset + u->size <= t->offset || t->offset + t->size <= u->offset || t->size == 0 || u->size == 0,

@@ -105,7 +105,7 @@ static int fill(void *ctx, uint32_t i, uint8_t *dst, uint64_t size, char *err) {
     (void)err;
     const GbWriter *w = ctx;
     const GbTensor *t = &w->tensors[i];
-    uint64_t cols = t->shape[t->ndim - 1], rows = t->size / dtype_row_bytes(t->dtype, cols);
+    uint64_t cols = t->shape[t->ndim - 1], rows = size / dtype_row_bytes(t->dtype, cols); /* rows in order: the writer tiles them */
     float *row = malloc((size_t)cols * sizeof *row);
     for (uint64_t r = 0; r < rows; r++) {
         for (uint64_t c = 0; c < cols; c++) row[c] = strstr(t->name, "norm") ? 1.0f + frand() : frand();
