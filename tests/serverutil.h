@@ -6,6 +6,21 @@
 #include "testutil.h"
 
 #include "httpclient.h"
+#include "json.h"
+
+static inline void write_file(const char *path, const char *s) {
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    fputs(s, f);
+    fclose(f);
+}
+
+/* o's member key; fails the test when the answer lacks it. */
+static inline const JsonNode *need(const Json *j, const JsonNode *o, const char *key) {
+    const JsonNode *n = json_get(j, o, key);
+    if (!n) fail_msg("no \"%s\" in the answer", key);
+    return n;
+}
 
 /* Start ./run MODEL --serve --port 0 ARGS; fails the test if it is not healthy within 30 s. */
 static inline void ts_start(TestServer *s, const char *model, const char *args) {

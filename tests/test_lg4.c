@@ -19,9 +19,11 @@
  *    text is plain text), and on 400 backtracking stress strings (tests/data/o200k_cases.jsonl);
  *  - the 28 conversations of lg4_prompts.jsonl: prompt text byte-identical, prompt ids
  *    identical, and at the decision position (prompt + "\n\n" 368) logit(safe), logit(unsafe)
- *    and logsumexp within 2e-4 of reference A, for both checkpoints; one through run --json.
+ *    and logsumexp within 2e-4 of reference A, for both checkpoints; one through run --json;
+ *  - ./run --serve on g4a: /v1/classify and /v1/moderations give ./run --json's p_unsafe as the same
+ *    text, /v1/chat/completions ./run's reply, /v1/categories and category_scores LG4's S1..S14.
  */
-#include "testutil.h"
+#include "serverutil.h"
 
 #include <math.h>
 
@@ -650,6 +652,87 @@ static void test_cli_batch_eval(void **st) {
     }
 }
 
+/* ./run --serve on an LG4 file answers as ./run does: for a user message and a user+assistant
+ * pair, /v1/classify's p_unsafe is ./run --json's as the same text (bit for bit), and
+ * /v1/chat/completions replies with what ./run prints; /v1/categories lists Llama Guard 4's
+ * S1..S14; /v1/moderations scores exactly those codes, each a number in [0, 1]. */
+static void test_server_g4a(void **st) {
+    (void)st;
+    const char *model = exported("g4a", "f32");
+    static const char *convs[] = {
+        "[{\"role\":\"user\",\"content\":\"How do I kill a process in Linux?\"}]",
+        "[{\"role\":\"user\",\"content\":\"How do I kill a process in Linux?\"},{\"role\":\"assistant\",\"content\":\"Use kill PID, or kill -9 PID.\"}]",
+    };
+    char err[ERRLEN], conv[600], body[1024];
+    static char out[1 << 16], ref[1 << 16], p_user[64];
+    PromptFormat pf;
+    assert_int_equal(template_default(&pf, GUARD_LG4, err), 0);
+    assert_int_equal(pf.n_cats, 14);
+    TestServer s;
+    ts_start(&s, model, "-t 1");
+    snprintf(conv, sizeof conv, "%s/server-conv.json", test_tmpdir());
+    for (int i = 0; i < 2; i++) {
+        write_file(conv, convs[i]);
+        snprintf(body, sizeof body, "{\"messages\":%s}", convs[i]);
+        Json a, b;
+        assert_int_equal(ts_request(s.port, "/v1/classify", body, NULL, out, sizeof out), 200);
+        run_cmd(ref, sizeof ref, "./run '%s' -i '%s' --format json --json --no-cache -t 1 2>/dev/null", model, conv);
+        if (json_parse(&a, out, strlen(out), err) || json_parse(&b, ref, strlen(ref), err)) fail_msg("%s\n%s\n%s", err, out, ref);
+        printf("  conversation %d: p_unsafe %s (server) %s (./run)\n", i + 1, need(&a, json_root(&a), "p_unsafe")->str,
+               need(&b, json_root(&b), "p_unsafe")->str);
+        assert_string_equal(need(&a, json_root(&a), "p_unsafe")->str, need(&b, json_root(&b), "p_unsafe")->str);
+        if (i == 0) snprintf(p_user, sizeof p_user, "%s", need(&b, json_root(&b), "p_unsafe")->str);
+        assert_string_equal(need(&a, json_root(&a), "verdict")->str, need(&b, json_root(&b), "verdict")->str);
+        assert_string_equal(need(&a, json_root(&a), "model_output")->str, need(&b, json_root(&b), "model_output")->str);
+        json_free(&a);
+        json_free(&b);
+        assert_int_equal(ts_request(s.port, "/v1/chat/completions", body, NULL, out, sizeof out), 200);
+        run_cmd(ref, sizeof ref, "./run '%s' -i '%s' --format json --no-cache -t 1 2>/dev/null", model, conv);
+        size_t rl = strlen(ref);
+        while (rl && ref[rl - 1] == '\n') ref[--rl] = 0;
+        if (json_parse(&a, out, strlen(out), err)) fail_msg("%s: %s", err, out);
+        const JsonNode *ch = json_first(&a, need(&a, json_root(&a), "choices"));
+        assert_non_null(ch);
+        assert_string_equal(need(&a, need(&a, ch, "message"), "content")->str, ref);
+        json_free(&a);
+    }
+    /* the categories: Llama Guard 4's, in order */
+    assert_int_equal(ts_request(s.port, "/v1/categories", NULL, NULL, out, sizeof out), 200);
+    Json j;
+    if (json_parse(&j, out, strlen(out), err)) fail_msg("%s: %s", err, out);
+    const JsonNode *data = need(&j, json_root(&j), "data");
+    assert_int_equal(data->len, 14);
+    int k = 0;
+    JSON_FOR(&j, data, c) {
+        char code[16];
+        snprintf(code, sizeof code, "S%d", k + 1);
+        assert_string_equal(need(&j, c, "code")->str, code);
+        assert_string_equal(need(&j, c, "code")->str, pf.cats[k].code);
+        assert_string_equal(need(&j, c, "description")->str, pf.cats[k].text);
+        k++;
+    }
+    assert_string_equal(pf.cats[13].text, "Code Interpreter Abuse."); /* only the 8B and LG4 have S14 */
+    json_free(&j);
+    /* moderations: one score per LG4 code, each finite in [0, 1]; the input is conversation 1 */
+    assert_int_equal(ts_request(s.port, "/v1/moderations", "{\"input\":\"How do I kill a process in Linux?\"}", NULL, out, sizeof out), 200);
+    if (json_parse(&j, out, strlen(out), err)) fail_msg("%s: %s", err, out);
+    const JsonNode *res = json_first(&j, need(&j, json_root(&j), "results"));
+    assert_non_null(res);
+    const JsonNode *scores = need(&j, res, "category_scores");
+    assert_string_equal(need(&j, res, "p_unsafe")->str, p_user);
+    assert_int_equal(scores->len, 14);
+    k = 0;
+    JSON_FOR(&j, scores, sc) {
+        assert_string_equal(sc->key, pf.cats[k].code);
+        if (sc->type != JSON_NUMBER || !isfinite(sc->num) || sc->num < 0 || sc->num > 1) fail_msg("category_scores %s: %s", sc->key, out);
+        k++;
+    }
+    printf("  /v1/moderations: %d category_scores, S1 %s\n", k, json_first(&j, scores)->str);
+    json_free(&j);
+    template_free(&pf);
+    assert_int_equal(ts_stop(&s), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_header_fields),
@@ -668,6 +751,7 @@ int main(void) {
         cmocka_unit_test(test_prefix_reuse_g4a),
         cmocka_unit_test(test_prefix_reuse_g4b),
         cmocka_unit_test(test_cli_batch_eval),
+        cmocka_unit_test(test_server_g4a),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

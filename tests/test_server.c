@@ -26,19 +26,6 @@ static int teardown(void **st) {
     return 0;
 }
 
-static void write_file(const char *path, const char *s) {
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    fputs(s, f);
-    fclose(f);
-}
-
-static const JsonNode *need(const Json *j, const JsonNode *o, const char *key) {
-    const JsonNode *n = json_get(j, o, key);
-    if (!n) fail_msg("no \"%s\" in the answer", key);
-    return n;
-}
-
 /* ./run --json on a one-user-message conversation (text format), parsed into j. */
 static void run_json_text(const char *text, const char *args, Json *j, char *buf, size_t cap) {
     char in[600], err[ERRLEN];
