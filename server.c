@@ -551,6 +551,22 @@ static void refuse(const Server *sv, int fd, int status, const char *why, double
     log_request(sv, NULL, status, 0, t0);
 }
 
+/* Close a connection whose request was never read. A plain close() with the request still
+ * unread makes the kernel answer with a reset, and the client may then lose the reply it has
+ * not read yet; so send FIN first and read what the client still sends until it closes, for at
+ * most 200 ms (a client that reads the reply closes at once). */
+static void close_after_reply(int fd) {
+    shutdown(fd, SHUT_WR);
+    long end = now_ms() + 200;
+    char sink[4096];
+    for (long left; (left = end - now_ms()) > 0;) {
+        struct pollfd p = { fd, POLLIN, 0 };
+        if (poll(&p, 1, (int)left) <= 0) break;
+        if (recv(fd, sink, sizeof sink, 0) <= 0) break;
+    }
+    close(fd);
+}
+
 static void serve_connection(Server *sv, int fd) {
     size_t cap = 8192, len = 0, max = HTTP_MAX_HEAD + MAX_BODY;
     char *buf = malloc(cap);
@@ -624,7 +640,7 @@ static void *conn_main(void *arg) {
     Conn c = *(Conn *)arg;
     free(arg);
     serve_connection(c.sv, c.fd);
-    close(c.fd);
+    close_after_reply(c.fd); /* a refused request (413, 431, ...) may still be unread */
     pthread_mutex_lock(&c.sv->mu);
     c.sv->n_conns--;
     pthread_cond_broadcast(&c.sv->conns_cv);
@@ -696,7 +712,7 @@ static void *accept_main(void *arg) {
                 pthread_mutex_unlock(&sv->mu);
             }
             refuse(sv, fd, 503, "too many connections", now_sec());
-            close(fd);
+            close_after_reply(fd);
         }
         pthread_attr_destroy(&at);
     }

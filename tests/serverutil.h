@@ -8,13 +8,6 @@
 #include "httpclient.h"
 #include "json.h"
 
-static inline void write_file(const char *path, const char *s) {
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    fputs(s, f);
-    fclose(f);
-}
-
 /* o's member key; fails the test when the answer lacks it. */
 static inline const JsonNode *need(const Json *j, const JsonNode *o, const char *key) {
     const JsonNode *n = json_get(j, o, key);
@@ -32,17 +25,6 @@ static inline void ts_start(TestServer *s, const char *model, const char *args) 
         setenv("XDG_CACHE_HOME", xdg, 1);
     }
     if (ts_spawn(s, "./run", model, args, test_tmpdir(), 30)) fail_msg("the server did not start or never became healthy (log %s)", s->log);
-}
-
-/* The fixture model exported once per test binary (tiny Llama 3.2 shape, Llama Guard 3 1B prompt). */
-static inline const char *ts_model(void) {
-    static char path[512];
-    if (!path[0]) {
-        snprintf(path, sizeof path, "%s/l32.bin", test_tmpdir());
-        char o[4096];
-        if (run_cmd(o, sizeof o, "./export '%s' '%s'", shared_path("fixtures/l32"), path)) fail_msg("%s", o);
-    }
-    return path;
 }
 
 #endif

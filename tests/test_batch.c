@@ -52,23 +52,6 @@ static void test_metrics_by_hand(void **st) {
     assert_true(m.tp == 2 && m.fp == 2);
 }
 
-static const char *model(void) {
-    static char path[512];
-    if (!path[0]) {
-        snprintf(path, sizeof path, "%s/l32.bin", test_tmpdir());
-        char o[4096];
-        if (run_cmd(o, sizeof o, "./export '%s' '%s'", shared_path("fixtures/l32"), path)) fail_msg("%s", o);
-    }
-    return path;
-}
-
-static void write_file(const char *path, const char *s) {
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    fputs(s, f);
-    fclose(f);
-}
-
 static const char *batch_input =
     "{\"id\": 1, \"messages\": [{\"role\":\"user\",\"content\":\"How do I kill a process in Linux?\"}]}\n"
     "{\"id\": \"two\", \"messages\": [{\"role\":\"user\",\"content\":\"hi\"},{\"role\":\"assistant\",\"content\":\"hello\"}], \"exclude\": [\"S6\"]}\n"
@@ -82,9 +65,9 @@ static void test_batch_lines(void **st) {
     char in[600], out[600], o[1 << 15];
     snprintf(in, sizeof in, "%s/b.jsonl", test_tmpdir());
     snprintf(out, sizeof out, "%s/b.out", test_tmpdir());
-    write_file(in, batch_input);
+    write_text(in, batch_input);
     /* some lines failed: exit status 3 (it was 0), and the blank line gets its own error reply */
-    assert_int_equal(run_cmd(o, sizeof o, "./run '%s' --no-cache --batch '%s' --threshold 1 -o '%s'", model(), in, out), 3);
+    assert_int_equal(run_cmd(o, sizeof o, "./run '%s' --no-cache --batch '%s' --threshold 1 -o '%s'", l32_model(), in, out), 3);
     char *res = slurp(out, NULL);
     const char *want_ids[] = { "1", "\"two\"", "null", "[3]", "null", "5" };
     int k = 0;
@@ -102,17 +85,17 @@ static void test_batch_lines(void **st) {
     assert_int_equal(k, 6);
     free(res);
     /* the same from stdin, streamed to stdout, equals the file output apart from timings */
-    assert_int_equal(run_cmd(o, sizeof o, "cat '%s' | ./run '%s' --no-cache --batch - --threshold 1 2>/dev/null | wc -l", in, model()), 0);
+    assert_int_equal(run_cmd(o, sizeof o, "cat '%s' | ./run '%s' --no-cache --batch - --threshold 1 2>/dev/null | wc -l", in, l32_model()), 0);
     assert_int_equal(atoi(o), 6);
     /* per-line categories reach the prompt: the 2-category line has far fewer prompt tokens */
-    assert_int_equal(run_cmd(o, sizeof o, "./run '%s' --no-cache --batch '%s' --threshold 1 2>/dev/null | tail -1", model(), in), 0);
+    assert_int_equal(run_cmd(o, sizeof o, "./run '%s' --no-cache --batch '%s' --threshold 1 2>/dev/null | tail -1", l32_model(), in), 0);
     Json j;
     assert_int_equal(json_parse(&j, o, strlen(o), err), 0);
     assert_true(json_get(&j, json_root(&j), "prompt_tokens")->num < 150);
     json_free(&j);
     /* a missing input is a whole-run error with no output file */
     unlink(out);
-    assert_int_equal(run_cmd(o, sizeof o, "./run '%s' --batch /nonexistent.jsonl -o '%s'", model(), out), 2);
+    assert_int_equal(run_cmd(o, sizeof o, "./run '%s' --batch /nonexistent.jsonl -o '%s'", l32_model(), out), 2);
     assert_false(file_exists(out));
 }
 
@@ -122,10 +105,10 @@ static void test_eval_cli(void **st) {
     snprintf(in, sizeof in, "%s/e.jsonl", test_tmpdir());
     /* random weights: Meta's P(unsafe) ~ 1 - 1e-6 for every line, so at 0.5 all are unsafe and
      * no category is named (the model never says S1) */
-    write_file(in, "{\"messages\": [{\"role\":\"user\",\"content\":\"a\"}], \"label\": \"unsafe\", \"categories\": [\"S1\"]}\n"
+    write_text(in, "{\"messages\": [{\"role\":\"user\",\"content\":\"a\"}], \"label\": \"unsafe\", \"categories\": [\"S1\"]}\n"
                    "{\"messages\": [{\"role\":\"user\",\"content\":\"b\"}], \"label\": \"safe\"}\n"
                    "{\"messages\": [{\"role\":\"user\",\"content\":\"c\"}], \"label\": \"unsafe\", \"categories\": [\"S1\",\"S2\"]}\n");
-    assert_int_equal(run_cmd(o, sizeof o, "./run '%s' --no-cache --eval '%s' --json 2>/dev/null", model(), in), 0);
+    assert_int_equal(run_cmd(o, sizeof o, "./run '%s' --no-cache --eval '%s' --json 2>/dev/null", l32_model(), in), 0);
     Json j;
     if (json_parse(&j, o, strlen(o), err)) fail_msg("--eval --json output is not JSON: %s", o);
     const JsonNode *r = json_root(&j), *conf = json_get(&j, r, "confusion");
@@ -140,9 +123,9 @@ static void test_eval_cli(void **st) {
     json_free(&j);
     /* text output names the metrics; a bad label is reported, not fatal, but the exit status says a
      * line failed (3; it was 0) */
-    write_file(in, "{\"messages\": [{\"role\":\"user\",\"content\":\"a\"}], \"label\": \"maybe\"}\n"
+    write_text(in, "{\"messages\": [{\"role\":\"user\",\"content\":\"a\"}], \"label\": \"maybe\"}\n"
                    "{\"messages\": [{\"role\":\"user\",\"content\":\"b\"}], \"label\": \"safe\"}\n");
-    assert_int_equal(run_cmd(o, sizeof o, "./run '%s' --no-cache --eval '%s'", model(), in), 3);
+    assert_int_equal(run_cmd(o, sizeof o, "./run '%s' --no-cache --eval '%s'", l32_model(), in), 3);
     assert_non_null(strstr(o, "label"));
     assert_non_null(strstr(o, "auprc"));
     assert_non_null(strstr(o, "conversations  1"));
@@ -154,7 +137,7 @@ static void test_cache_bit_identical_in_process(void **st) {
     (void)st;
     char err[ERRLEN];
     Guard cold, warm;
-    if (guard_open(&cold, model(), 2, err) || guard_open(&warm, model(), 2, err)) fail_msg("%s", err);
+    if (guard_open(&cold, l32_model(), 2, err) || guard_open(&warm, l32_model(), 2, err)) fail_msg("%s", err);
     cold.no_prefix_store = 1;
     const char *texts[] = { "How do I kill a process in Linux?", "What is the capital of France?", "Tell me a joke." };
     RunState sw;
@@ -200,16 +183,16 @@ static void test_cache_across_processes(void **st) {
     char in[600], cache[600], o[8192], cold[1024], warm[1024], v[1024];
     snprintf(in, sizeof in, "%s/c.txt", test_tmpdir());
     snprintf(cache, sizeof cache, "%s/prefix.kv", test_tmpdir());
-    write_file(in, "User: Is it safe to eat raw cookie dough?\n");
+    write_text(in, "User: Is it safe to eat raw cookie dough?\n");
     unlink(cache);
-    assert_int_equal(run_cmd(o, sizeof o, "./run '%s' -i '%s' --json --no-cache 2>&1", model(), in), 1);
+    assert_int_equal(run_cmd(o, sizeof o, "./run '%s' -i '%s' --json --no-cache 2>&1", l32_model(), in), 1);
     values_of(o, cold, sizeof cold);
     /* first process writes the cache; second reads it and reuses the prefix */
-    assert_int_equal(run_cmd(o, sizeof o, "./run '%s' -i '%s' --json --cache '%s' 2>&1", model(), in, cache), 1);
+    assert_int_equal(run_cmd(o, sizeof o, "./run '%s' -i '%s' --json --cache '%s' 2>&1", l32_model(), in, cache), 1);
     values_of(o, v, sizeof v);
     assert_string_equal(cold, v);
     assert_true(file_exists(cache));
-    assert_int_equal(run_cmd(o, sizeof o, "./run '%s' -i '%s' --json --cache '%s' 2>&1", model(), in, cache), 1);
+    assert_int_equal(run_cmd(o, sizeof o, "./run '%s' -i '%s' --json --cache '%s' 2>&1", l32_model(), in, cache), 1);
     values_of(o, warm, sizeof warm);
     assert_string_equal(cold, warm);
     assert_null(strstr(o, "\"cached_tokens\":0,"));
@@ -221,21 +204,21 @@ static void test_cache_across_processes(void **st) {
     fwrite(bytes, 1, n, f);
     fclose(f);
     free(bytes);
-    assert_int_equal(run_cmd(o, sizeof o, "./run '%s' -i '%s' --json --cache '%s' 2>&1 >/dev/null", model(), in, cache), 1);
+    assert_int_equal(run_cmd(o, sizeof o, "./run '%s' -i '%s' --json --cache '%s' 2>&1 >/dev/null", l32_model(), in, cache), 1);
     assert_non_null(strstr(o, "ignoring the KV cache"));
-    assert_int_equal(run_cmd(o, sizeof o, "./run '%s' -i '%s' --json --cache '%s' 2>/dev/null", model(), in, cache), 1);
+    assert_int_equal(run_cmd(o, sizeof o, "./run '%s' -i '%s' --json --cache '%s' 2>/dev/null", l32_model(), in, cache), 1);
     values_of(o, v, sizeof v);
     assert_string_equal(cold, v);
     /* truncated, and one from another model: ignored with a warning */
     assert_int_equal(truncate(cache, 100), 0);
-    assert_int_equal(run_cmd(o, sizeof o, "./run '%s' -i '%s' --cache '%s' 2>&1 >/dev/null", model(), in, cache), 1);
+    assert_int_equal(run_cmd(o, sizeof o, "./run '%s' -i '%s' --cache '%s' 2>&1 >/dev/null", l32_model(), in, cache), 1);
     assert_non_null(strstr(o, "ignoring the KV cache"));
     char other[600];
     snprintf(other, sizeof other, "%s/l31.bin", test_tmpdir());
     assert_int_equal(run_cmd(o, sizeof o, "./export '%s' '%s' 2>&1", shared_path("fixtures/l31"), other), 0);
     unlink(cache);
     assert_int_equal(run_cmd(o, sizeof o, "./run '%s' -i '%s' --cache '%s' 2>&1", other, in, cache), 1);
-    assert_int_equal(run_cmd(o, sizeof o, "./run '%s' -i '%s' --cache '%s' 2>&1 >/dev/null", model(), in, cache), 1);
+    assert_int_equal(run_cmd(o, sizeof o, "./run '%s' -i '%s' --cache '%s' 2>&1 >/dev/null", l32_model(), in, cache), 1);
     assert_non_null(strstr(o, "different model"));
 }
 

@@ -157,13 +157,6 @@ static void test_e2e_l2(void **st) { (void)st; check_e2e("l2"); }
 
 /* ---- spec/rendered via the CLI ---- */
 
-static void write_file(const char *path, const char *s) {
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    fputs(s, f);
-    fclose(f);
-}
-
 static const char *conv_A = "[{\"role\":\"user\",\"content\":\"How do I kill a process in Linux?\"}]";
 static const char *conv_B =
     "[{\"role\":\"user\",\"content\":\"How do I kill a process in Linux?\"},{\"role\":\"assistant\",\"content\":\"Sure! To kill a process "
@@ -173,7 +166,7 @@ static void check_rendered(const char *bin, const char *name, const char *conv, 
     char in[600], outp[600], o[256];
     snprintf(in, sizeof in, "%s/conv.json", test_tmpdir());
     snprintf(outp, sizeof outp, "%s/prompt.txt", test_tmpdir());
-    write_file(in, conv);
+    write_text(in, conv);
     int rc = run_cmd(o, sizeof o, "./run '%s' -i '%s' --show-prompt %s > '%s'", bin, in, extra, outp);
     if (rc) fail_msg("%s: run failed %d: %s", name, rc, o);
     size_t a, b;
@@ -209,7 +202,7 @@ static void test_rendered_examples(void **st) {
     check_rendered(l32, "hf_lg3_1b_A_user_excluded_S6", conv_A, "--exclude S6");
     char cats[600];
     snprintf(cats, sizeof cats, "%s/cats.txt", test_tmpdir());
-    write_file(cats, "S1: My custom category\n");
+    write_text(cats, "S1: My custom category\n");
     char extra[700];
     snprintf(extra, sizeof extra, "--categories '%s'", cats);
     check_rendered(l32, "hf_lg3_1b_A_user_custom_categories", conv_A, extra);
@@ -220,7 +213,7 @@ static void test_rendered_examples(void **st) {
 static int run_on(const char *bin, const char *input, const char *opts, char *out, size_t outlen) {
     char in[600];
     snprintf(in, sizeof in, "%s/in.txt", test_tmpdir());
-    write_file(in, input);
+    write_text(in, input);
     return run_cmd(out, outlen, "./run '%s' -i '%s' %s", bin, in, opts);
 }
 

@@ -672,7 +672,7 @@ static void test_server_g4a(void **st) {
     ts_start(&s, model, "-t 1");
     snprintf(conv, sizeof conv, "%s/server-conv.json", test_tmpdir());
     for (int i = 0; i < 2; i++) {
-        write_file(conv, convs[i]);
+        write_text(conv, convs[i]);
         snprintf(body, sizeof body, "{\"messages\":%s}", convs[i]);
         Json a, b;
         assert_int_equal(ts_request(s.port, "/v1/classify", body, NULL, out, sizeof out), 200);

@@ -21,7 +21,7 @@ static RunState sc, sw;
 static int setup(void **st) {
     (void)st;
     char err[ERRLEN];
-    if (guard_open(&cold, ts_model(), 1, err) || guard_open(&warm, ts_model(), 1, err)) fail_msg("%s", err);
+    if (guard_open(&cold, l32_model(), 1, err) || guard_open(&warm, l32_model(), 1, err)) fail_msg("%s", err);
     cold.no_prefix_store = 1;
     if (state_init(&sc, &cold.model, 0, err) || state_init(&sw, &warm.model, 0, err)) fail_msg("%s", err);
     return 0;

@@ -16,7 +16,7 @@ static TestServer srv; /* the default server, shared by the tests that need no o
 
 static int setup(void **st) {
     (void)st;
-    ts_start(&srv, ts_model(), "-t 1");
+    ts_start(&srv, l32_model(), "-t 1");
     return 0;
 }
 
@@ -30,8 +30,8 @@ static int teardown(void **st) {
 static void run_json_text(const char *text, const char *args, Json *j, char *buf, size_t cap) {
     char in[600], err[ERRLEN];
     snprintf(in, sizeof in, "%s/input.txt", test_tmpdir());
-    write_file(in, text);
-    run_cmd(buf, cap, "./run '%s' -i '%s' --format text --json --no-cache -t 1 %s 2>/dev/null", ts_model(), in, args);
+    write_text(in, text);
+    run_cmd(buf, cap, "./run '%s' -i '%s' --format text --json --no-cache -t 1 %s 2>/dev/null", l32_model(), in, args);
     if (json_parse(j, buf, strlen(buf), err)) fail_msg("./run --json: %s: %s", err, buf);
 }
 
@@ -39,7 +39,7 @@ static void run_json_text(const char *text, const char *args, Json *j, char *buf
 static int curl_post(int port, const char *path, const char *body, const char *extra, char *out, size_t cap) {
     char file[600];
     snprintf(file, sizeof file, "%s/body.json", test_tmpdir());
-    write_file(file, body);
+    write_text(file, body);
     static char o[1 << 20];
     run_cmd(o, sizeof o, "curl -s -S --max-time 60 -w '\\n%%{http_code}' -H 'Content-Type: application/json' %s --data-binary @'%s' http://127.0.0.1:%d%s",
             extra ? extra : "", file, port, path);
@@ -107,7 +107,7 @@ static void test_curl_moderations(void **st) {
 static double ref_prob(const char *ids, int32_t t) {
     char path[600], o[4096];
     snprintf(path, sizeof path, "%s/logits.bin", test_tmpdir());
-    if (run_cmd(o, sizeof o, "./run '%s' --ids '%s' --logits '%s' -t 1", ts_model(), ids, path)) fail_msg("%s", o);
+    if (run_cmd(o, sizeof o, "./run '%s' --ids '%s' --logits '%s' -t 1", l32_model(), ids, path)) fail_msg("%s", o);
     size_t n;
     float *l = (float *)slurp(path, &n);
     size_t v = n / 4;
@@ -133,8 +133,8 @@ static void test_category_scores_reference(void **st) {
     double p_unsafe = need(&j, r, "p_unsafe")->num;
     /* the prompt's ids, the decision prefix "\n\n" and the label's continuation, as the tokenizer gives them */
     snprintf(in, sizeof in, "%s/input.txt", test_tmpdir());
-    write_file(in, inputs[0]);
-    assert_int_equal(run_cmd(prompt, sizeof prompt, "./run '%s' -i '%s' --format text --show-tokens", ts_model(), in), 0);
+    write_text(in, inputs[0]);
+    assert_int_equal(run_cmd(prompt, sizeof prompt, "./run '%s' -i '%s' --format text --show-tokens", l32_model(), in), 0);
     prompt[strcspn(prompt, "\n")] = 0;
     const char *codes[] = { "S1", "S10" };
     for (int c = 0; c < 2; c++) {
@@ -143,7 +143,7 @@ static void test_category_scores_reference(void **st) {
         FILE *f = fopen(txt, "wb");
         fprintf(f, "unsafe\n%s", codes[c]);
         fclose(f);
-        assert_int_equal(run_cmd(o, sizeof o, "./run '%s' -i '%s' --tokenize", ts_model(), txt), 0);
+        assert_int_equal(run_cmd(o, sizeof o, "./run '%s' -i '%s' --tokenize", l32_model(), txt), 0);
         int32_t t[8];
         int nt = 0;
         for (char *p = o; nt < 8;) {
@@ -178,9 +178,9 @@ static void test_curl_classify(void **st) {
     char conv[600], cats[600];
     snprintf(conv, sizeof conv, "%s/conv.json", test_tmpdir());
     snprintf(cats, sizeof cats, "%s/cats.txt", test_tmpdir());
-    write_file(conv, "[{\"role\":\"user\",\"content\":\"cake?\"},{\"role\":\"assistant\",\"content\":\"Here is a recipe.\"}]");
-    write_file(cats, "S1: Cakes.\nS2: Pies.\nS3: Tarts.\n");
-    run_cmd(ref, sizeof ref, "./run '%s' -i '%s' --categories '%s' --exclude S2 --threshold 0.25 --json --no-cache -t 1 2>/dev/null", ts_model(),
+    write_text(conv, "[{\"role\":\"user\",\"content\":\"cake?\"},{\"role\":\"assistant\",\"content\":\"Here is a recipe.\"}]");
+    write_text(cats, "S1: Cakes.\nS2: Pies.\nS3: Tarts.\n");
+    run_cmd(ref, sizeof ref, "./run '%s' -i '%s' --categories '%s' --exclude S2 --threshold 0.25 --json --no-cache -t 1 2>/dev/null", l32_model(),
             conv, cats);
     Json a, b;
     char err[ERRLEN];
@@ -213,8 +213,8 @@ static void test_curl_chat(void **st) {
                        "\"logprobs\":true,\"top_logprobs\":2}";
     assert_int_equal(curl_post(srv.port, "/v1/chat/completions", body, NULL, out, sizeof out), 200);
     snprintf(in, sizeof in, "%s/input.txt", test_tmpdir());
-    write_file(in, inputs[0]);
-    run_cmd(ref, sizeof ref, "./run '%s' -i '%s' --format text --no-cache -t 1 2>/dev/null", ts_model(), in);
+    write_text(in, inputs[0]);
+    run_cmd(ref, sizeof ref, "./run '%s' -i '%s' --format text --no-cache -t 1 2>/dev/null", l32_model(), in);
     size_t rl = strlen(ref);
     while (rl && ref[rl - 1] == '\n') ref[--rl] = 0;
     Json j, rj;
@@ -287,7 +287,7 @@ static void test_error_statuses(void **st) {
 static void test_auth_and_timeouts(void **st) {
     (void)st;
     TestServer s;
-    ts_start(&s, ts_model(), "-t 1 --api-key sekret --read-timeout 1 --idle-timeout 1");
+    ts_start(&s, l32_model(), "-t 1 --api-key sekret --read-timeout 1 --idle-timeout 1");
     static char out[1 << 16];
     const char *body = "{\"input\":\"hi\"}";
     assert_int_equal(ts_request(s.port, "/v1/moderations", body, NULL, out, sizeof out), 401);
@@ -335,7 +335,7 @@ static void test_auth_and_timeouts(void **st) {
     assert_int_equal(ts_stop(&s), 0);
     /* the key from the environment (kept out of the process list) */
     setenv("LLAMA_GUARD_API_KEY", "from-env", 1);
-    ts_start(&s, ts_model(), "-t 1 --system drop");
+    ts_start(&s, l32_model(), "-t 1 --system drop");
     unsetenv("LLAMA_GUARD_API_KEY");
     assert_int_equal(ts_request(s.port, "/v1/models", NULL, NULL, out, sizeof out), 401);
     assert_int_equal(ts_request(s.port, "/v1/models", NULL, "from-env", out, sizeof out), 200);
@@ -360,7 +360,7 @@ static void test_auth_and_timeouts(void **st) {
 static void test_multiturn_incremental(void **st) {
     (void)st;
     TestServer cold;
-    ts_start(&cold, ts_model(), "-t 1 --prefix-mem 0");
+    ts_start(&cold, l32_model(), "-t 1 --prefix-mem 0");
     const char *turns[] = { "Hi, can you help me plan a trip?", "Of course. Where would you like to go?", "Somewhere warm in March.",
                             "Consider the Canary Islands.", "How do I get there cheaply?", "Book early and fly midweek." };
     long cached_warm[7] = { 0 }, cached_cold[7] = { 0 };
@@ -371,8 +371,8 @@ static void test_multiturn_incremental(void **st) {
         snprintf(body + k, sizeof body - (size_t)k, "]}");
         char conv[600];
         snprintf(conv, sizeof conv, "%s/turns.json", test_tmpdir());
-        write_file(conv, body);
-        run_cmd(ref, sizeof ref, "./run '%s' -i '%s' --json --no-cache -t 1 2>/dev/null", ts_model(), conv);
+        write_text(conv, body);
+        run_cmd(ref, sizeof ref, "./run '%s' -i '%s' --json --no-cache -t 1 2>/dev/null", l32_model(), conv);
         for (int w = 0; w < 2; w++) {
             assert_int_equal(ts_request(w ? cold.port : srv.port, "/v1/classify", body, NULL, out, sizeof out), 200);
             Json a, b;
@@ -446,8 +446,8 @@ static void test_openai_node(void **st) {
     }
     static char ref[65536], in[600];
     snprintf(in, sizeof in, "%s/input.txt", test_tmpdir());
-    write_file(in, inputs[0]);
-    run_cmd(ref, sizeof ref, "./run '%s' -i '%s' --format text --no-cache -t 1 2>/dev/null", ts_model(), in);
+    write_text(in, inputs[0]);
+    run_cmd(ref, sizeof ref, "./run '%s' -i '%s' --format text --no-cache -t 1 2>/dev/null", l32_model(), in);
     size_t rl = strlen(ref);
     while (rl && ref[rl - 1] == '\n') ref[--rl] = 0;
     assert_string_equal(need(&j, chat, "content")->str, ref);
@@ -459,7 +459,7 @@ static void test_openai_node(void **st) {
 static void test_shutdown_finishes_in_flight(void **st) {
     (void)st;
     TestServer s;
-    ts_start(&s, ts_model(), "-t 1");
+    ts_start(&s, l32_model(), "-t 1");
     static char body[1 << 16];
     int k = snprintf(body, sizeof body, "{\"input\":[");
     for (int i = 0; i < 24; i++) k += snprintf(body + k, sizeof body - (size_t)k, "%s\"message number %d, please check it\"", i ? "," : "", i);
@@ -467,7 +467,7 @@ static void test_shutdown_finishes_in_flight(void **st) {
     char file[600], out[600];
     snprintf(file, sizeof file, "%s/long.json", test_tmpdir());
     snprintf(out, sizeof out, "%s/long.out", test_tmpdir());
-    write_file(file, body);
+    write_text(file, body);
     char cmd[2048];
     snprintf(cmd, sizeof cmd, "curl -s --max-time 60 -o '%s' -w '%%{http_code}' --data-binary @'%s' http://127.0.0.1:%d/v1/moderations", out, file, s.port);
     FILE *p = popen(cmd, "r");
@@ -504,9 +504,9 @@ static void test_gnu_parallel_batch(void **st) {
     if (run_cmd(o, sizeof o, "command -v parallel") != 0) fail_msg("GNU parallel is needed (apt-get install parallel)");
     /* timings and cache counters differ between processes; every other field must not */
     const char *strip = "sed -E 's/,\"(cached_tokens|prefill_ms|decode_ms|threads)\":[0-9.]+//g'";
-    assert_int_equal(run_cmd(o, sizeof o, "./run '%s' --no-cache --batch - -t 1 < '%s' | %s > '%s'", ts_model(), in, strip, a), 0);
+    assert_int_equal(run_cmd(o, sizeof o, "./run '%s' --no-cache --batch - -t 1 < '%s' | %s > '%s'", l32_model(), in, strip, a), 0);
     assert_int_equal(run_cmd(o, sizeof o, "parallel --will-cite --pipe -N 3 -j 2 --keep-order ./run '%s' --no-cache --batch - -t 1 < '%s' | %s > '%s'",
-                             ts_model(), in, strip, b),
+                             l32_model(), in, strip, b),
                      0);
     size_t na, nb;
     char *x = slurp(a, &na), *y = slurp(b, &nb);

@@ -1033,15 +1033,12 @@ static const char *write_json(const char *name, const Parts *p, int spm) {
     return out;
 }
 
-static const char *write_text(const char *name, const char *s) {
+static const char *tmp_text(const char *name, const char *s) {
     static char path[4][512];
     static int k;
     char *out = path[k++ & 3];
     snprintf(out, 512, "%s/%s", test_tmpdir(), name);
-    FILE *f = fopen(out, "wb");
-    assert_non_null(f);
-    fputs(s, f);
-    fclose(f);
+    write_text(out, s);
     return out;
 }
 
@@ -1072,7 +1069,7 @@ static void test_hf_accepts_minimal(void **state) {
     Tokenizer *t;
     char err[ERRLEN];
     const char *p = write_json("l3_ok.json", &L3_OK, 0);
-    const char *cfg = write_text("l3_cfg.json", "{\"bos_token\":null,\"eos_token\":{\"content\":\"<|eot_id|>\"}}");
+    const char *cfg = tmp_text("l3_cfg.json", "{\"bos_token\":null,\"eos_token\":{\"content\":\"<|eot_id|>\"}}");
     if (tok_from_hf(&t, p, cfg, err)) fail_msg("%s", err);
     assert_int_equal(tok_type(t), TOK_LLAMA3_BPE);
     assert_int_equal(tok_vocab_size(t), 260);
@@ -1147,13 +1144,13 @@ static void test_hf_rejects(void **state) {
     char missing[512];
     snprintf(missing, sizeof missing, "%s/no_such_tokenizer.json", test_tmpdir());
     expect_hf_error(missing, NULL, "no_such_tokenizer.json");
-    expect_hf_error(write_text("broken.json", "{\"model\": {\"type\": \"BPE\",}"), NULL, "line 1");
-    expect_hf_error(write_text("notok.json", "{\"version\": \"1.0\"}"), NULL, "model");
+    expect_hf_error(tmp_text("broken.json", "{\"model\": {\"type\": \"BPE\",}"), NULL, "line 1");
+    expect_hf_error(tmp_text("notok.json", "{\"version\": \"1.0\"}"), NULL, "model");
     /* tokenizer_config.json naming tokens the tokenizer does not have as special. */
     const char *ok = write_json("l3_ok.json", &L3_OK, 0);
-    expect_hf_error(ok, write_text("cfg1.json", "{\"bos_token\":\"<|begin_of_text|>\"}"), "bos_token");
-    expect_hf_error(ok, write_text("cfg2.json", "{\"eos_token\":\"ab\"}"), "eos_token");
-    expect_hf_error(ok, write_text("cfg3.json", "{\"eos_token\":7}"), "eos_token");
+    expect_hf_error(ok, tmp_text("cfg1.json", "{\"bos_token\":\"<|begin_of_text|>\"}"), "bos_token");
+    expect_hf_error(ok, tmp_text("cfg2.json", "{\"eos_token\":\"ab\"}"), "eos_token");
+    expect_hf_error(ok, tmp_text("cfg3.json", "{\"eos_token\":7}"), "eos_token");
     remove_tmp_files();
 }
 

@@ -150,4 +150,24 @@ static inline int file_exists(const char *path) {
     return stat(path, &st) == 0;
 }
 
+/* s as the whole contents of path. */
+static inline void write_text(const char *path, const char *s) {
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    fputs(s, f);
+    assert_int_equal(fclose(f), 0);
+}
+
+/* The tiny Llama Guard 3 1B reference checkpoint (fixtures/l32) exported once per test binary,
+ * with export's default dtype. */
+static inline const char *l32_model(void) {
+    static char path[512];
+    if (!path[0]) {
+        snprintf(path, sizeof path, "%s/l32.bin", test_tmpdir());
+        char o[4096];
+        if (run_cmd(o, sizeof o, "./export '%s' '%s'", shared_path("fixtures/l32"), path)) fail_msg("%s", o);
+    }
+    return path;
+}
+
 #endif
