@@ -59,9 +59,7 @@ static void check_fixture(const char *fx) {
         const LayerCapture cap = { .layer = 0, .hidden = hidden };
         if (model_forward_capture(&m, &s, ids, n, logits, &cap, err)) fail_msg("%s", err);
 
-        float md = 0, mh = 0;
-        for (uint32_t i = 0; i < vocab; i++) md = fmaxf(md, fabsf(logits[i] - gold[i]));
-        for (size_t i = 0; i < (size_t)L * dim; i++) mh = fmaxf(mh, fabsf(hidden[i] - gh[i]));
+        const float md = max_abs_diff(logits, gold, vocab), mh = max_abs_diff(hidden, gh, (size_t)L * dim);
         printf("  %s len%-3d logits max|diff| %.2e  hidden_l0 max|diff| %.2e\n", fx, L, (double)md, (double)mh);
         assert_true(md <= TOL_LOGITS);
         assert_true(mh <= TOL_HIDDEN);

@@ -9,6 +9,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -137,6 +138,16 @@ static inline float *read_f32(const char *path, size_t *count) {
     float *f = (float *)slurp(path, &len);
     *count = len / sizeof(float);
     return f;
+}
+
+/* max |a[i] - b[i]| over n values (a NaN anywhere makes it NaN, which fails any <= bound). */
+static inline float max_abs_diff(const float *a, const float *b, size_t n) {
+    float m = 0;
+    for (size_t i = 0; i < n; i++) {
+        float d = fabsf(a[i] - b[i]);
+        m = d > m || d != d ? d : m;
+    }
+    return m;
 }
 
 static inline int argmax(const float *x, int64_t n) {
